@@ -1,0 +1,112 @@
+"""Latency of one step: CUDA events around each call after warm-up (wall clock on a CPU); p50 and spread.
+
+    t = time_step(step, device, iters=200, warmup=20)            # Timing(p50_ms=..., p95_ms=..., ...)
+    ts = time_side_by_side({"before": a, "after": b}, device)    # interleaved rounds, one process
+    verdict(ts["after"], ts["before"])                           # "faster" | "slower" | "same"
+
+Each call is followed by a stream-level sync, so a sample is the latency of one batch-1 call, launch
+overhead included. Side-by-side timing alternates the contenders in rounds so that clock and thermal
+drift hit both alike; the spread of the per-round ratios is the noise a decision must beat.
+"""
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .devices import sync
+
+MIN_NOISE = 0.02   # the source's auto-revert threshold: differences under 2% are never called real
+
+
+@dataclass
+class Timing:
+    p50_ms: float
+    p95_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    iters: int
+    round_p50_ms: list = field(default_factory=list)
+
+    def as_dict(self):
+        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def _percentile(sorted_ms, q):
+    i = min(len(sorted_ms) - 1, max(0, round(q * (len(sorted_ms) - 1))))
+    return sorted_ms[i]
+
+
+def summarize(samples_ms, round_p50_ms=()):
+    s = sorted(samples_ms)
+    return Timing(p50_ms=statistics.median(s), p95_ms=_percentile(s, 0.95), mean_ms=statistics.fmean(s),
+                  std_ms=statistics.pstdev(s), min_ms=s[0], max_ms=s[-1], iters=len(s),
+                  round_p50_ms=[round(x, 5) for x in round_p50_ms])
+
+
+def _samples(step, device, iters):
+    """iters latencies in ms, each one call followed by a stream-level sync."""
+    if device.type == "cuda":
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+        stream = torch.cuda.current_stream()
+        for s, e in zip(starts, ends):
+            s.record(stream)
+            step()
+            e.record(stream)
+            stream.synchronize()
+        return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    out = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        step()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def warm_up(step, device, warmup):
+    for _ in range(warmup):
+        step()
+    sync(device)
+
+
+def time_step(step, device, iters=100, warmup=10):
+    with torch.no_grad():
+        warm_up(step, device, warmup)
+        return summarize(_samples(step, device, iters))
+
+
+def time_side_by_side(steps, device, iters=100, warmup=10, rounds=5):
+    """Time several steps in alternating rounds; each gets iters samples in all."""
+    per_round = max(1, iters // rounds)
+    samples = {name: [] for name in steps}
+    round_p50 = {name: [] for name in steps}
+    with torch.no_grad():
+        for step in steps.values():
+            warm_up(step, device, warmup)
+        for _ in range(rounds):
+            for name, step in steps.items():
+                got = _samples(step, device, per_round)
+                samples[name] += got
+                round_p50[name].append(statistics.median(got))
+    return {name: summarize(samples[name], round_p50[name]) for name in steps}
+
+
+def noise(candidate: Timing, reference: Timing):
+    """Relative noise of the ratio candidate/reference: half the range of per-round ratios, at least 2%."""
+    ratios = [c / r for c, r in zip(candidate.round_p50_ms, reference.round_p50_ms) if r > 0]
+    spread = (max(ratios) - min(ratios)) / 2 if len(ratios) > 1 else 0.0
+    return max(MIN_NOISE, spread)
+
+
+def verdict(candidate: Timing, reference: Timing):
+    """'faster', 'slower' or 'same' (within noise) for candidate against reference."""
+    ratio = candidate.p50_ms / reference.p50_ms
+    n = noise(candidate, reference)
+    if ratio > 1 + n:
+        return "slower"
+    if ratio < 1 - n:
+        return "faster"
+    return "same"

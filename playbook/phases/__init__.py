@@ -1,0 +1,187 @@
+"""The ladder: one module per phase, and the one routine that tries a phase against the kept recipe.
+
+    from playbook.phases import run_phase
+    result = run_phase("cudagraph", run, iters=200, warmup=20)    # writes phases/01-cudagraph.json
+
+A ladder phase module (cudagraph ... tuning) defines NUMBER, NAME, WHAT (one line), KEEP_IF
+("not_slower" or "faster"), candidates(ctx) -> [knobs, ...] (raise Skip("why") when it cannot apply
+here) and apply(pipeline, knobs). baseline and verify define run(run, iters, warmup) instead.
+
+Trying a phase: rebuild the kept recipe ("previous"), build the recipe plus each candidate, check each
+against the baseline's outputs, time the correct ones side by side with "previous" in one process,
+keep the fastest if it is not slower beyond noise (or faster beyond noise, for KEEP_IF="faster").
+Any exception is recorded as a failed phase; nothing already recorded is touched.
+"""
+import gc
+import importlib
+import traceback
+
+import torch
+
+from .. import bench
+from ..compare import compare
+from ..errors import PlaybookError, choose
+from ..pipeline import Pipeline
+
+NAMES = ("baseline", "cudagraph", "attention", "gemm", "fusion", "kernels", "tuning", "verify")
+
+
+class Skip(Exception):
+    """Raised by candidates() when a phase cannot apply here; the message says why."""
+
+
+def get_phase(name):
+    choose("phase", name, NAMES)
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def available():
+    """The phases that exist as modules, in ladder order."""
+    out = []
+    for name in NAMES:
+        try:
+            out.append(get_phase(name))
+        except ModuleNotFoundError:
+            continue
+    return out
+
+
+class Context:
+    """What candidates() may look at: the run, the device, and the kept pipeline (not yet built)."""
+
+    def __init__(self, run, pipe):
+        self.run, self.pipe = run, pipe
+        self.device, self.vendor = pipe.device, pipe.vendor
+        self.kept = [s["name"] for s in run.recipe()["phases"]]
+
+
+def result_template(mod, run):
+    return {"phase": mod.NUMBER, "name": mod.NAME, "status": None, "p50_ms": None, "p95_ms": None,
+            "mean_ms": None, "std_ms": None, "min_ms": None, "max_ms": None, "iters": None,
+            "correct": None, "max_abs_diff": None, "rel_err": None, "knobs": {}, "next_action": "",
+            "error": None, "what": mod.WHAT, "notes": []}
+
+
+def floors(run, p50_ms):
+    """p50 against the bandwidth floor (weight bytes / copy bandwidth) and the compute floor."""
+    ceilings, wl = run.params.get("ceilings") or {}, run.params.get("workload_info") or {}
+    out = {"bandwidth_floor_ms": None, "compute_floor_ms": None, "x_of_floor": None}
+    if ceilings.get("copy_gbps") and wl.get("weight_bytes"):
+        out["bandwidth_floor_ms"] = round(wl["weight_bytes"] / (ceilings["copy_gbps"] * 1e9) * 1e3, 5)
+    if ceilings.get("matmul_tflops") and wl.get("flops"):
+        out["compute_floor_ms"] = round(wl["flops"] / (ceilings["matmul_tflops"] * 1e12) * 1e3, 5)
+    floor = max([f for f in (out["bandwidth_floor_ms"], out["compute_floor_ms"]) if f] or [0])
+    if floor and p50_ms:
+        out["x_of_floor"] = round(p50_ms / floor, 2)
+    return out
+
+
+def fill_timing(result, timing):
+    result.update({k: v for k, v in timing.as_dict().items() if k in result or k == "round_p50_ms"})
+
+
+def next_action(run, result):
+    """What the chain does after this phase, in words."""
+    target = run.params.get("target_ms")
+    later = [m for m in available() if m.NUMBER > result["phase"]]
+    nxt = f"go on to phase {later[0].NUMBER} {later[0].NAME}: {later[0].WHAT}" if later else "done"
+    kept_p50 = result["p50_ms"] if result["status"] == "kept" else last_kept_p50(run)
+    if result["name"] == "verify":
+        if not result.get("correct"):
+            return "final recipe is not correct: inspect the phase that broke it"
+        if target and result["p50_ms"] is not None:
+            gap = result["p50_ms"] - target
+            return "target met" if gap <= 0 else f"target missed by {gap:.3f} ms: profile the top kernels"
+        return "no target set"
+    if target and kept_p50 is not None and kept_p50 <= target and result["name"] != "baseline":
+        return "target met: skip to verify"
+    prefix = {"rejected": "rejected; ", "failed": "failed; ", "skipped": "skipped; "}.get(result["status"], "")
+    return prefix + nxt
+
+
+def last_kept_p50(run):
+    kept = [p for p in run.phases() if p["status"] == "kept" and p["p50_ms"] is not None and p["name"] != "verify"]
+    return kept[-1]["p50_ms"] if kept else None
+
+
+def run_phase(name, run, iters=100, warmup=10):
+    """Run one phase and record it; never raises for a failure inside the phase."""
+    mod = get_phase(name)
+    result = result_template(mod, run)
+    try:
+        if hasattr(mod, "run"):
+            mod.run(run, result, iters=iters, warmup=warmup)
+        else:
+            _try(mod, run, result, iters, warmup)
+    except PlaybookError:
+        raise
+    except Exception as e:                                        # recorded, and the chain goes on
+        result.update(status="failed", error=f"{type(e).__name__}: {e}",
+                      traceback=traceback.format_exc(limit=8))
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    if result["p50_ms"] is not None:
+        result.update(floors(run, result["p50_ms"]))
+    if result["status"] == "kept" and name not in ("baseline", "verify"):
+        run.keep(result)
+    result["next_action"] = next_action(run, result)
+    run.write_phase(result)
+    return result
+
+
+def _try(mod, run, result, iters, warmup):
+    recipe_steps = run.recipe()["phases"]
+    reference = run.reference()
+    base = Pipeline.from_recipe(run.params, recipe_steps)
+    try:
+        candidates = mod.candidates(Context(run, base))
+    except Skip as why:
+        result.update(status="skipped", next_action="", error=None)
+        result["notes"].append(str(why))
+        result["skip_reason"] = str(why)
+        return
+    contenders, records = {"previous": base.build()}, []
+    for i, knobs in enumerate(candidates):
+        record = {"knobs": knobs, "error": None}
+        try:
+            pipe = Pipeline.from_recipe(run.params, recipe_steps, extra=(mod.NAME, knobs))
+            runner = pipe.build()
+            record.update(compare(runner.outputs(), reference, pipe.dtype), compile_s=runner.compile_s,
+                          notes=pipe.notes)
+            if record["correct"]:
+                contenders[f"candidate {i}"] = runner
+        except Exception as e:
+            record.update(correct=False, error=f"{type(e).__name__}: {e}")
+        records.append(record)
+    result["candidates"] = records
+    timings = bench.time_side_by_side({k: r.step for k, r in contenders.items()}, base.device,
+                                      iters=iters, warmup=warmup)
+    previous = timings.pop("previous")
+    result["previous_p50_ms"] = round(previous.p50_ms, 5)
+    for key, t in timings.items():
+        records[int(key.split()[1])].update(p50_ms=round(t.p50_ms, 5), verdict=bench.verdict(t, previous))
+    if not timings:
+        errors = [r for r in records if r["error"]]
+        result.update(status="failed" if len(errors) == len(records) else "rejected", correct=False,
+                      knobs=records[0]["knobs"] if records else {},
+                      error="; ".join(r["error"] for r in errors) or None)
+        wrong = next((r for r in records if not r["error"]), None)
+        if wrong:
+            result.update(max_abs_diff=wrong["max_abs_diff"], rel_err=wrong["rel_err"])
+            result["notes"] += wrong["problems"]
+        return
+    best_key = min(timings, key=lambda k: timings[k].p50_ms)
+    best, rec = timings[best_key], records[int(best_key.split()[1])]
+    fill_timing(result, best)
+    v = bench.verdict(best, previous)
+    keep = v == "faster" if getattr(mod, "KEEP_IF", "not_slower") == "faster" else v != "slower"
+    result.update(status="kept" if keep else "rejected", correct=True, knobs=rec["knobs"],
+                  max_abs_diff=rec["max_abs_diff"], rel_err=rec["rel_err"], compile_s=rec["compile_s"],
+                  verdict=v, speedup_vs_previous=round(previous.p50_ms / best.p50_ms, 3),
+                  noise=round(bench.noise(best, previous), 4))
+    result["notes"] += rec.get("notes", [])
+    if not keep:
+        result["notes"].append(f"{v} than the kept recipe ({best.p50_ms:.4f} vs {previous.p50_ms:.4f} ms, "
+                               f"noise {bench.noise(best, previous):.1%}): not kept")

@@ -1,0 +1,30 @@
+"""Phase 1 `cudagraph`: torch.compile(mode="default") for fusion, then a manual CUDA graph for launches.
+
+At batch 1 the GPU finishes each small kernel before the CPU has launched the next: the step is bound
+by launch overhead. A captured graph launches the whole step at once. Inductor's own graph modes are
+off (`triton.cudagraphs=False`); the capture is ours (playbook/capture.py). Both compiled + graph and
+eager + graph are tried, so a compiled capture that fails falls back with its error recorded.
+"""
+
+NUMBER = 1
+NAME = "cudagraph"
+WHAT = "torch.compile (mode default) plus a manual CUDA graph, to remove launch overhead"
+KEEP_IF = "not_slower"
+
+def candidates(ctx):
+    if ctx.device.type != "cuda":
+        return [{"compile": True, "mode": "default", "capture": False}]
+    return [{"compile": True, "mode": "default", "capture": True},
+            {"compile": False, "capture": True}]
+
+def apply(pipe, knobs):
+    pipe.compile = knobs["compile"]
+    pipe.capture = knobs["capture"]
+    if pipe.device.type != "cuda":
+        pipe.notes.append("CPU: there is no CUDA graph to capture; this phase measures torch.compile alone")
+    if pipe.vendor == "rocm":
+        # The source's ROCm settings: memory planning recurses too deep there, and Dynamo's RNG
+        # save/restore must be skipped while a stream captures. Unverified on hardware here.
+        pipe.inductor["memory_planning"] = False
+        pipe.rng_patch = True
+        pipe.notes.append("ROCm: memory_planning off and the Dynamo RNG patch applied (unverified on hardware)")

@@ -1,0 +1,94 @@
+"""The cumulative pipeline: a fresh workload, every kept phase applied in ladder order, then built.
+
+    pipe = Pipeline.from_recipe(run.params, recipe["phases"])   # model rewrites happen here
+    runner = pipe.build()                                       # compile, warm up, capture
+    runner.step()                                               # the timed call
+
+A phase changes a pipeline in one of three ways: it rewrites the model (attention, fusion, kernels),
+it sets Inductor options (kernels, tuning), or it chooses how the step runs (cudagraph: compile and
+capture). Building applies them all at once, so any recipe can be rebuilt in a fresh process.
+"""
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from . import capture
+from .devices import resolve_device, resolve_dtype, sync, vendor
+from .workloads import build_workload
+
+for _name in ("recompile_limit", "cache_size_limit"):   # every build compiles anew: allow many entries
+    if hasattr(torch._dynamo.config, _name):
+        setattr(torch._dynamo.config, _name, 64)
+
+
+@dataclass
+class Pipeline:
+    workload: object
+    device: torch.device
+    dtype: torch.dtype
+    compile: bool = False
+    inductor: dict = field(default_factory=dict)     # Inductor options, passed to torch.compile
+    capture: bool = False
+    rng_patch: bool = False
+    settings: dict = field(default_factory=dict)     # process-wide switches, set before building
+    notes: list = field(default_factory=list)
+
+    @classmethod
+    def fresh(cls, params):
+        device = resolve_device(params["device"])
+        dtype = resolve_dtype(params["dtype"], device)
+        wl = build_workload(params["workload"], params.get("preset") or "", params.get("model") or "",
+                            device, dtype, seed=params.get("seed", 0))
+        return cls(workload=wl, device=device, dtype=dtype)
+
+    @classmethod
+    def from_recipe(cls, params, steps, extra=None):
+        """steps: the recipe's kept phases; extra: (name, knobs) of the phase being tried."""
+        from .phases import get_phase
+        pipe = cls.fresh(params)
+        for step in list(steps) + ([{"name": extra[0], "knobs": extra[1]}] if extra else []):
+            get_phase(step["name"]).apply(pipe, step["knobs"])
+        return pipe
+
+    @property
+    def vendor(self):
+        return vendor(self.device)
+
+    def build(self, warmup=3):
+        return Runner(self, warmup)
+
+
+class Runner:
+    """The built step. step() runs it on the workload's example inputs; outputs() returns them."""
+
+    def __init__(self, pipe: Pipeline, warmup=3):
+        self.pipe = pipe
+        wl = pipe.workload
+        for apply_setting in pipe.settings.values():
+            apply_setting()
+        if pipe.rng_patch:
+            capture.patch_dynamo_rng()
+        fn = wl.model
+        self.compile_s = None
+        if pipe.compile:
+            fn = torch.compile(wl.model, options={"triton.cudagraphs": False, **pipe.inductor})
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                fn(*wl.args, **wl.kwargs)
+            sync(pipe.device)
+            self.compile_s = round(time.perf_counter() - t0, 2)
+        self.fn = fn
+        self.graph = capture.GraphStep(fn, wl.args, wl.kwargs, warmup=warmup) if pipe.capture else None
+
+    def step(self):
+        wl = self.pipe.workload
+        if self.graph is not None:
+            return self.graph(*wl.args, **wl.kwargs)
+        return self.fn(*wl.args, **wl.kwargs)
+
+    def outputs(self):
+        with torch.no_grad():
+            out = self.step()
+        sync(self.pipe.device)
+        return out

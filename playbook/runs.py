@@ -1,0 +1,77 @@
+"""Open or create the run a notebook or the chain works in, from the notebooks' parameters.
+
+    run = open_run(workload="tiny", device="cpu", target_ms=5.0)       # new reports/<id>/
+    run = open_run(run_dir="reports/20261121-120000-tiny")             # the same run, in another notebook
+
+A new run records its parameters, the device and the library versions in run.json. Opening an
+existing run with different workload parameters is refused: one run, one model.
+"""
+import datetime as dt
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from .devices import describe, dtype_name, resolve_device, resolve_dtype
+from .errors import PlaybookError
+from .state import Run, new_run_id
+from .workloads import check, default_preset
+
+REPORTS = Path(os.environ.get("PLAYBOOK_REPORTS", "reports"))
+WORKLOAD_KEYS = ("workload", "preset", "model", "device", "dtype")
+
+
+def versions():
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "cuda": torch.version.cuda, "hip": torch.version.hip}
+    for name in ("transformers", "triton"):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError:
+            out[name] = None
+    return out
+
+
+def check_target(target_ms):
+    if target_ms in (None, "", 0):
+        return None
+    try:
+        value = float(target_ms)
+    except (TypeError, ValueError):
+        raise PlaybookError(f"target {target_ms!r} is not a number of milliseconds (e.g. --target-ms 2.5)") from None
+    if not value > 0 or value == float("inf"):
+        raise PlaybookError(f"target {target_ms!r} must be a positive, finite number of milliseconds")
+    return value
+
+
+def resolve_params(workload="tiny", preset="", model="", device="auto", dtype="auto", target_ms=None,
+                   iters=100, warmup=10, seed=0):
+    """Validate everything a user can get wrong, before any model is built."""
+    check(workload, preset, model)
+    dev = resolve_device(device)
+    if int(iters) < 5 or int(warmup) < 0:
+        raise PlaybookError(f"iters must be at least 5 and warmup at least 0 (got {iters}, {warmup})")
+    return {"workload": workload, "preset": preset or default_preset(workload, dev.type), "model": model or "",
+            "device": dev.type, "dtype": dtype_name(resolve_dtype(dtype, dev)),
+            "target_ms": check_target(target_ms), "iters": int(iters), "warmup": int(warmup), "seed": int(seed)}
+
+
+def open_run(run_dir="", **params):
+    """The run at run_dir (created when it holds none yet), or a new one under reports/."""
+    if run_dir and (Path(run_dir) / "run.json").exists():
+        run = Run.open(run_dir)
+        if params:
+            wanted = resolve_params(**params)
+            clash = {k: (run.params.get(k), wanted[k]) for k in WORKLOAD_KEYS if run.params.get(k) != wanted[k]}
+            if clash:
+                raise PlaybookError(f"run {run_dir} was made with different parameters "
+                                    f"({', '.join(f'{k}: {a!r} there, {b!r} here' for k, (a, b) in clash.items())}); "
+                                    "use a new run_dir or the run's own parameters")
+        return run
+    p = resolve_params(**params)
+    path = Path(run_dir) if run_dir else REPORTS / new_run_id(p["workload"], p["preset"])
+    device = resolve_device(p["device"])
+    p.update(run_id=path.name, created=dt.datetime.now().isoformat(timespec="seconds"),
+             versions=versions(), device_info=describe(device))
+    return Run.create(path, p)

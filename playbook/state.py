@@ -1,0 +1,137 @@
+"""The run directory: parameters, reference outputs, one JSON per phase, and the recipe of kept phases.
+
+    run = Run.create("reports/20261121-120000-tiny", params)   # or Run.open(path) for an existing one
+    run.write_phase(result)                # phases/01-cudagraph.json, written atomically
+    run.recipe()["phases"]                 # [{"phase": 1, "name": "cudagraph", "knobs": {...}}, ...]
+
+Layout: run.json, reference.pt (the baseline's outputs), recipe.json, phases/NN-<name>.json,
+notebooks/ (executed), traces/, figures/, report.md, report.html. Every JSON is written to a temporary
+file and renamed into place, so a crash never leaves half a file.
+"""
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import PlaybookError
+
+PHASE_FIELDS = ("phase", "name", "status", "p50_ms", "p95_ms", "mean_ms", "std_ms", "correct",
+                "max_abs_diff", "knobs", "next_action", "error")
+STATUSES = ("kept", "rejected", "skipped", "failed")
+
+
+def write_json(path, obj):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path, what):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise PlaybookError(f"{what} {path} is corrupt ({e}); delete it to re-run that step, "
+                            "or start a new run without --resume") from e
+
+
+def new_run_id(workload, preset):
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return "-".join(x for x in (stamp, workload, preset) if x)
+
+
+class Run:
+    def __init__(self, path, params):
+        self.path = Path(path)
+        self.params = params
+
+    # --- opening -------------------------------------------------------
+    @classmethod
+    def create(cls, path, params):
+        path = Path(path)
+        if (path / "run.json").exists():
+            raise PlaybookError(f"{path} already holds a run; use --resume to continue it or pick another --out")
+        write_json(path / "run.json", params)
+        return cls(path, params)
+
+    @classmethod
+    def open(cls, path):
+        path = Path(path)
+        if not (path / "run.json").exists():
+            raise PlaybookError(f"{path} is not a run directory (no run.json); start one with "
+                                "`python -m playbook run --workload tiny` or run 00-baseline first")
+        params = read_json(path / "run.json", "run file")
+        if not isinstance(params, dict) or "workload" not in params:
+            raise PlaybookError(f"run file {path / 'run.json'} is corrupt (no 'workload'); start a new run")
+        return cls(path, params)
+
+    def update(self, **fields):
+        self.params.update(fields)
+        write_json(self.path / "run.json", self.params)
+
+    # --- phases ---------------------------------------------------------
+    def phase_path(self, number, name):
+        return self.path / "phases" / f"{number:02d}-{name}.json"
+
+    def write_phase(self, result):
+        missing = [k for k in PHASE_FIELDS if k not in result]
+        if missing or result["status"] not in STATUSES:
+            raise ValueError(f"phase result lacks {missing} or has status {result.get('status')!r}")
+        write_json(self.phase_path(result["phase"], result["name"]), result)
+
+    def phases(self):
+        """Every recorded phase result, in ladder order."""
+        folder = self.path / "phases"
+        return [read_json(p, "phase file") for p in sorted(folder.glob("[0-9][0-9]-*.json"))]
+
+    def phase(self, name):
+        return next((p for p in self.phases() if p["name"] == name), None)
+
+    # --- recipe ---------------------------------------------------------
+    def recipe(self):
+        path = self.path / "recipe.json"
+        if not path.exists():
+            return {"workload": self.workload_params(), "phases": []}
+        recipe = read_json(path, "recipe")
+        if not isinstance(recipe.get("phases"), list):
+            raise PlaybookError(f"recipe {path} is corrupt (no 'phases' list); delete it and re-run the chain")
+        return recipe
+
+    def keep(self, result):
+        """Add a kept phase (with its knobs) to the recipe, replacing an earlier record of the same phase."""
+        recipe = self.recipe()
+        steps = [s for s in recipe["phases"] if s["name"] != result["name"]]
+        steps.append({"phase": result["phase"], "name": result["name"], "knobs": result["knobs"]})
+        recipe["phases"] = sorted(steps, key=lambda s: s["phase"])
+        recipe.update(p50_ms=result["p50_ms"], device=self.params.get("device_info", {}).get("name"),
+                      fingerprint=self.params.get("versions"), date=dt.date.today().isoformat())
+        write_json(self.path / "recipe.json", recipe)
+
+    def workload_params(self):
+        return {k: self.params.get(k) for k in ("workload", "preset", "model", "device", "dtype")}
+
+    # --- reference outputs ---------------------------------------------
+    def save_reference(self, leaves):
+        tmp = self.path / ".reference.pt.tmp"
+        torch.save(leaves, tmp)
+        os.replace(tmp, self.path / "reference.pt")
+
+    def reference(self):
+        path = self.path / "reference.pt"
+        if not path.exists():
+            raise PlaybookError(f"{self.path} has no baseline reference outputs; run phase 00-baseline first")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise PlaybookError(f"{path} is corrupt ({e}); delete it and re-run 00-baseline") from e
