@@ -14,6 +14,7 @@ Any exception is recorded as a failed phase; nothing already recorded is touched
 """
 import gc
 import importlib
+import os
 import traceback
 
 import torch
@@ -108,6 +109,8 @@ def run_phase(name, run, iters=100, warmup=10):
     """Run one phase and record it; never raises for a failure inside the phase."""
     mod = get_phase(name)
     result = result_template(mod, run)
+    # Inductor's FX-graph and autotune caches live in the run, so --resume and re-runs skip recompiles.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(run.path.resolve() / "inductor-cache"))
     try:
         if hasattr(mod, "run"):
             mod.run(run, result, iters=iters, warmup=warmup)

@@ -1,0 +1,85 @@
+"""The command line: run the ladder, gate a p50 against a target, render a report.
+
+    python -m playbook run --workload tiny --device cpu --target-ms 1.0
+    python -m playbook run --workload llama --preset 1b --target-ms 1.2
+    python -m playbook run --out reports/<run> --resume
+    python -m playbook gate --target-ms 25 --run reports/<run>
+    python -m playbook report reports/<run>
+"""
+import argparse
+import sys
+
+from .errors import PlaybookError
+
+
+def parser():
+    ap = argparse.ArgumentParser(prog="python -m playbook", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="walk the ladder with papermill into a report")
+    run.add_argument("--workload", default="auto", help="tiny | llama | custom (auto: llama 1b on a GPU, tiny on a CPU)")
+    run.add_argument("--preset", default="", help="the workload's preset (tiny, 1b, ...)")
+    run.add_argument("--model", default="", help="for --workload custom: package.module:function")
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    run.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU, float32 on a CPU) | float32 | bfloat16 | float16")
+    run.add_argument("--target-ms", default=None, help="p50 target in ms; the ladder stops once it is met")
+    run.add_argument("--iters", type=int, default=100, help="timed iterations per measurement")
+    run.add_argument("--warmup", type=int, default=10, help="untimed iterations before timing")
+    run.add_argument("--out", default=None, help="run directory (default reports/<timestamp>-<workload>-<preset>)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out, skipping recorded phases")
+
+    gate = sub.add_parser("gate", help="exit 0 if p50 <= target, 1 if above, 2 if no p50 was found")
+    gate.add_argument("--target-ms", type=float, required=True)
+    src = gate.add_mutually_exclusive_group(required=True)
+    src.add_argument("--p50-ms", type=float)
+    src.add_argument("--run", help="a run directory: verify's p50 (or --phase's)")
+    src.add_argument("--benchmark-cmd", help="a command printing JSON with 'p50' or a line 'p50: <ms>'")
+    gate.add_argument("--baseline-ms", type=float)
+    gate.add_argument("--phase", help="with --run: the phase whose p50 to gate")
+
+    rep = sub.add_parser("report", help="write report.md and report.html for a run directory")
+    rep.add_argument("run_dir")
+    return ap
+
+
+def resolve_auto_workload(args):
+    if args.workload != "auto":
+        return args.workload, args.preset
+    from .devices import resolve_device
+    gpu = resolve_device(args.device).type == "cuda"
+    return ("llama", args.preset or "1b") if gpu else ("tiny", args.preset or "tiny")
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from .chain import run_chain
+            workload, preset = resolve_auto_workload(args)
+            params = dict(workload=workload, preset=preset, model=args.model, device=args.device,
+                          dtype=args.dtype, target_ms=args.target_ms, iters=args.iters, warmup=args.warmup)
+            run = run_chain(params, out=args.out, resume=args.resume)
+            failed = [p["name"] for p in run.phases() if p["status"] == "failed"]
+            return 1 if failed else 0
+        if args.command == "gate":
+            from . import gate
+            if args.target_ms <= 0:
+                raise PlaybookError("--target-ms must be a positive number of milliseconds")
+            if args.p50_ms is not None:
+                p50 = args.p50_ms
+            elif args.run:
+                p50 = gate.p50_from_run(args.run, args.phase)
+            else:
+                p50 = gate.p50_from_command(args.benchmark_cmd)
+            return gate.gate(args.target_ms, p50, args.baseline_ms)
+        if args.command == "report":
+            from .report import write
+            print(write(args.run_dir))
+            return 0
+    except PlaybookError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

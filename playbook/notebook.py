@@ -1,0 +1,45 @@
+"""What a phase notebook calls: open the run, run the phase, show the result, the table and the plot.
+
+    run = open_run(run_dir, phase="cudagraph", workload=workload, ...)   # the notebook's parameters
+    result = run_and_show("cudagraph", run, iters=iters, warmup=warmup)
+
+With an empty run_dir, 00-baseline starts a new run under reports/ and every later notebook picks the
+newest run there with the same workload parameters, so the ladder can be walked by hand in JupyterLab.
+"""
+from . import report, runs
+from .errors import PlaybookError
+from .phases import run_phase
+from .state import Run
+
+
+def latest_run(params):
+    wanted = runs.resolve_params(**params)
+    candidates = sorted(runs.REPORTS.glob("*/run.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        run = Run.open(path.parent)
+        if all(run.params.get(k) == wanted[k] for k in runs.WORKLOAD_KEYS):
+            return run
+    raise PlaybookError(f"no run under {runs.REPORTS}/ for {params.get('workload')!r} yet: "
+                        "run 00-baseline first, or set run_dir")
+
+
+def open_run(run_dir="", phase="baseline", **params):
+    params = {k: v for k, v in params.items() if k != "interactive"}
+    if run_dir or phase == "baseline":
+        return runs.open_run(run_dir, **params)
+    return latest_run(params)
+
+
+def run_and_show(name, run, iters=100, warmup=10):
+    result = run_phase(name, run, iters=iters, warmup=warmup)
+    show(run, result)
+    return result
+
+
+def show(run, result):
+    from IPython.display import Markdown, display
+    display(Markdown(report.phase_summary(result)))
+    display(Markdown(report.progress_table(run)))
+    fig = report.plot_p50(run)
+    display(fig)
+    report.close(fig)

@@ -1,0 +1,188 @@
+"""The report of a run: the progress table, the p50 plot, the environment, the executed notebooks.
+
+    python -m playbook report reports/<run>        # writes report.md and report.html there
+    progress_table(run)                            # | Phase | p50 (ms) | vs Baseline | vs Target | Next Action |
+
+Everything is rendered from the JSON in the run directory; no number is parsed back out of text.
+report.html is self-contained: its figures are embedded, nothing is loaded from the network.
+"""
+import base64
+import html
+import io
+import json
+
+import matplotlib.pyplot as plt
+
+from .state import Run
+
+STATUS_MARK = {"kept": "kept", "rejected": "rejected", "skipped": "skipped", "failed": "FAILED"}
+
+
+def _ms(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def rows(run):
+    """One dict per recorded phase, with the table's derived columns."""
+    phases = run.phases()
+    base = next((p["p50_ms"] for p in phases if p["name"] == "baseline"), None)
+    target = run.params.get("target_ms")
+    out = []
+    for p in phases:
+        p50 = p["p50_ms"]
+        vs_base = "-" if p50 is None or not base or p["name"] == "baseline" else \
+            f"{(p50 - base) / base:+.1%} ({base / p50:.2f}x)"
+        if p50 is None or not target:
+            vs_target = "-" if target else "no target"
+        else:
+            vs_target = "met" if p50 <= target else f"+{p50 - target:.3f} ms"
+        out.append({"phase": f"{p['phase']} {p['name']} ({STATUS_MARK[p['status']]})", "p50": _ms(p50),
+                    "vs_baseline": vs_base, "vs_target": vs_target, "next_action": p["next_action"] or "-",
+                    "raw": p})
+    return out
+
+
+def progress_table(run):
+    lines = ["| Phase | p50 (ms) | vs Baseline | vs Target | Next Action |",
+             "|-------|----------|-------------|-----------|-------------|"]
+    for r in rows(run):
+        cells = [r["phase"], r["p50"], r["vs_baseline"], r["vs_target"], r["next_action"]]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def phase_summary(p):
+    """A few lines about one phase: verdict, correctness, knobs, notes, error."""
+    lines = [f"**Phase {p['phase']} `{p['name']}`: {p['status']}**"]
+    if p["p50_ms"] is not None:
+        spread = f"p95 {_ms(p['p95_ms'])}, std {_ms(p['std_ms'])} ms over {p.get('iters')} iterations"
+        lines.append(f"- p50 {_ms(p['p50_ms'])} ms ({spread})")
+    if p.get("previous_p50_ms") is not None:
+        lines.append(f"- kept recipe measured beside it: {_ms(p['previous_p50_ms'])} ms "
+                     f"(speedup {p.get('speedup_vs_previous')}x, verdict {p.get('verdict')}, "
+                     f"noise {p.get('noise', 0):.1%})")
+    if p["correct"] is not None:
+        lines.append(f"- correct: {p['correct']} (max abs diff {p['max_abs_diff']}, rel err {p.get('rel_err')})")
+    if p.get("x_of_floor"):
+        lines.append(f"- {p['x_of_floor']}x of the floor (bandwidth {_ms(p.get('bandwidth_floor_ms'))} ms, "
+                     f"compute {_ms(p.get('compute_floor_ms'))} ms)")
+    if p["knobs"]:
+        lines.append(f"- knobs: `{json.dumps(p['knobs'])}`")
+    lines += [f"- {n}" for n in p.get("notes", [])]
+    if p["error"]:
+        lines.append(f"- error: `{p['error']}`")
+    return "\n".join(lines)
+
+
+def plot_p50(run):
+    """p50 per phase (kept solid, others hatched), with the target and the bandwidth floor as lines."""
+    rs = [r for r in rows(run) if r["raw"]["p50_ms"] is not None]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    colors = {"kept": "#2b7bba", "rejected": "#d95f02", "failed": "#999999", "skipped": "#cccccc"}
+    for i, r in enumerate(rs):
+        p = r["raw"]
+        ax.bar(i, p["p50_ms"], color=colors[p["status"]], hatch=None if p["status"] == "kept" else "//")
+        ax.errorbar(i, p["p50_ms"], yerr=[[p["p50_ms"] - (p.get("min_ms") or p["p50_ms"])],
+                                          [(p["p95_ms"] or p["p50_ms"]) - p["p50_ms"]]], color="black", capsize=3)
+    ax.set_xticks(range(len(rs)), [f"{r['raw']['phase']} {r['raw']['name']}" for r in rs], rotation=20)
+    ax.set_ylabel("p50 latency (ms)")
+    target = run.params.get("target_ms")
+    if target:
+        ax.axhline(target, color="green", linestyle="--", label=f"target {target:g} ms")
+    floor = next((r["raw"].get("bandwidth_floor_ms") for r in rs if r["raw"].get("bandwidth_floor_ms")), None)
+    if floor:
+        ax.axhline(floor, color="purple", linestyle=":", label=f"bandwidth floor {floor:.3f} ms")
+    if target or floor:
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(f"{run.params['workload']} {run.params.get('preset') or ''} on "
+                 f"{run.params.get('device_info', {}).get('name', run.params['device'])}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def close(fig):
+    plt.close(fig)
+
+
+def png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    close(fig)
+    return buf.getvalue()
+
+
+def environment(run):
+    p = run.params
+    info, v, c = p.get("device_info", {}), p.get("versions", {}), p.get("ceilings") or {}
+    return [("device", info.get("name")), ("driver / runtime", f"{info.get('driver')} / {info.get('runtime')}"),
+            ("torch", v.get("torch")), ("transformers", v.get("transformers")), ("triton", v.get("triton")),
+            ("python", v.get("python")), ("copy bandwidth", f"{c.get('copy_gbps')} GB/s (read + write)"),
+            ("matmul rate", f"{c.get('matmul_tflops')} TFLOP/s ({c.get('matmul_dtype')})"),
+            ("workload", (p.get("workload_info") or {}).get("description")), ("dtype", p.get("dtype")),
+            ("target", f"{p['target_ms']} ms" if p.get("target_ms") else "none"), ("run", p.get("run_id")),
+            ("created", p.get("created"))]
+
+
+def notebooks(run):
+    return sorted((run.path / "notebooks").glob("*.ipynb"))
+
+
+def markdown(run):
+    parts = [f"# Inference playbook report: {run.params['workload']} {run.params.get('preset') or ''}", "",
+             progress_table(run), "", "![p50 per phase](figures/p50.png)", "", "## Phases", ""]
+    parts += [phase_summary(p) + "\n" for p in run.phases()]
+    parts += ["## Environment", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in environment(run)]
+    nbs = notebooks(run)
+    if nbs:
+        parts += ["", "## Executed notebooks", ""] + [f"- [{nb.stem}](notebooks/{nb.name})" for nb in nbs]
+    return "\n".join(parts) + "\n"
+
+
+def _md_list_to_html(text):
+    out = []
+    for line in text.splitlines():
+        line = html.escape(line)
+        line = line.replace("**", "")
+        out.append(f"<li>{line[2:]}</li>" if line.startswith("- ") else f"<p><b>{line}</b></p>")
+    return "\n".join(out)
+
+
+def html_page(run, p50_png):
+    esc = html.escape
+    table = "".join(
+        f"<tr class='{r['raw']['status']}'><td>{esc(r['phase'])}</td><td>{r['p50']}</td><td>{esc(r['vs_baseline'])}</td>"
+        f"<td>{esc(r['vs_target'])}</td><td>{esc(r['next_action'])}</td></tr>" for r in rows(run))
+    env = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in environment(run))
+    phases = "".join(f"<div class='phase'><ul>{_md_list_to_html(phase_summary(p))}</ul></div>" for p in run.phases())
+    nbs = "".join(f"<li><a href='notebooks/{esc(nb.name)}'>{esc(nb.stem)}</a></li>" for nb in notebooks(run))
+    img = base64.b64encode(p50_png).decode()
+    title = esc(f"Inference playbook report: {run.params['workload']} {run.params.get('preset') or ''}")
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
+tr.rejected td, tr.failed td {{ color: #a33; }} tr.skipped td {{ color: #888; }}
+.phase {{ border-left: 3px solid #2b7bba; padding-left: 1em; margin: 1em 0; }}
+code {{ background: #f4f4f4; }}
+</style></head><body>
+<h1>{title}</h1>
+<h2>Progress</h2>
+<table id="progress"><tr><th>Phase</th><th>p50 (ms)</th><th>vs Baseline</th><th>vs Target</th><th>Next Action</th></tr>{table}</table>
+<img id="p50-plot" alt="p50 per phase" src="data:image/png;base64,{img}">
+<h2>Phases</h2>{phases}
+<h2>Environment</h2><table id="environment">{env}</table>
+<h2>Executed notebooks</h2><ul>{nbs}</ul>
+</body></html>
+"""
+
+
+def write(run_dir):
+    """Write report.md, report.html and figures/p50.png into the run directory."""
+    run = Run.open(run_dir)
+    fig_png = png(plot_p50(run))
+    (run.path / "figures").mkdir(exist_ok=True)
+    (run.path / "figures" / "p50.png").write_bytes(fig_png)
+    (run.path / "report.md").write_text(markdown(run))
+    (run.path / "report.html").write_text(html_page(run, fig_png))
+    return run.path / "report.html"
