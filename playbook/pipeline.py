@@ -35,12 +35,14 @@ class Pipeline:
     notes: list = field(default_factory=list)
 
     @classmethod
-    def fresh(cls, params):
+    def fresh(cls, params, precise=False):
+        """The untouched workload; precise=True builds it in fp32 on weights rounded to the run's dtype."""
         device = resolve_device(params["device"])
         dtype = resolve_dtype(params["dtype"], device)
+        build_dtype, via = (torch.float32, dtype) if precise else (dtype, None)
         wl = build_workload(params["workload"], params.get("preset") or "", params.get("model") or "",
-                            device, dtype, seed=params.get("seed", 0))
-        return cls(workload=wl, device=device, dtype=dtype)
+                            device, build_dtype, seed=params.get("seed", 0), weights_via=via)
+        return cls(workload=wl, device=device, dtype=build_dtype)
 
     @classmethod
     def from_recipe(cls, params, steps, extra=None):

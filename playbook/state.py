@@ -4,7 +4,7 @@
     run.write_phase(result)                # phases/01-cudagraph.json, written atomically
     run.recipe()["phases"]                 # [{"phase": 1, "name": "cudagraph", "knobs": {...}}, ...]
 
-Layout: run.json, reference.pt (the baseline's outputs), recipe.json, phases/NN-<name>.json,
+Layout: run.json, reference.pt (the baseline's outputs; reference_fp32.pt too for bf16/fp16 runs), recipe.json, phases/NN-<name>.json,
 notebooks/ (executed), traces/, figures/, report.md, report.html. Every JSON is written to a temporary
 file and renamed into place, so a crash never leaves half a file.
 """
@@ -122,13 +122,20 @@ class Run:
         return {k: self.params.get(k) for k in ("workload", "preset", "model", "device", "dtype")}
 
     # --- reference outputs ---------------------------------------------
-    def save_reference(self, leaves):
-        tmp = self.path / ".reference.pt.tmp"
+    def save_reference(self, leaves, name="reference"):
+        """name: "reference" (the untouched model's outputs) or "reference_fp32" (its fp32 twin's)."""
+        tmp = self.path / f".{name}.pt.tmp"
         torch.save(leaves, tmp)
-        os.replace(tmp, self.path / "reference.pt")
+        os.replace(tmp, self.path / f"{name}.pt")
 
-    def reference(self):
-        path = self.path / "reference.pt"
+    def judges(self):
+        """What compare() needs: the reference, the fp32 reference (or None) and the baseline's own error."""
+        precise = self.reference("reference_fp32") if (self.path / "reference_fp32.pt").exists() else None
+        return {"reference": self.reference(), "precise": precise,
+                "baseline_err": self.params.get("baseline_precise_err")}
+
+    def reference(self, name="reference"):
+        path = self.path / f"{name}.pt"
         if not path.exists():
             raise PlaybookError(f"{self.path} has no baseline reference outputs; run phase 00-baseline first")
         try:

@@ -136,7 +136,7 @@ def run_phase(name, run, iters=100, warmup=10):
 
 def _try(mod, run, result, iters, warmup):
     recipe_steps = run.recipe()["phases"]
-    reference = run.reference()
+    judges = run.judges()
     base = Pipeline.from_recipe(run.params, recipe_steps)
     try:
         candidates = mod.candidates(Context(run, base))
@@ -151,7 +151,7 @@ def _try(mod, run, result, iters, warmup):
         try:
             pipe = Pipeline.from_recipe(run.params, recipe_steps, extra=(mod.NAME, knobs))
             runner = pipe.build()
-            record.update(compare(runner.outputs(), reference, pipe.dtype), compile_s=runner.compile_s,
+            record.update(compare(runner.outputs(), dtype=pipe.dtype, **judges), compile_s=runner.compile_s,
                           notes=pipe.notes)
             if record["correct"]:
                 contenders[f"candidate {i}"] = runner
@@ -181,7 +181,8 @@ def _try(mod, run, result, iters, warmup):
     v = bench.verdict(best, previous)
     keep = v == "faster" if getattr(mod, "KEEP_IF", "not_slower") == "faster" else v != "slower"
     result.update(status="kept" if keep else "rejected", correct=True, knobs=rec["knobs"],
-                  max_abs_diff=rec["max_abs_diff"], rel_err=rec["rel_err"], compile_s=rec["compile_s"],
+                  max_abs_diff=rec["max_abs_diff"], rel_err=rec["rel_err"], precise_err=rec["precise_err"],
+                  compile_s=rec["compile_s"],
                   verdict=v, speedup_vs_previous=round(previous.p50_ms / best.p50_ms, 3),
                   noise=round(bench.noise(best, previous), 4))
     result["notes"] += rec.get("notes", [])

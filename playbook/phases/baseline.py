@@ -1,8 +1,11 @@
 """Phase 0 `baseline`: measure the untouched model, save its outputs as the reference, measure the device.
 
-Everything later is compared with what this phase records: the outputs (reference.pt), the p50, and
+Everything later is compared with what this phase records: the outputs (reference.pt, and for a
+bf16/fp16 run also the same model's outputs in fp32 on the same rounded weights), the p50, and
 the device's copy bandwidth and matmul rate (run.json "ceilings"), which turn p50 into "x of floor".
 """
+import torch
+
 from .. import bench
 from ..compare import check_inputs, compare, snapshot
 from ..devices import measure_ceilings
@@ -25,6 +28,15 @@ def run(run, result, iters, warmup):
         raise PlaybookError("the timed step is not repeatable: two calls on the same inputs gave different "
                             f"outputs ({'; '.join(again['problems'])}); make the step free of hidden state")
     run.save_reference(reference)
+    if pipe.dtype != torch.float32:
+        precise_pipe = Pipeline.fresh(run.params, precise=True)
+        precise = snapshot(precise_pipe.build().outputs())
+        del precise_pipe
+        run.save_reference(precise, "reference_fp32")
+        own = compare(reference, precise, torch.float32)
+        run.update(baseline_precise_err=own["rel_err"])
+        result["notes"].append(f"the untouched model in {run.params['dtype']} is {own['rel_err']:.3g} (relative) "
+                               "from its fp32 twin on the same weights; phases may be up to twice as far")
     run.update(workload_info={"description": wl.description, "weight_bytes": wl.weight_bytes,
                               "flops": wl.flops, "outputs": sorted(reference)})
     if not run.params.get("ceilings"):

@@ -16,7 +16,7 @@ def run(run, result, iters, warmup):
     steps = run.recipe()["phases"]
     final_pipe = Pipeline.from_recipe(run.params, steps)
     final = final_pipe.build()
-    verdict = compare(final.outputs(), run.reference(), final_pipe.dtype)
+    verdict = compare(final.outputs(), dtype=final_pipe.dtype, **run.judges())
     base = Pipeline.fresh(run.params).build()
     timings = bench.time_side_by_side({"baseline": base.step, "final": final.step}, final_pipe.device,
                                       iters=iters, warmup=warmup)
@@ -24,7 +24,7 @@ def run(run, result, iters, warmup):
     result.update({k: v for k, v in t.as_dict().items() if k in result})
     target = run.params.get("target_ms")
     result.update(status="kept" if verdict["correct"] else "rejected", correct=verdict["correct"],
-                  max_abs_diff=verdict["max_abs_diff"], rel_err=verdict["rel_err"],
+                  max_abs_diff=verdict["max_abs_diff"], rel_err=verdict["rel_err"], precise_err=verdict["precise_err"],
                   knobs={"recipe": [s["name"] for s in steps]},
                   baseline_same_run_p50_ms=round(timings["baseline"].p50_ms, 5),
                   speedup_vs_baseline=round(timings["baseline"].p50_ms / t.p50_ms, 3),

@@ -37,8 +37,11 @@ def check(name, preset, model):
         choose(f"preset for workload {name!r}:", preset, presets(name))
 
 
-def build_workload(name, preset="", model="", device=None, dtype=None, seed=0) -> Workload:
+def build_workload(name, preset="", model="", device=None, dtype=None, seed=0, weights_via=None) -> Workload:
+    """weights_via: round the weights (and floating inputs) through this dtype first; the fp32
+    reference of a bf16 run is built with dtype=float32, weights_via=bfloat16."""
     check(name, preset, model)
     if name == "custom":
-        return custom.build(model, device, dtype, seed=seed)
-    return WORKLOADS[name].build(preset or default_preset(name, device.type), device, dtype, seed=seed)
+        return custom.build(model, device, dtype, seed=seed, weights_via=weights_via)
+    return WORKLOADS[name].build(preset or default_preset(name, device.type), device, dtype, seed=seed,
+                                 weights_via=weights_via)

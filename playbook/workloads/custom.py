@@ -50,7 +50,7 @@ def _move(x, device, dtype):
     return x
 
 
-def build(spec, device, dtype, seed=0):
+def build(spec, device, dtype, seed=0, weights_via=None):
     fn = load(spec)
     accepted = inspect.signature(fn).parameters
     kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if k in accepted}
@@ -65,6 +65,8 @@ def build(spec, device, dtype, seed=0):
     if not isinstance(inputs, (tuple, list, dict)):
         raise PlaybookError(f"--model {spec!r}: example_inputs must be a tuple of positional inputs or a dict "
                             f"of keyword inputs, not {type(inputs).__name__}")
+    if weights_via is not None:
+        model, inputs = model.to(dtype=weights_via), _move(inputs, "cpu", weights_via)
     model = model.to(device=device, dtype=dtype).eval()
     inputs = _move(inputs, device, dtype)
     args, kw = ((), inputs) if isinstance(inputs, dict) else (tuple(inputs), {})

@@ -49,20 +49,26 @@ class DecodeStep(nn.Module):
         super().__init__()
         self.model = model
         self.cache = cache
+        # Recent transformers write at each layer's own counter (cumulative_length), not at
+        # cache_position; pin the counters so every call writes the same slot and is repeatable.
+        self.counters = [layer.cumulative_length for layer in getattr(cache, "layers", ())
+                         if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor)]
 
     def forward(self, input_ids, cache_position):
         # input_ids: [1, 1]; cache_position: [1]
+        for counter in self.counters:
+            counter.copy_(cache_position[0])
         out = self.model(input_ids=input_ids, position_ids=cache_position[None], cache_position=cache_position,
                          past_key_values=self.cache, use_cache=True)
         return out.logits
 
 
-def build(preset, device, dtype, seed=0):
+def build(preset, device, dtype, seed=0, weights_via=None):
     from transformers import LlamaForCausalLM, StaticCache
     p = PRESETS[preset]
     cfg = config(p)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).to(dtype=dtype)
+    model = LlamaForCausalLM(cfg).to(dtype=weights_via or dtype).to(dtype=dtype)
     model = model.to(device).eval()
     cache = StaticCache(config=cfg, max_cache_len=p.max_cache)
     gen = torch.Generator().manual_seed(seed + 1)

@@ -140,11 +140,10 @@ class TinyDecoder(nn.Module):
         return self.lm_head(self.norm(x))
 
 
-def build(preset, device, dtype, seed=0):
+def build(preset, device, dtype, seed=0, weights_via=None):
     cfg = PRESETS[preset]
     torch.manual_seed(seed)
-    model = TinyDecoder(cfg).to(device=device, dtype=dtype).eval()
-    # The cos/sin tables stay fp32 buffers of the right device; only weights take the dtype.
+    model = TinyDecoder(cfg).to(dtype=weights_via or dtype).to(device=device, dtype=dtype).eval()
     gen = torch.Generator().manual_seed(seed + 1)
     prompt = torch.randint(0, cfg.vocab, (1, cfg.prompt + 1), generator=gen).to(device)
     with torch.no_grad():
