@@ -32,7 +32,7 @@ def check(name, preset, model):
         if not model:
             raise PlaybookError("workload 'custom' needs --model package.module:function "
                                 "(a function returning (model, example_inputs))")
-        custom.parse_spec(model)
+        custom.load(model)        # import now: a typo fails before anything runs
     elif preset and preset not in presets(name):
         choose(f"preset for workload {name!r}:", preset, presets(name))
 

@@ -1,0 +1,36 @@
+import time
+
+import torch
+
+from playbook import bench
+
+
+def test_summarize_percentiles_and_spread():
+    t = bench.summarize([float(x) for x in range(1, 101)])
+    assert t.p50_ms == 50.5
+    assert t.p95_ms == 95.0
+    assert t.min_ms == 1.0 and t.max_ms == 100.0 and t.iters == 100
+    assert abs(t.mean_ms - 50.5) < 1e-9 and t.std_ms > 28
+
+
+def test_time_step_measures_a_known_sleep():
+    t = bench.time_step(lambda: time.sleep(0.002), torch.device("cpu"), iters=20, warmup=2)
+    assert 1.9 <= t.p50_ms <= 6.0
+    assert t.min_ms <= t.p50_ms <= t.p95_ms <= t.max_ms
+
+
+def test_side_by_side_and_verdict_tell_slower_from_noise():
+    steps = {"fast": lambda: time.sleep(0.001), "slow": lambda: time.sleep(0.004),
+             "fast_again": lambda: time.sleep(0.001)}
+    ts = bench.time_side_by_side(steps, torch.device("cpu"), iters=30, warmup=2, rounds=3)
+    assert len(ts["fast"].round_p50_ms) == 3
+    assert bench.verdict(ts["slow"], ts["fast"]) == "slower"
+    assert bench.verdict(ts["fast"], ts["slow"]) == "faster"
+    assert bench.verdict(ts["fast_again"], ts["fast"]) == "same"
+
+
+def test_noise_is_never_below_two_percent():
+    a = bench.summarize([1.0] * 10, [1.0, 1.0])
+    b = bench.summarize([1.01] * 10, [1.01, 1.01])
+    assert bench.noise(b, a) == bench.MIN_NOISE
+    assert bench.verdict(b, a) == "same"

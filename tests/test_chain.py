@@ -1,0 +1,77 @@
+"""The headless ladder as CI runs it: papermill executes every phase notebook on the tiny workload."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.chain
+
+
+def ladder(*args):
+    return subprocess.run([sys.executable, "-m", "playbook", "run", "--workload", "tiny", "--device", "cpu",
+                           "--iters", "10", "--warmup", "2", *args], capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def chain_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("chain") / "tiny"
+    done = ladder("--out", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out, done.stdout
+
+
+def test_chain_writes_phases_notebooks_and_report(chain_run):
+    out, log = chain_run
+    for name in ("00-baseline", "01-cudagraph", "07-verify"):
+        assert (out / "phases" / f"{name}.json").exists()
+        assert (out / "notebooks" / f"{name}.ipynb").exists()
+        assert f"{name}: running" in log                                   # progress is shown
+    md = (out / "report.md").read_text()
+    assert "| Phase | p50 (ms) | vs Baseline | vs Target | Next Action |" in md
+    for row in ("| 0 baseline (kept) |", "| 1 cudagraph (", "| 7 verify (kept) |"):
+        assert row in md
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table id=\"progress\">" in html
+    assert "http://" not in html and "https://" not in html                # opens offline
+    verify = json.loads((out / "phases" / "07-verify.json").read_text())
+    assert verify["correct"] is True
+
+
+def test_executed_notebooks_carry_outputs_but_committed_ones_do_not(chain_run):
+    from playbook.chain import phase_notebooks
+    out, _ = chain_run
+    executed = json.loads((out / "notebooks" / "01-cudagraph.ipynb").read_text())
+    assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
+    for _, _, path in phase_notebooks():
+        nb = json.loads(path.read_text())
+        assert not any(c.get("outputs") or c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code")
+        assert any("parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
+
+
+def test_resume_skips_recorded_phases(chain_run):
+    out, _ = chain_run
+    (out / "phases" / "07-verify.json").unlink()
+    done = ladder("--out", str(out), "--resume")
+    assert done.returncode == 0, done.stderr
+    assert "00-baseline: already recorded" in done.stdout and "01-cudagraph: already recorded" in done.stdout
+    assert "07-verify: running" in done.stdout and (out / "phases" / "07-verify.json").exists()
+
+
+def test_a_notebook_that_raises_is_recorded_and_the_chain_goes_on(chain_run):
+    out, _ = chain_run
+    (out / "recipe.json").write_text("{ corrupt")
+    (out / "phases" / "07-verify.json").unlink()
+    done = ladder("--out", str(out), "--resume")
+    verify = json.loads((out / "phases" / "07-verify.json").read_text())
+    assert verify["status"] == "failed" and "corrupt" in verify["error"]
+    assert done.returncode == 1 and "report:" in done.stdout                # the report is still written
+
+
+def test_target_met_skips_to_verify(tmp_path):
+    done = ladder("--out", str(tmp_path / "met"), "--target-ms", "10000")
+    assert done.returncode == 0, done.stderr
+    cudagraph = json.loads((tmp_path / "met" / "phases" / "01-cudagraph.json").read_text())
+    verify = json.loads((tmp_path / "met" / "phases" / "07-verify.json").read_text())
+    assert cudagraph["status"] == "skipped" and "already met" in cudagraph["notes"][0]
+    assert verify["target_met"] is True

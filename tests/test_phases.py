@@ -1,0 +1,72 @@
+"""The ladder's decisions, phase by phase, on the tiny workload (no papermill: see test_chain.py)."""
+import json
+
+import pytest
+
+from playbook.phases import run_phase
+from playbook.runs import open_run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = open_run(str(tmp_path_factory.mktemp("runs") / "tiny"), workload="tiny", preset="tiny", device="cpu",
+                   dtype="float32", target_ms=None, iters=10, warmup=2)
+    run_phase("baseline", run, iters=10, warmup=2)
+    return run
+
+
+def test_baseline_keeps_reference_and_ceilings(tiny_run):
+    b = tiny_run.phase("baseline")
+    assert b["status"] == "kept" and b["p50_ms"] > 0 and b["correct"]
+    assert (tiny_run.path / "reference.pt").exists()
+    assert tiny_run.params["ceilings"]["copy_gbps"] > 0 and b["bandwidth_floor_ms"] > 0 and b["x_of_floor"] > 0
+
+
+def test_cudagraph_on_cpu_measures_compile_alone(tiny_run):
+    r = run_phase("cudagraph", tiny_run, iters=10, warmup=2)
+    assert r["status"] in ("kept", "rejected"), r["error"]
+    assert r["correct"] and r["max_abs_diff"] < 1e-3
+    assert r["knobs"] == {"compile": True, "mode": "default", "capture": False}
+    assert any("no CUDA graph" in n for n in r["notes"]) and r["compile_s"] > 0
+    assert r["previous_p50_ms"] > 0 and r["verdict"] in ("faster", "same", "slower")
+    assert (r["status"] == "kept") == (r["verdict"] != "slower")
+    recipe = json.loads((tiny_run.path / "recipe.json").read_text()) if r["status"] == "kept" else None
+    assert recipe is None or recipe["phases"][0]["name"] == "cudagraph"
+
+
+def test_verify_rebuilds_the_recipe_and_gates(tiny_run):
+    tiny_run.update(target_ms=1e6)
+    r = run_phase("verify", tiny_run, iters=10, warmup=2)
+    assert r["status"] == "kept" and r["correct"] and r["target_met"] and r["speedup_vs_baseline"] > 0
+    assert r["knobs"]["recipe"] == [s["name"] for s in tiny_run.recipe()["phases"]]
+    assert r["next_action"] == "target met"
+
+
+def test_a_phase_whose_every_candidate_fails_is_recorded_failed(tmp_path, monkeypatch):
+    run = open_run(str(tmp_path / "c"), workload="custom", model="fixture_models:make",
+                   device="cpu", dtype="float32", iters=10, warmup=2)
+    run_phase("baseline", run, iters=10, warmup=2)
+
+    def broken_compile(*a, **k):
+        raise RuntimeError("this model refuses to be compiled")
+    monkeypatch.setattr("playbook.pipeline.torch.compile", broken_compile)
+    r = run_phase("cudagraph", run, iters=10, warmup=2)
+    assert r["status"] == "failed" and "refuses to be compiled" in r["error"]
+    assert r["candidates"][0]["error"].startswith("RuntimeError")
+    assert run.recipe()["phases"] == []
+    v = run_phase("verify", run, iters=10, warmup=2)     # the chain goes on without it
+    assert v["status"] == "kept" and v["knobs"]["recipe"] == []
+
+
+def test_an_exception_outside_the_candidates_is_recorded_failed(tmp_path, monkeypatch):
+    run = open_run(str(tmp_path / "t"), workload="tiny", preset="tiny", device="cpu", dtype="float32",
+                   iters=10, warmup=2)
+    run_phase("baseline", run, iters=10, warmup=2)
+    from playbook.phases import cudagraph
+
+    def explode(ctx):
+        raise RuntimeError("driver went away")
+    monkeypatch.setattr(cudagraph, "candidates", explode)
+    r = run_phase("cudagraph", run, iters=10, warmup=2)
+    assert r["status"] == "failed" and r["error"] == "RuntimeError: driver went away" and "traceback" in r
+    assert run.phase("baseline")["status"] == "kept"       # nothing already measured is lost

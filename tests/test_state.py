@@ -1,0 +1,70 @@
+import json
+
+import pytest
+
+from playbook.errors import PlaybookError
+from playbook.runs import open_run
+from playbook.state import Run, write_json
+
+
+def phase(n, name, status="kept", p50=1.0):
+    return {"phase": n, "name": name, "status": status, "p50_ms": p50, "p95_ms": p50, "mean_ms": p50,
+            "std_ms": 0.0, "correct": True, "max_abs_diff": 0.0, "knobs": {"x": n}, "next_action": "", "error": None}
+
+
+def test_write_json_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "a.json"
+    write_json(path, {"ok": 1})
+
+    def broken_dump(*a, **k):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(json, "dump", broken_dump)
+    with pytest.raises(RuntimeError):
+        write_json(path, {"ok": 2})
+    assert json.loads(path.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_run_records_phases_and_recipe(tmp_path, run_params):
+    run = open_run(str(tmp_path / "r"), **run_params)
+    assert (tmp_path / "r" / "run.json").exists()
+    assert run.params["versions"]["torch"] and run.params["device_info"]["type"] == "cpu"
+    run.write_phase(phase(0, "baseline"))
+    run.write_phase(phase(1, "cudagraph"))
+    run.keep(phase(1, "cudagraph", p50=0.5))
+    run.keep(phase(1, "cudagraph", p50=0.4))
+    assert [p["name"] for p in Run.open(tmp_path / "r").phases()] == ["baseline", "cudagraph"]
+    recipe = run.recipe()
+    assert recipe["phases"] == [{"phase": 1, "name": "cudagraph", "knobs": {"x": 1}}] and recipe["p50_ms"] == 0.4
+    assert (tmp_path / "r" / "phases" / "01-cudagraph.json").exists()
+
+
+def test_phase_without_required_fields_is_refused(tmp_path, run_params):
+    run = open_run(str(tmp_path / "r"), **run_params)
+    bad = phase(0, "baseline")
+    del bad["correct"]
+    with pytest.raises(ValueError):
+        run.write_phase(bad)
+    with pytest.raises(ValueError):
+        run.write_phase({**phase(0, "baseline"), "status": "great"})
+
+
+def test_corrupt_run_directory_says_what_to_do(tmp_path, run_params):
+    open_run(str(tmp_path / "r"), **run_params)
+    (tmp_path / "r" / "run.json").write_text("{ half a fi")
+    with pytest.raises(PlaybookError, match="corrupt"):
+        Run.open(tmp_path / "r")
+    with pytest.raises(PlaybookError, match="not a run directory"):
+        Run.open(tmp_path / "nothing")
+
+
+def test_reopening_with_other_parameters_is_refused(tmp_path, run_params):
+    open_run(str(tmp_path / "r"), **run_params)
+    with pytest.raises(PlaybookError, match="different parameters"):
+        open_run(str(tmp_path / "r"), **{**run_params, "workload": "llama"})
+
+
+def test_missing_reference_names_the_fix(tmp_path, run_params):
+    run = open_run(str(tmp_path / "r"), **run_params)
+    with pytest.raises(PlaybookError, match="00-baseline"):
+        run.reference()
