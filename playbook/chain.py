@@ -97,4 +97,4 @@ def notebook_parameters(run):
     p = run.params
     return {"workload": p["workload"], "preset": p.get("preset") or "", "model": p.get("model") or "",
             "device": p["device"], "dtype": p["dtype"], "target_ms": p.get("target_ms") or 0.0,
-            "run_dir": str(run.path.resolve()), "iters": p["iters"], "warmup": p["warmup"], "interactive": False}
+            "run_dir": str(run.path.resolve()), "iters": p["iters"], "warmup": p["warmup"]}

@@ -17,21 +17,22 @@ from .state import Run
 P50_LINE = re.compile(r"p50\D*?(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
-def p50_from_text(text):
-    for line in reversed(text.strip().splitlines()):
-        try:
-            obj = json.loads(line)
-            if isinstance(obj, dict) and isinstance(obj.get("p50"), (int, float)):
-                return float(obj["p50"])
-        except json.JSONDecodeError:
-            pass
+def _json_p50(text):
     try:
         obj = json.loads(text)
-        if isinstance(obj, dict) and isinstance(obj.get("p50"), (int, float)):
-            return float(obj["p50"])
     except json.JSONDecodeError:
-        pass
-    for line in reversed(text.splitlines()):
+        return None
+    return float(obj["p50"]) if isinstance(obj, dict) and isinstance(obj.get("p50"), (int, float)) else None
+
+
+def p50_from_text(text):
+    """A JSON object's "p50" (the whole output, or its last JSON line), else the last "p50 <number>" line."""
+    lines = text.strip().splitlines()
+    for candidate in [text] + lines[::-1]:
+        value = _json_p50(candidate)
+        if value is not None:
+            return value
+    for line in reversed(lines):
         m = P50_LINE.search(line)
         if m:
             return float(m.group(1))

@@ -24,7 +24,6 @@ def latest_run(params):
 
 
 def open_run(run_dir="", phase="baseline", **params):
-    params = {k: v for k, v in params.items() if k != "interactive"}
     if run_dir or phase == "baseline":
         return runs.open_run(run_dir, **params)
     return latest_run(params)

@@ -62,7 +62,10 @@ def phase_summary(p):
                      f"(speedup {p.get('speedup_vs_previous')}x, verdict {p.get('verdict')}, "
                      f"noise {p.get('noise', 0):.1%})")
     if p["correct"] is not None:
-        lines.append(f"- correct: {p['correct']} (max abs diff {p['max_abs_diff']}, rel err {p.get('rel_err')})")
+        line = f"- correct: {p['correct']} (against the untouched model: max abs diff {p['max_abs_diff']}, rel err {p.get('rel_err')}"
+        if p.get("precise_err") is not None:
+            line += f"; against its fp32 twin: rel err {p['precise_err']:.3g}"
+        lines.append(line + ")")
     if p.get("x_of_floor"):
         lines.append(f"- {p['x_of_floor']}x of the floor (bandwidth {_ms(p.get('bandwidth_floor_ms'))} ms, "
                      f"compute {_ms(p.get('compute_floor_ms'))} ms)")
