@@ -7,6 +7,7 @@
 ROCm builds of torch also call their device "cuda"; vendor() tells them apart.
 """
 import platform
+import subprocess
 import time
 
 import torch
@@ -72,7 +73,6 @@ def describe(device):
 
 def _driver_version():
     try:
-        import subprocess
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=20)
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 else None

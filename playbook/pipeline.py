@@ -31,7 +31,6 @@ class Pipeline:
     inductor: dict = field(default_factory=dict)     # Inductor options, passed to torch.compile
     capture: bool = False
     rng_patch: bool = False
-    settings: dict = field(default_factory=dict)     # process-wide switches, set before building
     notes: list = field(default_factory=list)
 
     @classmethod
@@ -62,13 +61,12 @@ class Pipeline:
 
 
 class Runner:
-    """The built step. step() runs it on the workload's example inputs; outputs() returns them."""
+    """The built step. step() runs it on the workload's example inputs (a graph replay when captured);
+    outputs() runs it once and returns the outputs."""
 
     def __init__(self, pipe: Pipeline, warmup=3):
         self.pipe = pipe
         wl = pipe.workload
-        for apply_setting in pipe.settings.values():
-            apply_setting()
         if pipe.rng_patch:
             capture.patch_dynamo_rng()
         fn = wl.model
@@ -80,14 +78,10 @@ class Runner:
                 fn(*wl.args, **wl.kwargs)
             sync(pipe.device)
             self.compile_s = round(time.perf_counter() - t0, 2)
-        self.fn = fn
-        self.graph = capture.GraphStep(fn, wl.args, wl.kwargs, warmup=warmup) if pipe.capture else None
-
-    def step(self):
-        wl = self.pipe.workload
-        if self.graph is not None:
-            return self.graph(*wl.args, **wl.kwargs)
-        return self.fn(*wl.args, **wl.kwargs)
+        if pipe.capture:
+            self.step = capture.GraphStep(fn, wl.args, wl.kwargs, warmup=warmup).bind(wl.args, wl.kwargs)
+        else:
+            self.step = lambda: fn(*wl.args, **wl.kwargs)
 
     def outputs(self):
         with torch.no_grad():

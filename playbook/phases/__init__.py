@@ -53,7 +53,6 @@ class Context:
     def __init__(self, run, pipe):
         self.run, self.pipe = run, pipe
         self.device, self.vendor = pipe.device, pipe.vendor
-        self.kept = [s["name"] for s in run.recipe()["phases"]]
 
 
 def result_template(mod, run):
@@ -145,7 +144,7 @@ def _try(mod, run, result, iters, warmup):
         result["notes"].append(str(why))
         result["skip_reason"] = str(why)
         return
-    contenders, records = {"previous": base.build()}, []
+    contenders, records = {"previous": base.build()}, []     # contenders: "previous" and candidate indices
     for i, knobs in enumerate(candidates):
         record = {"knobs": knobs, "error": None}
         try:
@@ -154,7 +153,7 @@ def _try(mod, run, result, iters, warmup):
             record.update(compare(runner.outputs(), dtype=pipe.dtype, **judges), compile_s=runner.compile_s,
                           notes=pipe.notes)
             if record["correct"]:
-                contenders[f"candidate {i}"] = runner
+                contenders[i] = runner
         except Exception as e:
             record.update(correct=False, error=f"{type(e).__name__}: {e}")
         records.append(record)
@@ -163,8 +162,8 @@ def _try(mod, run, result, iters, warmup):
                                       iters=iters, warmup=warmup)
     previous = timings.pop("previous")
     result["previous_p50_ms"] = round(previous.p50_ms, 5)
-    for key, t in timings.items():
-        records[int(key.split()[1])].update(p50_ms=round(t.p50_ms, 5), verdict=bench.verdict(t, previous))
+    for i, t in timings.items():
+        records[i].update(p50_ms=round(t.p50_ms, 5), verdict=bench.verdict(t, previous))
     if not timings:
         errors = [r for r in records if r["error"]]
         result.update(status="failed" if len(errors) == len(records) else "rejected", correct=False,
@@ -175,17 +174,17 @@ def _try(mod, run, result, iters, warmup):
             result.update(max_abs_diff=wrong["max_abs_diff"], rel_err=wrong["rel_err"])
             result["notes"] += wrong["problems"]
         return
-    best_key = min(timings, key=lambda k: timings[k].p50_ms)
-    best, rec = timings[best_key], records[int(best_key.split()[1])]
+    best_i = min(timings, key=lambda i: timings[i].p50_ms)
+    best, rec = timings[best_i], records[best_i]
     fill_timing(result, best)
-    v = bench.verdict(best, previous)
+    v, noise = bench.verdict(best, previous), bench.noise(best, previous)
     keep = v == "faster" if getattr(mod, "KEEP_IF", "not_slower") == "faster" else v != "slower"
     result.update(status="kept" if keep else "rejected", correct=True, knobs=rec["knobs"],
                   max_abs_diff=rec["max_abs_diff"], rel_err=rec["rel_err"], precise_err=rec["precise_err"],
                   compile_s=rec["compile_s"],
                   verdict=v, speedup_vs_previous=round(previous.p50_ms / best.p50_ms, 3),
-                  noise=round(bench.noise(best, previous), 4))
+                  noise=round(noise, 4))
     result["notes"] += rec.get("notes", [])
     if not keep:
         result["notes"].append(f"{v} than the kept recipe ({best.p50_ms:.4f} vs {previous.p50_ms:.4f} ms, "
-                               f"noise {bench.noise(best, previous):.1%}): not kept")
+                               f"noise {noise:.1%}): not kept")

@@ -11,6 +11,7 @@ from ..compare import check_inputs, compare, snapshot
 from ..devices import measure_ceilings
 from ..errors import PlaybookError
 from ..pipeline import Pipeline
+from . import fill_timing
 
 NUMBER = 0
 NAME = "baseline"
@@ -44,5 +45,5 @@ def run(run, result, iters, warmup):
     bench_t = bench.time_step(runner.step, pipe.device, iters=iters, warmup=warmup)
     result.update(status="kept", correct=True, max_abs_diff=0.0, rel_err=0.0,
                   knobs={"compile": False, "capture": False})
-    result.update({k: v for k, v in bench_t.as_dict().items() if k in result})
+    fill_timing(result, bench_t)
     result["notes"].append(wl.description)

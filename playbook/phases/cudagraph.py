@@ -11,11 +11,13 @@ NAME = "cudagraph"
 WHAT = "torch.compile (mode default) plus a manual CUDA graph, to remove launch overhead"
 KEEP_IF = "not_slower"
 
+
 def candidates(ctx):
     if ctx.device.type != "cuda":
         return [{"compile": True, "mode": "default", "capture": False}]
     return [{"compile": True, "mode": "default", "capture": True},
             {"compile": False, "capture": True}]
+
 
 def apply(pipe, knobs):
     pipe.compile = knobs["compile"]

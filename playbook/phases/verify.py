@@ -6,6 +6,7 @@ a ratio measured under the same conditions, not two numbers from different proce
 from .. import bench
 from ..compare import compare
 from ..pipeline import Pipeline
+from . import fill_timing
 
 NUMBER = 7
 NAME = "verify"
@@ -21,7 +22,7 @@ def run(run, result, iters, warmup):
     timings = bench.time_side_by_side({"baseline": base.step, "final": final.step}, final_pipe.device,
                                       iters=iters, warmup=warmup)
     t = timings["final"]
-    result.update({k: v for k, v in t.as_dict().items() if k in result})
+    fill_timing(result, t)
     target = run.params.get("target_ms")
     result.update(status="kept" if verdict["correct"] else "rejected", correct=verdict["correct"],
                   max_abs_diff=verdict["max_abs_diff"], rel_err=verdict["rel_err"], precise_err=verdict["precise_err"],
