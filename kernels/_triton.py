@@ -1,0 +1,44 @@
+"""What every kernel launcher shares: can Triton run on this tensor, and a 2-D row view of it."""
+import os
+
+import torch
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def check_device(name, *tensors):
+    """Triton needs a CUDA or ROCm tensor, or a CPU tensor in the interpreter (tests; slow)."""
+    for t in tensors:
+        if t.device.type == "cuda":
+            continue
+        if t.device.type == "cpu" and INTERPRET:
+            continue
+        raise RuntimeError(
+            f"kernels.{name}: Triton kernels run on CUDA/ROCm GPUs; got a {t.device.type} tensor. On a CPU, "
+            f"set TRITON_INTERPRET=1 before importing kernels (the interpreter checks correctness, not speed), "
+            f"or use kernels.reference.{name}.")
+
+
+def rows(x, n):
+    """x viewed as [rows, n] with a unit stride along n (a copy only when no such view exists)."""
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    x2 = x.reshape(-1, n)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    return x2
+
+
+def next_pow2(n):
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def warps_for(elements):
+    """num_warps for a program that touches this many elements of a row block."""
+    if elements >= 16384:
+        return 16
+    if elements >= 4096:
+        return 8
+    if elements >= 1024:
+        return 4
+    return 2

@@ -1,0 +1,40 @@
+"""Pure-torch references for every kernel in kernels/: the definition each Triton kernel is tested against.
+
+All of them compute in fp32 and return the input's dtype, as the kernels do.
+"""
+import math
+
+import torch
+
+
+def rms_norm(x, weight, eps, offset=0.0):
+    """x * rsqrt(mean(x^2) + eps) * (offset + weight); offset=1.0 is Gemma's norm, 0.0 Llama's."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return (h * (offset + weight.float())).to(x.dtype)
+
+
+def fused_add_rms_norm(x, residual, weight, eps, offset=0.0):
+    """(rms_norm(x + residual), x + residual); the sum is rounded to x's dtype before the norm reads it."""
+    new_residual = (x.float() + residual.float()).to(x.dtype)
+    return rms_norm(new_residual, weight, eps, offset), new_residual
+
+
+def silu_and_mul(x):
+    """x: [..., 2N], gate first -> silu(gate) * up: [..., N]."""
+    gate, up = x.float().chunk(2, dim=-1)
+    return (torch.nn.functional.silu(gate) * up).to(x.dtype)
+
+
+def gelu_tanh_and_mul(x):
+    """x: [..., 2N], gate first -> gelu(gate, approximate="tanh") * up: [..., N]."""
+    gate, up = x.float().chunk(2, dim=-1)
+    return (torch.nn.functional.gelu(gate, approximate="tanh") * up).to(x.dtype)
+
+
+# Tolerances the kernels are held to against these references (fp32 math, one rounding at the end).
+TOLERANCES = {torch.float32: dict(atol=1e-5, rtol=1e-5),
+              torch.float16: dict(atol=2e-3, rtol=2e-3),
+              torch.bfloat16: dict(atol=1.6e-2, rtol=1.6e-2)}
+
+GELU_TANH_K = math.sqrt(2.0 / math.pi)
