@@ -31,7 +31,9 @@ class Pipeline:
     inductor: dict = field(default_factory=dict)     # Inductor options, passed to torch.compile
     capture: bool = False
     rng_patch: bool = False
+    sdpa_backend: str = None                          # force one SDPA backend (phase 2), None: torch picks
     notes: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)          # what a phase's apply() found, for its JSON
 
     @classmethod
     def fresh(cls, params, precise=False):
@@ -48,8 +50,11 @@ class Pipeline:
         """steps: the recipe's kept phases; extra: (name, knobs) of the phase being tried."""
         from .phases import get_phase
         pipe = cls.fresh(params)
-        for step in list(steps) + ([{"name": extra[0], "knobs": extra[1]}] if extra else []):
+        for step in steps:
             get_phase(step["name"]).apply(pipe, step["knobs"])
+        if extra:
+            pipe.notes = []                 # the notes of the phase being tried, not of the recipe
+            get_phase(extra[0]).apply(pipe, extra[1])
         return pipe
 
     @property
@@ -58,6 +63,15 @@ class Pipeline:
 
     def build(self, warmup=3):
         return Runner(self, warmup)
+
+
+def _with_sdpa_backend(model, backend):
+    from .rewrites.attention import sdpa_context
+
+    def call(*args, **kwargs):
+        with sdpa_context(backend):
+            return model(*args, **kwargs)
+    return call
 
 
 class Runner:
@@ -70,9 +84,11 @@ class Runner:
         if pipe.rng_patch:
             capture.patch_dynamo_rng()
         fn = wl.model
+        if pipe.sdpa_backend:
+            fn = _with_sdpa_backend(wl.model, pipe.sdpa_backend)
         self.compile_s = None
         if pipe.compile:
-            fn = torch.compile(wl.model, options={"triton.cudagraphs": False, **pipe.inductor})
+            fn = torch.compile(fn, options={"triton.cudagraphs": False, **pipe.inductor})
             t0 = time.perf_counter()
             with torch.no_grad():
                 fn(*wl.args, **wl.kwargs)

@@ -74,7 +74,58 @@ def phase_summary(p):
     lines += [f"- {n}" for n in p.get("notes", [])]
     if p["error"]:
         lines.append(f"- error: `{p['error']}`")
+    lines += phase_details(p)
     return "\n".join(lines)
+
+
+def _knobs(k):
+    return ", ".join(f"{a}={json.dumps(b) if isinstance(b, (dict, list)) else b}" for a, b in k.items()
+                     if a not in ("groups", "route")) or "-"
+
+
+def phase_details(p):
+    """What a rewriting phase found and tried: candidates, sites, backend table, GEMM launches."""
+    out = []
+    if p.get("candidates"):
+        out += ["", "| candidate | correct | p50 (ms) | verdict | compile (s) | error |", "| --- | --- | --- | --- | --- | --- |"]
+        for c in p["candidates"]:
+            out.append(f"| {_knobs(c['knobs'])} | {c.get('correct')} | {_ms(c.get('p50_ms'))} | {c.get('verdict', '-')} "
+                       f"| {c.get('compile_s') if c.get('compile_s') is not None else '-'} | {(c.get('error') or '')[:120]} |")
+    gl = p.get("gemm_launches")
+    if gl:
+        b, a = gl["before"], gl["after"]
+        b, a = (b["gemm"], a["gemm"]) if isinstance(b, dict) else (b, a)
+        out.append(f"\n- GEMM launches per step (eager): {b} before, {a} after ({b - a} fewer)")
+    if p.get("groups"):
+        by = {}
+        for g in p["groups"]:
+            by[g["found_by"]] = by.get(g["found_by"], 0) + 1
+        kinds = {}
+        for g in p["groups"]:
+            kinds["+".join(g["names"])] = kinds.get("+".join(g["names"]), 0) + 1
+        out.append(f"- fused groups: {', '.join(f'{n} x{c}' for n, c in kinds.items())} "
+                   f"(found by {', '.join(f'{k}: {v}' for k, v in by.items())})")
+    if p.get("weight_bytes"):
+        w = p["weight_bytes"]
+        out.append(f"- weight bytes: {w['before'] / 1e6:.1f} MB before, {w['after'] / 1e6:.1f} MB after")
+    sites = p.get("attention_sites")
+    if sites:
+        hf = [f"{h['path'] or 'model'}: {h['was']} -> {h['now']}" for h in sites["hf"]]
+        out.append(f"- attention: Hugging Face switch {hf or 'none'}; eager sites rewritten to SDPA: "
+                   f"{len(sites['rewritten'])}")
+    if p.get("sdpa_backends"):
+        out += ["", "| SDPA backend | step total (us) | runs here |", "| --- | --- | --- |"]
+        for r in p["sdpa_backends"]:
+            out.append(f"| {r['backend']} | {r['us'] if r['ok'] else '-'} | {'yes' if r['ok'] else r['error']} |")
+        if p.get("sdpa_backend_choice"):
+            out.append(f"\n- backend choice: {p['sdpa_backend_choice']}")
+    if p.get("kernel_sites"):
+        k = p["kernel_sites"]
+        out.append(f"- kernel sites: {k['norms']} RMSNorms ({k['gemma_norms']} Gemma-style), {k['mlps']} gated MLPs, "
+                   f"{k['add_norm_layers']} add + norm pairs; left alone: {len(k['left'])}")
+    for n in p.get("kernels_notes", []):
+        out.append(f"- {n}")
+    return out
 
 
 def plot_p50(run):

@@ -53,6 +53,11 @@ class Context:
     def __init__(self, run, pipe):
         self.run, self.pipe = run, pipe
         self.device, self.vendor = pipe.device, pipe.vendor
+        self.info = {}              # what candidates() found (sites, tables): merged into the phase JSON
+
+    def fresh_pipeline(self):
+        """A new copy of the kept pipeline to probe (rewrite, count, measure) without touching ctx.pipe."""
+        return Pipeline.from_recipe(self.run.params, self.run.recipe()["phases"])
 
 
 def result_template(mod, run):
@@ -137,13 +142,16 @@ def _try(mod, run, result, iters, warmup):
     recipe_steps = run.recipe()["phases"]
     judges = run.judges()
     base = Pipeline.from_recipe(run.params, recipe_steps)
+    ctx = Context(run, base)
     try:
-        candidates = mod.candidates(Context(run, base))
+        candidates = mod.candidates(ctx)
     except Skip as why:
+        result.update(ctx.info)
         result.update(status="skipped", next_action="", error=None)
         result["notes"].append(str(why))
         result["skip_reason"] = str(why)
         return
+    result.update(ctx.info)
     contenders, records = {"previous": base.build()}, []     # contenders: "previous" and candidate indices
     for i, knobs in enumerate(candidates):
         record = {"knobs": knobs, "error": None}
@@ -151,7 +159,7 @@ def _try(mod, run, result, iters, warmup):
             pipe = Pipeline.from_recipe(run.params, recipe_steps, extra=(mod.NAME, knobs))
             runner = pipe.build()
             record.update(compare(runner.outputs(), dtype=pipe.dtype, **judges), compile_s=runner.compile_s,
-                          notes=pipe.notes)
+                          notes=pipe.notes, **({"info": pipe.info} if pipe.info else {}))
             if record["correct"]:
                 contenders[i] = runner
         except Exception as e:
@@ -185,6 +193,7 @@ def _try(mod, run, result, iters, warmup):
                   verdict=v, speedup_vs_previous=round(previous.p50_ms / best.p50_ms, 3),
                   noise=round(noise, 4))
     result["notes"] += rec.get("notes", [])
+    result.update(rec.get("info") or {})
     if not keep:
         result["notes"].append(f"{v} than the kept recipe ({best.p50_ms:.4f} vs {previous.p50_ms:.4f} ms, "
                                f"noise {noise:.1%}): not kept")

@@ -1,0 +1,71 @@
+"""Phase 2 `attention`: every attention through F.scaled_dot_product_attention, on the backend that measures fastest.
+
+Hugging Face models are switched with their own attention-implementation setting; eager
+matmul-softmax-matmul attention (the `tiny` workload's, or a user's module) is rewritten by FX with the
+model's real mask and scale (playbook/rewrites/attention.py). The SDPA calls of one step are recorded
+and timed on every backend the device has (flash, memory-efficient, cuDNN, math); the fastest is tried
+as a forced backend beside torch's own pick. Correctness is gated against the baseline as always.
+"""
+from ..rewrites import attention, count_ops
+from . import Skip
+
+NUMBER = 2
+NAME = "attention"
+WHAT = "attention through SDPA (HF switch or FX rewrite of eager attention), backend picked by measuring"
+KEEP_IF = "not_slower"
+FORCE_IF_FASTER = 0.05        # force the measured-best backend only when it beats torch's pick by 5%
+
+
+def candidates(ctx):
+    pipe = ctx.fresh_pipeline()
+    wl, model = pipe.workload, pipe.workload.model
+    before = count_ops(model, wl.args, wl.kwargs)
+    hf = attention.route_hf(model)
+    rewritten = attention.rewrite_eager(model)
+    after = count_ops(model, wl.args, wl.kwargs)
+    calls = attention.record_sdpa_calls(model, wl.args, wl.kwargs)
+    shapes = {}
+    for c in calls:
+        d = attention.describe_call(c)
+        shapes.setdefault(str(d), dict(d, count=0))["count"] += 1
+    ctx.info.update(attention_sites={"hf": hf, "rewritten": rewritten}, sdpa_calls=list(shapes.values()),
+                    gemm_launches={"before": before, "after": after})
+    if ctx.vendor == "rocm":
+        ctx.info["notes_rocm"] = ("aiter flash attention is not offered by this phase yet (decode steps pass "
+                                  "an explicit KV-cache mask, which flash_attn_func does not take); "
+                                  "SDPA backends are measured as on CUDA, unverified on hardware")
+    if not calls:
+        raise Skip("no attention found: no Hugging Face attention switch, no eager matmul -> softmax -> matmul "
+                   "that FX can trace, and no scaled_dot_product_attention call in the step")
+    table = attention.measure_backends(calls, pipe.device)
+    ctx.info["sdpa_backends"] = table
+    route = {"hf": [h["path"] for h in hf if h["was"] != "sdpa"], "rewrite": rewritten}
+    default = next(r for r in table if r["backend"] == "default")
+    best = next((r for r in table if r["ok"] and r["backend"] != "default"), None)
+    force = best is not None and default["ok"] and best["us"] < default["us"] * (1 - FORCE_IF_FASTER)
+    ctx.info["sdpa_backend_choice"] = (
+        f"{best['backend']}: {best['us']} us against torch's pick {default['us']} us" if force else
+        f"torch's own pick ({default['us']} us); the best forced backend "
+        f"({best['backend'] if best else 'none'}) was not {FORCE_IF_FASTER:.0%} faster")
+    out = []
+    if route["hf"] or route["rewrite"]:
+        out.append({"route": route, "sdpa_backend": None})
+    if force:
+        out.append({"route": route, "sdpa_backend": best["backend"]})
+    if not out:
+        raise Skip("attention already runs through SDPA and torch's own backend pick measured as fast as any "
+                   "forced backend: nothing to change")
+    return out
+
+
+def apply(pipe, knobs):
+    model, route = pipe.workload.model, knobs.get("route", {})
+    if route.get("hf"):
+        attention.route_hf(model)
+    if route.get("rewrite"):
+        done = attention.rewrite_eager(model, only=set(route["rewrite"]))
+        if sorted(done) != sorted(route["rewrite"]):
+            raise RuntimeError(f"attention rewrite found {done}; the recipe recorded {route['rewrite']}")
+    pipe.sdpa_backend = knobs.get("sdpa_backend")
+    if pipe.sdpa_backend:
+        pipe.notes.append(f"SDPA backend forced: {pipe.sdpa_backend}")

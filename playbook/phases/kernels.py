@@ -1,0 +1,93 @@
+"""Phase 5 `kernels`: our Triton kernels against Inductor's own fusion, and keep whichever wins.
+
+Norms and gated activations are memory-bound: one pass over the data is the limit. Two ways there:
+swap the model's RMSNorms, residual-add + norm pairs and gated activations for kernels/ (recognised by
+behaviour, Llama and Gemma norms told apart by a probe), or let Inductor fuse the same ops with the
+source's settings (epilogue, aggressive and group fusion, max_fusion_size, pattern matcher, freezing).
+Both, and the two together, are measured against the kept recipe; on ROCm with aiter installed its ops
+are a candidate too (unverified on hardware here).
+"""
+import importlib.util
+import os
+
+import torch
+
+from . import Skip
+
+NUMBER = 5
+NAME = "kernels"
+WHAT = "our Triton kernels (norms, add + norm, gated activations) against Inductor's fusion settings"
+KEEP_IF = "not_slower"
+
+INDUCTOR_FUSION = {"epilogue_fusion": True, "aggressive_fusion": True, "group_fusion": True,
+                   "max_fusion_size": 128, "pattern_matcher": True, "freezing": True}
+
+
+def triton_here(device):
+    """None when our Triton kernels can run on this device, else the reason."""
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed (pip install triton; it ships for Linux)"
+    if device.type == "cuda":
+        return None
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return None
+    return ("Triton kernels need a CUDA or ROCm GPU; on a CPU they run only in Triton's interpreter "
+            "(set TRITON_INTERPRET=1 to check their correctness here; the interpreter's time is not a speed)")
+
+
+def candidates(ctx):
+    from ..rewrites import aiter_ops, kernel_swap
+    out, notes = [], []
+    compiled = ctx.pipe.compile
+    if compiled:
+        out.append({"inductor_fusion": True})
+    else:
+        notes.append("Inductor fusion settings not tried: the kept recipe does not compile")
+    why = triton_here(ctx.device)
+    if why:
+        notes.append(f"Triton kernels not tried: {why}")
+    else:
+        pipe = ctx.fresh_pipeline()
+        found = kernel_swap.find_sites(pipe.workload.model)
+        ctx.info["kernel_sites"] = {"norms": len(found["norms"]), "mlps": len(found["mlps"]),
+                                    "add_norm_layers": len(found["layers"]),
+                                    "gemma_norms": sum(1 for n in found["norms"] if n["offset"] == 1.0),
+                                    "left": found["left"][:20]}
+        if found["norms"] or found["mlps"]:
+            out.append({"swap": "triton"})
+            if compiled:
+                out.append({"swap": "triton", "inductor_fusion": True})
+            if ctx.device.type == "cpu":
+                notes.append("CPU: the Triton kernels run in the interpreter; they are checked for "
+                             "correctness and will measure slower, as they should")
+        else:
+            notes.append("no RMSNorm or gated MLP found to swap")
+    if ctx.vendor == "rocm":
+        if aiter_ops.available():
+            out.append({"swap": "aiter"})
+            notes.append("aiter RMSNorm/activation ops offered (unverified on hardware here)")
+        else:
+            notes.append("aiter not installed: its RMSNorm/activation ops not offered (pip install amd-aiter)")
+    ctx.info["kernels_notes"] = notes
+    if not out:
+        raise Skip("; ".join(notes))
+    return out
+
+
+def apply(pipe, knobs):
+    if knobs.get("swap"):
+        from ..rewrites import kernel_swap
+        found = kernel_swap.find_sites(pipe.workload.model)
+        pipe.info["swapped"] = kernel_swap.swap(pipe.workload.model, found, impl=knobs["swap"])
+    if knobs.get("inductor_fusion"):
+        import torch._inductor.config as inductor_config
+        missing = []
+        for key, value in INDUCTOR_FUSION.items():
+            if hasattr(inductor_config, key):
+                pipe.inductor[key] = value
+            else:
+                missing.append(key)
+        if missing:
+            pipe.notes.append(f"Inductor settings not in torch {torch.__version__}: {', '.join(missing)}")
+        if pipe.vendor == "rocm":
+            pipe.inductor["memory_planning"] = False

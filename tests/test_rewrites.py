@@ -1,0 +1,168 @@
+"""The model rewrites of phases 2, 4 and 5: each finds its sites, changes nothing but speed, or says why not."""
+import pytest
+import torch
+import torch.nn as nn
+
+import fixture_models
+from playbook.compare import compare, snapshot
+from playbook.rewrites import attention, count_ops, fusion, kernel_swap
+from playbook.workloads import build_workload
+
+CPU = torch.device("cpu")
+
+
+def tiny(name="tiny"):
+    return build_workload(name, "tiny", device=CPU, dtype=torch.float32)
+
+
+def outputs(model, args):
+    with torch.no_grad():
+        return snapshot(model(*args))
+
+
+def assert_same(got, want, tol=1e-4):
+    r = compare(got, dtype=torch.float32, reference=want)
+    assert r["correct"], r
+    assert r["max_abs_diff"] <= tol
+
+
+# ---- phase 2: attention -----------------------------------------------------------------------------------
+
+def test_tiny_eager_attention_becomes_sdpa_with_its_mask():
+    wl = tiny()
+    want = outputs(wl.model, wl.args)
+    before = count_ops(wl.model, wl.args)
+    sites = attention.rewrite_eager(wl.model)
+    assert sites == [f"layers.{i}.self_attn" for i in range(4)]
+    after = count_ops(wl.model, wl.args)
+    assert (before["sdpa"], after["sdpa"]) == (0, 4) and after["bmm"] < before["bmm"]
+    assert_same(outputs(wl.model, wl.args), want)
+    calls = attention.record_sdpa_calls(wl.model, wl.args)
+    d = attention.describe_call(calls[0])
+    assert d["q"] == [1, 8, 1, 32] and d["k"] == [1, 8, 128, 32] and d["mask"] == "bool[1, 128]"
+    assert not d["is_causal"]
+
+
+def test_wrong_mask_is_caught(monkeypatch):
+    """is_causal=True with one query against 128 keys is top-left aligned: the query sees key 0 only."""
+    wl = tiny()
+    want = outputs(wl.model, wl.args)
+    monkeypatch.setattr(attention, "_sdpa_kwargs", lambda mask, scale: {"is_causal": True, "scale": scale})
+    assert len(attention.rewrite_eager(wl.model)) == 4
+    r = compare(outputs(wl.model, wl.args), dtype=torch.float32, reference=want)
+    assert not r["correct"] and r["max_abs_diff"] > 1e-2
+
+
+def test_additive_mask_and_multiplied_scale_on_a_custom_module():
+    model, args = fixture_models.cross_attention()
+    want = outputs(model, args)
+    assert attention.rewrite_eager(model) == [""]           # the root module itself
+    assert count_ops(model, args)["sdpa"] == 1
+    assert_same(outputs(model, args), want)
+
+
+def test_hugging_face_eager_attention_is_switched_to_sdpa():
+    from transformers import LlamaForCausalLM
+    from playbook.workloads.llama import PRESETS, config
+    cfg = config(PRESETS["tiny"])
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, cfg.vocab_size, (1, 7))
+    want = outputs(model, (ids,))
+    assert count_ops(model, (ids,))["sdpa"] == 0
+    assert attention.rewrite_eager(model) == []              # HF modules are left to their own switch
+    switched = attention.route_hf(model)
+    assert switched == [{"path": "", "was": "eager", "now": "sdpa"}]
+    assert count_ops(model, (ids,))["sdpa"] == cfg.num_hidden_layers
+    assert_same(outputs(model, (ids,)), want)
+
+
+def test_nothing_to_rewrite_is_left_alone():
+    model, args = fixture_models.chain()
+    assert attention.rewrite_eager(model) == [] and attention.record_sdpa_calls(model, args) == []
+
+
+def test_backends_are_measured_and_failures_recorded():
+    wl = tiny()
+    attention.rewrite_eager(wl.model)
+    table = attention.measure_backends(attention.record_sdpa_calls(wl.model, wl.args), CPU, iters=3, warmup=1)
+    names = {r["backend"] for r in table}
+    assert {"default", "math"} <= names
+    assert all(r["us"] > 0 for r in table if r["ok"]) and all(r["error"] for r in table if not r["ok"])
+    assert table[0]["ok"] and table[0]["us"] == min(r["us"] for r in table if r["ok"])
+
+
+# ---- phase 4: fusion --------------------------------------------------------------------------------------
+
+def test_tiny_qkv_and_gate_up_are_fused_with_one_copy_of_the_weights():
+    wl = tiny()
+    want = outputs(wl.model, wl.args)
+    groups = fusion.find_siblings(wl.model, wl.args)
+    assert sorted({tuple(g.names) for g in groups}) == [("gate_proj", "up_proj"), ("q_proj", "k_proj", "v_proj")]
+    assert len(groups) == 8 and all(g.found_by == "names" for g in groups)
+    gemms, nbytes = count_ops(wl.model, wl.args)["gemm"], fusion.param_bytes(wl.model)
+    fusion.fuse(wl.model, groups)
+    assert count_ops(wl.model, wl.args)["gemm"] == gemms - 4 * (2 + 1)
+    assert fusion.param_bytes(wl.model) == nbytes
+    assert_same(outputs(wl.model, wl.args), want)
+    part = wl.model.layers[0].self_attn.k_proj
+    assert part.weight.shape == (128, 256) and part.weight.data_ptr() != wl.model.layers[0].self_attn.q_proj.weight.data_ptr()
+
+
+def test_siblings_found_by_data_flow_with_mixed_biases():
+    model, args = fixture_models.cross_attention()
+    want = outputs(model, args)
+    groups = fusion.find_siblings(model, args)
+    assert [(g.parent, g.names, g.found_by) for g in groups] == [("", ["to_q", "to_k", "to_v"], "data flow")]
+    fusion.fuse(model, groups)
+    assert count_ops(model, args)["gemm"] == 2
+    assert_same(outputs(model, args), want)
+
+
+def test_compiled_fused_model_matches():
+    wl = tiny("llama")
+    want = outputs(wl.model, wl.args)
+    fusion.fuse(wl.model, fusion.find_siblings(wl.model, wl.args))
+    compiled = torch.compile(wl.model)
+    assert_same(outputs(compiled, wl.args), want)
+
+
+def test_nothing_to_fuse_and_tied_weights_are_left_alone():
+    model, args = fixture_models.chain()
+    assert fusion.find_siblings(model, args) == []
+    tied = nn.ModuleDict({"a": nn.Linear(8, 8), "b": nn.Linear(8, 8)})
+    tied.b.weight = tied.a.weight
+    assert fusion._by_data_flow(lambda x: (tied.a(x), tied.b(x)), dict(tied.named_modules()),
+                                fusion._shared_weights(tied), set(), (torch.randn(1, 8),), {}) == []
+
+
+# ---- phase 5: kernel swap ---------------------------------------------------------------------------------
+
+def test_norm_flavours_are_told_apart_by_probe():
+    gemma = fixture_models.GemmaNorm(64)
+    assert kernel_swap.norm_flavour(gemma) == (1e-6, 1.0)
+    wl = tiny()
+    assert kernel_swap.norm_flavour(wl.model.norm) == (1e-6, 0.0)
+    assert kernel_swap.norm_flavour(nn.LayerNorm(64)) is None
+
+
+def test_swap_on_tiny_is_correct_and_compiles_without_graph_breaks():
+    wl = tiny()
+    want = outputs(wl.model, wl.args)
+    found = kernel_swap.find_sites(wl.model)
+    assert (len(found["norms"]), len(found["mlps"]), len(found["layers"])) == (9, 4, 4)
+    assert all(n["offset"] == 0.0 for n in found["norms"]) and all(m["act"] == "silu" for m in found["mlps"])
+    fusion.fuse(wl.model, fusion.find_siblings(wl.model, wl.args))     # the MLP then reads two views
+    assert kernel_swap.swap(wl.model, found) == {"norms": 9, "mlps": 4, "layers": 4}
+    assert_same(outputs(wl.model, wl.args), want)
+    assert torch._dynamo.explain(wl.model)(*wl.args).graph_break_count == 0
+
+
+def test_gemma_norm_in_a_custom_model_gets_the_offset():
+    model, args = fixture_models.cross_attention()
+    want = outputs(model, args)
+    found = kernel_swap.find_sites(model)
+    assert found["norms"] == [{"path": "norm", "eps": 1e-6, "offset": 1.0}]
+    kernel_swap.swap(model, found)
+    assert_same(outputs(model, args), want)
