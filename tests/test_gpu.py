@@ -33,3 +33,42 @@ def test_captured_decode_step_is_correct(workload, compile_):
     v = compare(runner.outputs(), ref, torch.bfloat16, precise=precise, baseline_err=base_err)
     assert v["correct"], v["problems"]
     assert compare(runner.outputs(), first, torch.bfloat16)["rel_err"] == 0.0     # replays are repeatable
+
+
+@pytest.mark.parametrize("workload", ["tiny", "llama"])
+def test_every_rewrite_compiled_and_captured_is_correct(workload):
+    """Phases 2, 4 and 5 stacked (SDPA, fused projections, our kernels), compiled with Inductor's fusion
+    settings and captured in one CUDA graph: the step still matches the untouched model."""
+    from playbook.phases import attention, fusion, kernels
+    from playbook.rewrites import fusion as fusion_rw
+    params = {"workload": workload, "preset": "tiny", "device": "cuda", "dtype": "bfloat16"}
+    ref = snapshot(Pipeline.fresh(params).build().outputs())
+    precise = snapshot(Pipeline.fresh(params, precise=True).build().outputs())
+    base_err = compare(ref, precise, torch.float32)["rel_err"]
+    pipe = Pipeline.fresh(params)
+    wl = pipe.workload
+    attention.apply(pipe, {"route": {"hf": [], "rewrite": [] if workload == "llama" else
+                                     [f"layers.{i}.self_attn" for i in range(4)]}, "sdpa_backend": "efficient"})
+    groups = fusion_rw.find_siblings(wl.model, wl.args)
+    fusion.apply(pipe, {"groups": [g.as_dict() for g in groups]})
+    kernels.apply(pipe, {"swap": "triton", "inductor_fusion": True})
+    assert pipe.info["swapped"]["norms"] > 0 and pipe.info["swapped"]["mlps"] > 0
+    pipe.compile, pipe.capture = True, True
+    runner = pipe.build()
+    v = compare(runner.outputs(), ref, torch.bfloat16, precise=precise, baseline_err=base_err)
+    assert v["correct"], v["problems"]
+
+
+def test_kernels_inside_inductor_and_a_cuda_graph():
+    import kernels
+    from kernels import reference
+    x = torch.randn(3, 2048, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(2048, device="cuda", dtype=torch.bfloat16)
+
+    def f(x):
+        y, r = kernels.fused_add_rms_norm(x, x * 0.5, w, 1e-6)
+        return kernels.gelu_tanh_and_mul(torch.cat([y, r], -1))
+    compiled = torch.compile(f, fullgraph=True)
+    g = GraphStep(compiled, (x,), {})
+    want = reference.gelu_tanh_and_mul(torch.cat(reference.fused_add_rms_norm(x, x * 0.5, w, 1e-6), -1))
+    torch.testing.assert_close(g(x).float(), want.float(), **reference.TOLERANCES[torch.bfloat16])

@@ -34,6 +34,44 @@ def test_cudagraph_on_cpu_measures_compile_alone(tiny_run):
     assert recipe is None or recipe["phases"][0]["name"] == "cudagraph"
 
 
+def test_attention_rewrites_tiny_and_measures_backends(tiny_run):
+    r = run_phase("attention", tiny_run, iters=10, warmup=2)
+    assert r["status"] in ("kept", "rejected"), r["error"]
+    assert r["correct"] and r["attention_sites"]["rewritten"] == [f"layers.{i}.self_attn" for i in range(4)]
+    assert r["knobs"]["route"]["rewrite"] == r["attention_sites"]["rewritten"]
+    assert {"default", "math"} <= {b["backend"] for b in r["sdpa_backends"]} and r["sdpa_backend_choice"]
+    assert r["gemm_launches"]["after"]["sdpa"] == 4 and r["sdpa_calls"][0]["count"] == 4
+
+
+def test_fusion_saves_three_gemms_per_layer(tiny_run):
+    r = run_phase("fusion", tiny_run, iters=10, warmup=2)
+    assert r["status"] in ("kept", "rejected"), r["error"]
+    assert r["correct"] and r["gemm_launches"]["saved"] == 4 * 3
+    assert r["weight_bytes"]["after"] == r["weight_bytes"]["before"] and len(r["knobs"]["groups"]) == 8
+
+
+def test_kernels_tries_triton_and_inductor_fusion(tiny_run):
+    r = run_phase("kernels", tiny_run, iters=5, warmup=1)
+    assert r["status"] in ("kept", "rejected"), r["error"]
+    tried = [c["knobs"] for c in r["candidates"]]
+    assert {"swap": "triton"} in tried                          # the interpreter is on in tests (conftest)
+    assert all(c["correct"] for c in r["candidates"]), r["candidates"]
+    assert r["kernel_sites"]["norms"] == 9 and r["kernel_sites"]["mlps"] == 4
+    swap = next(c for c in r["candidates"] if c["knobs"] == {"swap": "triton"})
+    assert swap["info"]["swapped"] == {"norms": 9, "mlps": 4, "layers": 4}
+    assert swap["verdict"] == "slower"                          # interpreted Triton is not a speed
+    assert r["knobs"] != {"swap": "triton"}
+
+
+def test_rewrite_phases_skip_with_the_reason_when_nothing_applies(tmp_path):
+    run = open_run(str(tmp_path / "chain"), workload="custom", model="fixture_models:chain",
+                   device="cpu", dtype="float32", iters=5, warmup=1)
+    run_phase("baseline", run, iters=5, warmup=1)
+    for name, why in (("attention", "no attention found"), ("fusion", "no sibling projections found")):
+        r = run_phase(name, run, iters=5, warmup=1)
+        assert r["status"] == "skipped" and why in r["skip_reason"], r
+
+
 def test_verify_rebuilds_the_recipe_and_gates(tiny_run):
     tiny_run.update(target_ms=1e6)
     r = run_phase("verify", tiny_run, iters=10, warmup=2)
