@@ -1,7 +1,6 @@
 """What every kernel launcher shares: can Triton run on this tensor, and a 2-D row view of it."""
 import os
 
-import torch
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 

@@ -95,7 +95,7 @@ def _median_seconds(fn, device, repeats):
 
 def measure_ceilings(device):
     """Copy bandwidth (bytes read + written per second) and dense matmul rate, measured once per run."""
-    big = (1 << 28) if device.type == "cuda" else (1 << 25)   # 1 GiB on a GPU, 128 MiB on a CPU (fp32)
+    big = (1 << 28) if device.type == "cuda" else (1 << 25)   # bytes copied: 256 MiB on a GPU, 32 MiB on a CPU
     src = torch.randn(big // 4, device=device)
     dst = torch.empty_like(src)
     copy_s = _median_seconds(lambda: dst.copy_(src), device, 20 if device.type == "cuda" else 5)

@@ -1,5 +1,4 @@
 """The model rewrites of phases 2, 4 and 5: each finds its sites, changes nothing but speed, or says why not."""
-import pytest
 import torch
 import torch.nn as nn
 
