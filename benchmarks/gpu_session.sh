@@ -2,6 +2,7 @@
 # One GPU sitting on the device machine, in parts that each fit one call (10 minutes), results to $OUT.
 #   bash benchmarks/gpu_session.sh tests            # gpu-marked tests + kernel tests on CUDA
 #   bash benchmarks/gpu_session.sh kernels          # benchmarks/kernels.py
+#   bash benchmarks/gpu_session.sh sweep            # benchmarks/kernels_sweep.py: block/warp choices
 #   bash benchmarks/gpu_session.sh ladder [args]    # the ladder on llama 1b (--resume to go on)
 # Run from the repo root with .whl/ carried along (../shared/device/fetch-wheels.sh liger-kernel).
 set -uo pipefail
@@ -13,7 +14,11 @@ part=${1:-all}; shift || true
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
 if [[ $part == tests || $part == all ]]; then
-  python3 -m pytest -q -m gpu tests tests/test_kernels.py 2>&1 | tail -15 | tee "$OUT/gpu-tests.txt"
+  python3 -m pytest -q -m gpu tests 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt"
+  python3 -m pytest -q tests/test_kernels.py 2>&1 | tail -3 | tee -a "$OUT/gpu-tests.txt"   # compiled, on CUDA
+fi
+if [[ $part == sweep ]]; then
+  python3 benchmarks/kernels_sweep.py "$@" 2>&1 | tee "$OUT/sweep.log"
 fi
 if [[ $part == kernels || $part == all ]]; then
   python3 benchmarks/kernels.py --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log"

@@ -12,10 +12,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton import check_device, next_pow2, rows, warps_for
+from ._triton import check_device, next_pow2, rows
 
 ACTS = ("silu", "gelu_tanh")
-BLOCK = 2048               # elements of output per program
+BLOCK = 1024               # elements of output per program
+WARPS = 4
 
 
 @triton.jit
@@ -34,8 +35,16 @@ def _act_and_mul_kernel(G, U, Y, n_rows, n_cols, stride_g, stride_u, stride_y,
     tl.store(Y + r[:, None] * stride_y + c[None, :], (a * u).to(Y.dtype.element_ty), mask=mask)
 
 
-def _launch(gate, up, act, out=None):
-    """Run the kernel; out: a preallocated contiguous output (tests poison it first)."""
+def config(m, n):
+    """Block shape and warps for an [m, n] output."""
+    block_n = min(next_pow2(n), BLOCK)
+    block_m = max(1, min(next_pow2(m), BLOCK // block_n))
+    return {"block_m": block_m, "block_n": block_n, "num_warps": WARPS}
+
+
+def _launch(gate, up, act, out=None, cfg=None):
+    """Run the kernel; out: a preallocated contiguous output (tests poison it first); cfg: a config()
+    override (benchmarks/kernels_sweep.py)."""
     if act not in ACTS:
         raise ValueError(f"act_and_mul: act {act!r} is not one of {ACTS}")
     if gate.shape != up.shape:
@@ -46,12 +55,12 @@ def _launch(gate, up, act, out=None):
     m = g2.shape[0]
     if m == 0 or n == 0:
         return y
-    block_n = min(next_pow2(n), BLOCK)
-    block_m = max(1, min(next_pow2(m), BLOCK // block_n))
+    cfg = cfg or config(m, n)
+    block_m, block_n = cfg["block_m"], cfg["block_n"]
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
     _act_and_mul_kernel[grid](g2, u2, y2, m, n, g2.stride(0), u2.stride(0), y2.stride(0),
                               ACT=ACTS.index(act), BLOCK_M=block_m, BLOCK_N=block_n,
-                              num_warps=warps_for(block_m * block_n) // 2 or 1)
+                              num_warps=cfg["num_warps"])
     return y
 
 

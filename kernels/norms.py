@@ -15,6 +15,7 @@ import triton.language as tl
 from ._triton import check_device, next_pow2, rows, warps_for
 
 MAX_BLOCK = 16384          # longest row held in registers at once; longer rows loop over chunks
+ROW_BLOCK = 4096           # elements per program when several short rows share one
 
 
 @triton.jit
@@ -64,8 +65,17 @@ def _rms_norm_kernel(X, R, W, Y, RO, n_rows, n_cols, stride_x, stride_r, stride_
             tl.store(Y + r[:, None] * stride_y + c[None, :], y.to(Y.dtype.element_ty), mask=mask)
 
 
-def _launch(x, residual, weight, eps, offset, out=None, residual_out=None):
-    """Run the kernel; out / residual_out: preallocated contiguous outputs (tests poison them first)."""
+def config(m, n):
+    """Block shape and warps for m rows of n: short rows share a program, long rows loop."""
+    block_n = min(next_pow2(n), MAX_BLOCK)
+    single = block_n >= n
+    block_m = max(1, min(next_pow2(m), ROW_BLOCK // block_n)) if single else 1
+    return {"block_m": block_m, "block_n": block_n, "num_warps": warps_for(block_m * block_n)}
+
+
+def _launch(x, residual, weight, eps, offset, out=None, residual_out=None, cfg=None):
+    """Run the kernel; out / residual_out: preallocated contiguous outputs (tests poison them first);
+    cfg: a config() override (benchmarks/kernels_sweep.py)."""
     n = x.shape[-1]
     if weight.shape != (n,):
         raise ValueError(f"rms_norm: weight has shape {tuple(weight.shape)}, expected ({n},)")
@@ -83,15 +93,15 @@ def _launch(x, residual, weight, eps, offset, out=None, residual_out=None):
     m = x2.shape[0]
     if m == 0:
         return y, ro
-    block_n = min(next_pow2(n), MAX_BLOCK)
+    cfg = cfg or config(m, n)
+    block_m, block_n = cfg["block_m"], cfg["block_n"]
     single = block_n >= n
-    block_m = max(1, min(next_pow2(m), 4096 // block_n)) if single else 1
     grid = (triton.cdiv(m, block_m),)
     _rms_norm_kernel[grid](
         x2, r2 if r2 is not None else x2, weight, y2, ro2 if ro2 is not None else y2, m, n,
         x2.stride(0), r2.stride(0) if r2 is not None else 0, y2.stride(0), ro2.stride(0) if ro2 is not None else 0,
         float(eps), float(offset), HAS_RESIDUAL=residual is not None, BLOCK_M=block_m, BLOCK_N=block_n,
-        SINGLE=single, num_warps=warps_for(block_m * block_n))
+        SINGLE=single, num_warps=cfg["num_warps"])
     return y, ro
 
 
