@@ -16,6 +16,7 @@ from ._triton import check_device, next_pow2, rows
 
 ACTS = ("silu", "gelu_tanh")
 BLOCK = 1024               # elements of output per program
+BLOCK_LARGE, LARGE = 4096, 1 << 24
 WARPS = 4
 
 
@@ -36,9 +37,12 @@ def _act_and_mul_kernel(G, U, Y, n_rows, n_cols, stride_g, stride_u, stride_y,
 
 
 def config(m, n):
-    """Block shape and warps for an [m, n] output."""
-    block_n = min(next_pow2(n), BLOCK)
-    block_m = max(1, min(next_pow2(m), BLOCK // block_n))
+    """Block shape and warps for an [m, n] output: 1024-element programs, 4096 for large tensors
+    (benchmarks/kernels_sweep.py on an H200: 93.8% against 92.9% of copy bandwidth at 32768 x 4096),
+    where decode shapes (one row) keep more programs in flight with the small block."""
+    block = BLOCK_LARGE if m * n >= LARGE else BLOCK
+    block_n = min(next_pow2(n), block)
+    block_m = max(1, min(next_pow2(m), block // block_n))
     return {"block_m": block_m, "block_n": block_n, "num_warps": WARPS}
 
 

@@ -70,12 +70,21 @@ def phase_summary(p):
         lines.append(f"- {p['x_of_floor']}x of the floor (bandwidth {_ms(p.get('bandwidth_floor_ms'))} ms, "
                      f"compute {_ms(p.get('compute_floor_ms'))} ms)")
     if p["knobs"]:
-        lines.append(f"- knobs: `{json.dumps(p['knobs'])}`")
+        lines.append(f"- knobs: `{json.dumps(_short(p['knobs']))}`")
     lines += [f"- {n}" for n in p.get("notes", [])]
     if p["error"]:
         lines.append(f"- error: `{p['error']}`")
     lines += phase_details(p)
     return "\n".join(lines)
+
+
+def _short(x):
+    """Knobs for reading: long lists (fused groups, rewritten sites) become their length."""
+    if isinstance(x, dict):
+        return {k: _short(v) for k, v in x.items()}
+    if isinstance(x, list) and len(x) > 3:
+        return f"[{len(x)} items]"
+    return x
 
 
 def _knobs(k):
@@ -94,8 +103,11 @@ def phase_details(p):
     gl = p.get("gemm_launches")
     if gl:
         b, a = gl["before"], gl["after"]
-        b, a = (b["gemm"], a["gemm"]) if isinstance(b, dict) else (b, a)
-        out.append(f"\n- GEMM launches per step (eager): {b} before, {a} after ({b - a} fewer)")
+        if isinstance(b, dict):
+            out.append("\n- per step (eager), before -> after: " +
+                       ", ".join(f"{k} {b[k]} -> {a[k]}" for k in ("gemm", "bmm", "sdpa", "ops")))
+        else:
+            out.append(f"\n- GEMM launches per step (eager): {b} before, {a} after ({b - a} fewer)")
     if p.get("groups"):
         by = {}
         for g in p["groups"]:
