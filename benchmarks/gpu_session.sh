@@ -25,7 +25,8 @@ if [[ $part == kernels || $part == all ]]; then
 fi
 if [[ $part == ladder || $part == all ]]; then
   run=$PWD/reports/llama-1b      # inside the repo: kept between calls while the machine stays warm
-  python3 -m playbook run --workload llama --preset 1b --device cuda --target-ms 0.9 --iters 200 --warmup 20 \
-    --out "$run" "$@" 2>&1 | grep -v IPKernelApp | tee -a "$OUT/ladder.log"
-  tar czf "$OUT/llama-1b-run.tgz" --exclude inductor-cache --exclude '*.pt' -C "$PWD/reports" llama-1b
+  # stopped before the call's limit so the run (references included) comes back and --resume can go on
+  timeout "${LADDER_S:-540}" python3 -m playbook run --workload llama --preset 1b --device cuda --target-ms 0.9 \
+    --iters 200 --warmup 20 --out "$run" "$@" 2>&1 | grep -v IPKernelApp | tee -a "$OUT/ladder.log"
+  tar czf "$OUT/llama-1b-run.tgz" --exclude inductor-cache -C "$PWD/reports" llama-1b
 fi

@@ -26,6 +26,7 @@ def parser():
     run.add_argument("--warmup", type=int, default=10, help="untimed iterations before timing")
     run.add_argument("--out", default=None, help="run directory (default reports/<timestamp>-<workload>-<preset>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out, skipping recorded phases")
+    run.add_argument("--phases", default="", help="only these phases, comma-separated (e.g. baseline,fusion,verify)")
 
     gate = sub.add_parser("gate", help="exit 0 if p50 <= target, 1 if above, 2 if no p50 was found")
     gate.add_argument("--target-ms", type=float, required=True)
@@ -57,7 +58,7 @@ def main(argv=None):
             workload, preset = resolve_auto_workload(args)
             params = dict(workload=workload, preset=preset, model=args.model, device=args.device,
                           dtype=args.dtype, target_ms=args.target_ms, iters=args.iters, warmup=args.warmup)
-            run = run_chain(params, out=args.out, resume=args.resume)
+            run = run_chain(params, out=args.out, resume=args.resume, phases=args.phases)
             failed = [p["name"] for p in run.phases() if p["status"] == "failed"]
             return 1 if failed else 0
         if args.command == "gate":

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import report, runs
-from .errors import PlaybookError
+from .errors import PlaybookError, choose
 from .phases import NAMES, get_phase, last_kept_p50, result_template
 from .state import Run
 
@@ -50,11 +50,24 @@ def open_chain_run(params, out=None, resume=False):
     return runs.open_run(out or "", **params)
 
 
-def run_chain(params, out=None, resume=False, log=print):
+def select(books, phases):
+    """Only the named phases (a comma-separated string or a list), in ladder order."""
+    if not phases:
+        return books
+    names = [p.strip() for p in phases.split(",")] if isinstance(phases, str) else list(phases)
+    present = [name for _, name, _ in books]
+    for name in names:
+        choose("phase", name, present)
+    return [b for b in books if b[1] in names]
+
+
+def run_chain(params, out=None, resume=False, log=print, phases=None):
     import papermill as pm
+    books = select(phase_notebooks(), phases)
     run = open_chain_run(params, out, resume)
+    if "baseline" not in [b[1] for b in books] and not run.phase("baseline"):
+        raise PlaybookError("--phases without baseline needs a run that has one: add baseline, or --resume a run")
     target = run.params.get("target_ms")
-    books = phase_notebooks()
     log(f"run {run.path} ({run.params['workload']} {run.params.get('preset')}, {run.params['device']}, "
         f"{run.params['dtype']}, target {target or 'none'} ms): {len(books)} phases")
     (run.path / "notebooks").mkdir(exist_ok=True)

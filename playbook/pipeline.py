@@ -32,6 +32,7 @@ class Pipeline:
     capture: bool = False
     rng_patch: bool = False
     sdpa_backend: str = None                          # force one SDPA backend (phase 2), None: torch picks
+    blas: str = None                                  # preferred BLAS library (phase 3), None: torch's default
     notes: list = field(default_factory=list)
     info: dict = field(default_factory=dict)          # what a phase's apply() found, for its JSON
 
@@ -74,6 +75,18 @@ def _with_sdpa_backend(model, backend):
     return call
 
 
+def _with_blas(fn, library):
+    """Prefer this BLAS library during each call (baked in when captured), then restore the global choice."""
+    def call(*args, **kwargs):
+        prev = torch.backends.cuda.preferred_blas_library()
+        torch.backends.cuda.preferred_blas_library(library)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.backends.cuda.preferred_blas_library(prev)
+    return call
+
+
 class Runner:
     """The built step. step() runs it on the workload's example inputs (a graph replay when captured);
     outputs() runs it once and returns the outputs."""
@@ -85,10 +98,13 @@ class Runner:
             capture.patch_dynamo_rng()
         fn = wl.model
         if pipe.sdpa_backend:
-            fn = _with_sdpa_backend(wl.model, pipe.sdpa_backend)
+            fn = _with_sdpa_backend(fn, pipe.sdpa_backend)
         self.compile_s = None
         if pipe.compile:
             fn = torch.compile(fn, options={"triton.cudagraphs": False, **pipe.inductor})
+        if pipe.blas:                     # outside the compiled region: a global switch, not traceable
+            fn = _with_blas(fn, pipe.blas)
+        if pipe.compile:
             t0 = time.perf_counter()
             with torch.no_grad():
                 fn(*wl.args, **wl.kwargs)

@@ -21,6 +21,8 @@ def cli(*args):
     (["--workload", "custom", "--model", "nocolon"], "is not package.module:function"),
     (["--workload", "custom", "--model", "no_such_pkg.mod:f"], "cannot import"),
     (["--resume"], "--resume needs --out"),
+    (["--workload", "tiny", "--phases", "baseline,fusoin"], "unknown phase 'fusoin'"),
+    (["--workload", "tiny", "--phases", "fusion,verify"], "add baseline, or --resume a run"),
 ])
 def test_bad_run_arguments(args, message, tmp_path):
     done = cli("run", "--out", str(tmp_path / "r"), *args) if "--resume" not in args else cli("run", *args)

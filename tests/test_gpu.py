@@ -72,3 +72,14 @@ def test_kernels_inside_inductor_and_a_cuda_graph():
     g = GraphStep(compiled, (x,), {})
     want = reference.gelu_tanh_and_mul(torch.cat(reference.fused_add_rms_norm(x, x * 0.5, w, 1e-6), -1))
     torch.testing.assert_close(g(x).float(), want.float(), **reference.TOLERANCES[torch.bfloat16])
+
+
+def test_gemm_backends_are_all_measured_for_a_decode_shape():
+    from playbook import gemm
+    shape = {"M": 1, "N": 3072, "K": 2048, "dtype": "bfloat16", "bias": False, "count": 16}
+    before = torch.backends.cuda.preferred_blas_library()
+    rows = gemm.measure([shape], torch.device("cuda"), {"copy_gbps": 4000, "matmul_tflops": 800}, progress=lambda m: None)
+    assert torch.backends.cuda.preferred_blas_library() == before          # global switch restored
+    assert {r["backend"] for r in rows} == {"cublas", "cublaslt", "triton"}
+    assert all(r["us"] and r["us"] > 0 and r["pct_of_floor"] > 0 for r in rows), rows
+    assert sum(r["best"] for r in rows) == 1

@@ -43,6 +43,16 @@ def test_attention_rewrites_tiny_and_measures_backends(tiny_run):
     assert r["gemm_launches"]["after"]["sdpa"] == 4 and r["sdpa_calls"][0]["count"] == 4
 
 
+def test_gemm_records_every_shape_and_writes_the_table(tiny_run):
+    import csv
+    r = run_phase("gemm", tiny_run, iters=5, warmup=1)          # in ladder order: before fusion
+    assert r["status"] == "skipped" and "one GEMM backend on a CPU" in r["skip_reason"]
+    assert r["gemm_per_step"] == 29 and r["gemm_shapes"] == 5
+    rows = list(csv.DictReader(open(tiny_run.path / "gemm_tuning.csv")))
+    assert len(rows) == 5 and all(float(row["us"]) > 0 and row["best"] == "True" for row in rows)
+    assert {(row["M"], row["N"], row["K"]) for row in rows} >= {("1", "256", "256"), ("1", "1024", "256")}
+
+
 def test_fusion_saves_three_gemms_per_layer(tiny_run):
     r = run_phase("fusion", tiny_run, iters=10, warmup=2)
     assert r["status"] in ("kept", "rejected"), r["error"]
@@ -61,6 +71,11 @@ def test_kernels_tries_triton_and_inductor_fusion(tiny_run):
     assert swap["info"]["swapped"] == {"norms": 9, "mlps": 4, "layers": 4}
     assert swap["verdict"] == "slower"                          # interpreted Triton is not a speed
     assert r["knobs"] != {"swap": "triton"}
+
+
+def test_tuning_says_why_it_is_skipped_on_a_cpu(tiny_run):
+    r = run_phase("tuning", tiny_run, iters=5, warmup=1)
+    assert r["status"] == "skipped" and r["skip_reason"]
 
 
 def test_rewrite_phases_skip_with_the_reason_when_nothing_applies(tmp_path):

@@ -14,6 +14,7 @@ Any exception is recorded as a failed phase; nothing already recorded is touched
 """
 import gc
 import importlib
+import json
 import os
 import traceback
 
@@ -155,6 +156,7 @@ def _try(mod, run, result, iters, warmup):
     contenders, records = {"previous": base.build()}, []     # contenders: "previous" and candidate indices
     for i, knobs in enumerate(candidates):
         record = {"knobs": knobs, "error": None}
+        print(f"[{mod.NAME}] candidate {i + 1}/{len(candidates)} {json.dumps(knobs)[:120]}: building", flush=True)
         try:
             pipe = Pipeline.from_recipe(run.params, recipe_steps, extra=(mod.NAME, knobs))
             runner = pipe.build()
@@ -165,6 +167,9 @@ def _try(mod, run, result, iters, warmup):
         except Exception as e:
             record.update(correct=False, error=f"{type(e).__name__}: {e}")
         records.append(record)
+        compiled = "" if record.get("compile_s") is None else f", compiled in {record['compile_s']} s"
+        verdict = record["error"] or ("correct" if record["correct"] else "wrong")
+        print(f"[{mod.NAME}] candidate {i + 1}/{len(candidates)}: {verdict}{compiled}", flush=True)
     result["candidates"] = records
     timings = bench.time_side_by_side({k: r.step for k, r in contenders.items()}, base.device,
                                       iters=iters, warmup=warmup)

@@ -1,0 +1,46 @@
+"""Phase 6 `tuning`: Inductor's autotuning knobs, each measured against the kept recipe, kept only if faster.
+
+coordinate_descent_tuning (block sizes and warps per Triton kernel), max_autotune (GEMM templates
+autotuned, with phase 3's backend choice when it was kept), triton.multi_kernel and benchmark_kernel:
+each alone where it is worth a compile, and all together. Compile time is the cost: every candidate
+records compile_s beside its gain. Inductor's FX-graph and autotune caches live in the run directory
+(TORCHINDUCTOR_CACHE_DIR), so a re-run or --resume does not pay it again.
+"""
+import torch
+
+from . import Skip
+
+NUMBER = 6
+NAME = "tuning"
+WHAT = "Inductor autotuning (coordinate descent, max-autotune, multi-kernel), kept only if faster"
+KEEP_IF = "faster"
+
+KNOBS = {
+    "coordinate_descent_tuning": {"coordinate_descent_tuning": True},
+    "max_autotune": {"max_autotune": True},
+    "multi_kernel": {"triton.multi_kernel": 1},
+    "benchmark_kernel": {"benchmark_kernel": True},
+}
+
+
+def candidates(ctx):
+    if not ctx.pipe.compile:
+        raise Skip("the kept recipe does not compile: Inductor's tuning knobs do not apply")
+    if ctx.device.type != "cuda":
+        raise Skip("Inductor's tuning knobs tune Triton kernels, which a CPU build does not generate "
+                   "(it emits C++); nothing to tune here")
+    return [{"tune": ["coordinate_descent_tuning"]}, {"tune": ["max_autotune"]},
+            {"tune": ["coordinate_descent_tuning", "max_autotune", "multi_kernel", "benchmark_kernel"]}]
+
+
+def apply(pipe, knobs):
+    import torch._inductor.config as inductor_config
+    for name in knobs["tune"]:
+        for key, value in KNOBS[name].items():
+            head, _, tail = key.partition(".")
+            if not hasattr(inductor_config, head) or (tail and not hasattr(getattr(inductor_config, head), tail)):
+                pipe.notes.append(f"{key} is not an Inductor setting in torch {torch.__version__}: skipped")
+                continue
+            pipe.inductor[key] = value
+    if "max_autotune" in knobs["tune"] and "max_autotune_gemm_backends" not in pipe.inductor:
+        pipe.inductor["max_autotune_gemm_backends"] = "ATEN,TRITON"
