@@ -108,13 +108,28 @@ class Run:
             raise PlaybookError(f"recipe {path} is corrupt (no 'phases' list); delete it and re-run the chain")
         return recipe
 
+    def steps_before(self, name):
+        """The recipe a phase is tried against: every kept phase but its own earlier record (a re-run)."""
+        return [s for s in self.recipe()["phases"] if s["name"] != name]
+
     def keep(self, result):
         """Add a kept phase (with its knobs) to the recipe, replacing an earlier record of the same phase."""
-        recipe = self.recipe()
-        steps = [s for s in recipe["phases"] if s["name"] != result["name"]]
+        steps = self.steps_before(result["name"])
         steps.append({"phase": result["phase"], "name": result["name"], "knobs": result["knobs"]})
+        self._write_recipe(steps, result["p50_ms"])
+
+    def drop(self, name):
+        """Remove a phase that was re-run and not kept this time; the recipe's p50 falls back to the last kept."""
+        steps = self.steps_before(name)
+        if len(steps) == len(self.recipe()["phases"]):
+            return
+        kept = {p["name"]: p["p50_ms"] for p in self.phases() if p["status"] == "kept"}
+        self._write_recipe(steps, kept.get(steps[-1]["name"]) if steps else kept.get("baseline"))
+
+    def _write_recipe(self, steps, p50_ms):
+        recipe = self.recipe()
         recipe["phases"] = sorted(steps, key=lambda s: s["phase"])
-        recipe.update(p50_ms=result["p50_ms"], device=self.params.get("device_info", {}).get("name"),
+        recipe.update(p50_ms=p50_ms, device=self.params.get("device_info", {}).get("name"),
                       fingerprint=self.params.get("versions"), date=dt.date.today().isoformat())
         write_json(self.path / "recipe.json", recipe)
 

@@ -28,6 +28,7 @@ def test_cudagraph_on_cpu_measures_compile_alone(tiny_run):
     assert r["correct"] and r["max_abs_diff"] < 1e-3
     assert r["knobs"] == {"compile": True, "mode": "default", "capture": False}
     assert any("no CUDA graph" in n for n in r["notes"]) and r["compile_s"] > 0
+    assert any((tiny_run.path / "inductor-cache").iterdir())        # the compile's caches live in the run
     assert r["previous_p50_ms"] > 0 and r["verdict"] in ("faster", "same", "slower")
     assert (r["status"] == "kept") == (r["verdict"] != "slower")
     recipe = json.loads((tiny_run.path / "recipe.json").read_text()) if r["status"] == "kept" else None

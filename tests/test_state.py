@@ -68,3 +68,18 @@ def test_missing_reference_names_the_fix(tmp_path, run_params):
     run = open_run(str(tmp_path / "r"), **run_params)
     with pytest.raises(PlaybookError, match="00-baseline"):
         run.reference()
+
+
+def test_a_rerun_phase_is_tried_without_its_old_step_and_dropped_when_not_kept(tmp_path, run_params):
+    run = open_run(str(tmp_path / "r"), **run_params)
+    for n, name, p50 in ((0, "baseline", 2.0), (1, "cudagraph", 1.0), (6, "tuning", 0.8)):
+        run.write_phase(phase(n, name, p50=p50))
+        if name != "baseline":
+            run.keep(phase(n, name, p50=p50))
+    assert [s["name"] for s in run.steps_before("tuning")] == ["cudagraph"]
+    run.write_phase(phase(6, "tuning", status="rejected", p50=0.9))
+    run.drop("tuning")
+    recipe = run.recipe()
+    assert [s["name"] for s in recipe["phases"]] == ["cudagraph"] and recipe["p50_ms"] == 1.0
+    run.drop("fusion")                                   # never kept: nothing changes
+    assert run.recipe() == recipe

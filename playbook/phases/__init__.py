@@ -51,14 +51,14 @@ def available():
 class Context:
     """What candidates() may look at: the run, the device, and the kept pipeline (not yet built)."""
 
-    def __init__(self, run, pipe):
-        self.run, self.pipe = run, pipe
+    def __init__(self, run, pipe, steps):
+        self.run, self.pipe, self.steps = run, pipe, steps
         self.device, self.vendor = pipe.device, pipe.vendor
         self.info = {}              # what candidates() found (sites, tables): merged into the phase JSON
 
     def fresh_pipeline(self):
         """A new copy of the kept pipeline to probe (rewrite, count, measure) without touching ctx.pipe."""
-        return Pipeline.from_recipe(self.run.params, self.run.recipe()["phases"])
+        return Pipeline.from_recipe(self.run.params, self.steps)
 
 
 def result_template(mod, run):
@@ -115,7 +115,8 @@ def run_phase(name, run, iters=100, warmup=10):
     mod = get_phase(name)
     result = result_template(mod, run)
     # Inductor's FX-graph and autotune caches live in the run, so --resume and re-runs skip recompiles.
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(run.path.resolve() / "inductor-cache"))
+    # Set, not defaulted: importing torch's Inductor already fills in its /tmp default.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(run.path.resolve() / "inductor-cache")
     try:
         if hasattr(mod, "run"):
             mod.run(run, result, iters=iters, warmup=warmup)
@@ -132,18 +133,21 @@ def run_phase(name, run, iters=100, warmup=10):
             torch.cuda.empty_cache()
     if result["p50_ms"] is not None:
         result.update(floors(run, result["p50_ms"]))
-    if result["status"] == "kept" and name not in ("baseline", "verify"):
-        run.keep(result)
+    if name not in ("baseline", "verify"):
+        if result["status"] == "kept":
+            run.keep(result)
+        else:
+            run.drop(name)          # a re-run that is not kept this time leaves no stale step behind
     result["next_action"] = next_action(run, result)
     run.write_phase(result)
     return result
 
 
 def _try(mod, run, result, iters, warmup):
-    recipe_steps = run.recipe()["phases"]
+    recipe_steps = run.steps_before(mod.NAME)
     judges = run.judges()
     base = Pipeline.from_recipe(run.params, recipe_steps)
-    ctx = Context(run, base)
+    ctx = Context(run, base, recipe_steps)
     try:
         candidates = mod.candidates(ctx)
     except Skip as why:
