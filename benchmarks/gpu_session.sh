@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_session.sh kernels          # benchmarks/kernels.py
 #   bash benchmarks/gpu_session.sh sweep            # benchmarks/kernels_sweep.py: block/warp choices
 #   bash benchmarks/gpu_session.sh ladder [args]    # the ladder on llama 1b (--resume to go on)
+#   bash benchmarks/gpu_session.sh profile          # phases 0-1 on llama 1b, traced, then benchmarks/profile_check.py
 # Run from the repo root with .whl/ carried along (../shared/device/fetch-wheels.sh liger-kernel).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -29,4 +30,11 @@ if [[ $part == ladder || $part == all ]]; then
   timeout "${LADDER_S:-540}" python3 -m playbook run --workload llama --preset 1b --device cuda --target-ms 0.9 \
     --iters 200 --warmup 20 --out "$run" "$@" 2>&1 | grep -v IPKernelApp | tee -a "$OUT/ladder.log"
   tar czf "$OUT/llama-1b-run.tgz" --exclude inductor-cache -C "$PWD/reports" llama-1b
+fi
+if [[ $part == profile ]]; then
+  run=$PWD/reports/llama-1b-profile
+  python3 -m playbook run --workload llama --preset 1b --device cuda --phases baseline,cudagraph \
+    --iters 200 --warmup 20 --out "$run" "$@" 2>&1 | grep -v IPKernelApp | tee "$OUT/profile.log"
+  python3 benchmarks/profile_check.py "$run" | tee -a "$OUT/profile.log"
+  tar czf "$OUT/llama-1b-profile.tgz" --exclude inductor-cache -C "$PWD/reports" llama-1b-profile
 fi

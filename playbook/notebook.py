@@ -1,4 +1,4 @@
-"""What a phase notebook calls: open the run, run the phase, show the result, the table and the plot.
+"""What a phase notebook calls: open the run, run the phase, show the result, the table and the plots.
 
     run = open_run(run_dir, phase="cudagraph", workload=workload, ...)   # the notebook's parameters
     result = run_and_show("cudagraph", run, iters=iters, warmup=warmup)
@@ -39,6 +39,12 @@ def show(run, result):
     from IPython.display import Markdown, display
     display(Markdown(report.phase_summary(result)))
     display(Markdown(report.progress_table(run)))
-    fig = report.plot_p50(run)
-    display(fig)
-    report.close(fig)
+    figs = [report.plot_p50(run)]
+    trace = dict((p["name"], path) for p, path in report.traced(run)).get(result["name"])
+    if trace:
+        figs.append(report.plot_timeline(trace, f"one step of phase {result['phase']} {result['name']}"))
+    if result.get("category_ms"):
+        figs.append(report.plot_categories(run))
+    for fig in figs:
+        display(fig)
+        report.close(fig)

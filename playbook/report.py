@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import json
+import re
 
 import matplotlib.pyplot as plt
 
@@ -67,8 +68,9 @@ def phase_summary(p):
             line += f"; against its fp32 twin: rel err {p['precise_err']:.3g}"
         lines.append(line + ")")
     if p.get("x_of_floor"):
-        lines.append(f"- {p['x_of_floor']}x of the floor (bandwidth {_ms(p.get('bandwidth_floor_ms'))} ms, "
-                     f"compute {_ms(p.get('compute_floor_ms'))} ms)")
+        lines.append(f"- {p['x_of_floor']}x of the floor: {p.get('x_of_bandwidth_floor', '-')}x of the bandwidth floor "
+                     f"({_ms(p.get('bandwidth_floor_ms'))} ms), {p.get('x_of_compute_floor', '-')}x of the compute floor "
+                     f"({_ms(p.get('compute_floor_ms'))} ms)")
     if p["knobs"]:
         lines.append(f"- knobs: `{json.dumps(_short(p['knobs']))}`")
     lines += [f"- {n}" for n in p.get("notes", [])]
@@ -96,10 +98,13 @@ def phase_details(p):
     """What a rewriting phase found and tried: candidates, sites, backend table, GEMM launches."""
     out = []
     if p.get("candidates"):
-        out += ["", "| candidate | correct | p50 (ms) | verdict | compile (s) | error |", "| --- | --- | --- | --- | --- | --- |"]
+        out += ["", "| candidate | correct | p50 (ms) | verdict | compile (s) | kernels (CPU ops) | launch overhead (ms) | error |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for c in p["candidates"]:
+            count = c.get("kernel_count") if c.get("kernel_count") is not None else c.get("cpu_op_count")
             out.append(f"| {_knobs(c['knobs'])} | {c.get('correct')} | {_ms(c.get('p50_ms'))} | {c.get('verdict', '-')} "
-                       f"| {c.get('compile_s') if c.get('compile_s') is not None else '-'} | {(c.get('error') or '')[:120]} |")
+                       f"| {c.get('compile_s') if c.get('compile_s') is not None else '-'} | {'-' if count is None else count} "
+                       f"| {_ms(c.get('launch_overhead_ms'))} | {(c.get('error') or '')[:120]} |")
     gl = p.get("gemm_launches")
     if gl:
         b, a = gl["before"], gl["after"]
@@ -137,7 +142,58 @@ def phase_details(p):
                    f"{k['add_norm_layers']} add + norm pairs; left alone: {len(k['left'])}")
     for n in p.get("kernels_notes", []):
         out.append(f"- {n}")
+    return out + profile_details(p)
+
+
+def profile_details(p):
+    """The trace's analysis: counts, busy and launch time, categories, top kernels, the diff."""
+    prof = p.get("profile")
+    if not prof:
+        return []
+    cats = ", ".join(f"{k} {v:.3f}" for k, v in (p.get("category_ms") or {}).items() if v)
+    if prof["unit"] == "kernel":
+        out = [f"- trace ({prof['trace']}, median of {prof['steps_profiled']} steps): {p['kernel_count']} kernels, "
+               f"GPU busy {p['gpu_busy_ms']:.3f} of {prof['step_span_ms']:.3f} ms "
+               f"(idle {prof['idle_fraction']:.0%}); {prof['launches']} launch calls taking "
+               f"{p['launch_overhead_ms']:.3f} ms of CPU (traced), launch to kernel start {_ms(prof.get('launch_to_kernel_ms'))} ms; "
+               f"{prof['syncs']} syncs ({prof['sync_ms']:.3f} ms); untraced p50 less GPU busy: {_ms(prof.get('host_bound_ms'))} ms",
+               f"- GPU time by category (ms): {cats}"]
+    else:
+        out = [f"- trace ({prof['trace']}, median of {prof['steps_profiled']} steps): {p['cpu_op_count']} CPU ops, "
+               f"busy {prof['cpu_busy_ms']:.3f} of {prof['step_span_ms']:.3f} ms. {prof['note']}",
+               f"- CPU self time by category (ms): {cats}"]
+    out += ["", "| top by time | category | count | ms |", "| --- | --- | --- | --- |"]
+    out += [f"| `{_cell(k['name'])}` | {k.get('category', '-')} | {k['count']} | {k['ms']:.4f} |"
+            for k in prof["kernel_table"][:8]]
+    by_count = sorted(prof["kernel_table"], key=lambda k: -k["count"])[:5]
+    out.append("\n- most launched: " + ", ".join(f"`{_cell(k['name'])}` x{k['count']}" for k in by_count))
+    if prof.get("gpu_ms_by_op"):
+        out.append("- GPU time by CPU op: " + "; ".join(
+            f"{e['op']} {e['shapes'] if e['shapes'] else ''} {e['ms']:.3f} ms ({e['kernels']} kernels)"
+            for e in prof["gpu_ms_by_op"][:5]))
+    h = prof.get("hta")
+    if h:
+        said = []
+        if "idle_pct" in h:
+            said.append(f"idle {h['idle_pct']}%, compute {h['compute_pct']}%, non-compute {h['non_compute_pct']}% "
+                        "over all profiled steps with the gaps between them")
+        if "kernel_type_pct" in h:
+            said.append(f"kernel types {h['kernel_type_pct']}")
+        said += [f"{k.replace('_', ' ')}: {v}" for k, v in h.items() if k.endswith("error")]
+        out.append("- Holistic Trace Analysis: " + "; ".join(said))
+    d = p.get("trace_diff")
+    if d:
+        delta = "" if d["count_delta"] is None else f"{d['count_delta']:+d}" + (
+            "" if d["count_delta_pct"] is None else f" ({d['count_delta_pct']:+.1f}%)")
+        out.append(f"- against {d['against']}: {d['unit']}s {d['count_before']} -> {d['count_after']} {delta}; "
+                   f"added {len(d['added'])}, removed {len(d['removed'])}, changed {len(d['changed'])}"
+                   + (f" (e.g. added `{_cell(d['added'][0]['name'])}`)" if d["added"] else ""))
     return out
+
+
+def _cell(name, width=70):
+    name = name.replace("|", "/").replace("`", "'")
+    return name if len(name) <= width else name[:width - 3] + "..."
 
 
 def plot_p50(run):
@@ -164,6 +220,58 @@ def plot_p50(run):
                  f"{run.params.get('device_info', {}).get('name', run.params['device'])}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+CATEGORY_COLORS = {"gemm": "#2b7bba", "attention": "#e6550d", "norm": "#31a354", "elementwise": "#9e9ac8",
+                   "memcpy": "#fdae6b", "other": "#bdbdbd", "launch": "#636363"}
+
+
+def plot_timeline(trace_path, title=""):
+    """One step: the CPU lane (launch calls, or ops on a CPU) above the GPU lane (kernels), by category."""
+    from .profile import read_step
+    cpu, gpu = read_step(trace_path)
+    fig, ax = plt.subplots(figsize=(9, 1.9))
+    lanes = [("CPU", cpu, 1)] + ([("GPU", gpu, 0)] if gpu else [])
+    seen = set()
+    for _, events, y in lanes:
+        for start, dur, _, cat in events:
+            ax.broken_barh([(start, max(dur, 1e-4))], (y - 0.35, 0.7), color=CATEGORY_COLORS.get(cat, "#bdbdbd"), lw=0,
+                           label=None if cat in seen else cat)
+            seen.add(cat)
+    ax.set_yticks([y for _, _, y in lanes], [n for n, _, _ in lanes])
+    ax.set_xlabel("ms from the step's start")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_categories(run):
+    """Time by category per measured phase, stacked, phases side by side (GPU time, or CPU self time)."""
+    ps = [p for p in run.phases() if p.get("category_ms")]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    bottoms = [0.0] * len(ps)
+    for cat in CATEGORY_COLORS:
+        vals = [p["category_ms"].get(cat, 0.0) for p in ps]
+        if any(vals) and cat != "launch":
+            ax.bar(range(len(ps)), vals, bottom=bottoms, color=CATEGORY_COLORS[cat], label=cat)
+            bottoms = [b + v for b, v in zip(bottoms, vals)]
+    ax.set_xticks(range(len(ps)), [f"{p['phase']} {p['name']}" for p in ps], rotation=20)
+    unit = "GPU time" if any(p.get("kernel_count") for p in ps) else "CPU self time"
+    ax.set_ylabel(f"{unit} per step (ms)")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def traced(run):
+    """(phase result, trace path) for every phase with a trace on disk."""
+    out = []
+    for p in run.phases():
+        prof = p.get("profile")
+        if prof and (run.path / "traces" / prof["trace"]).exists():
+            out.append((p, run.path / "traces" / prof["trace"]))
+    return out
 
 
 def close(fig):
@@ -193,10 +301,31 @@ def notebooks(run):
     return sorted((run.path / "notebooks").glob("*.ipynb"))
 
 
-def markdown(run):
+def figures(run):
+    """{file name under figures/: png bytes}: p50 per phase, categories per phase, one timeline per trace."""
+    out = {"p50.png": png(plot_p50(run))}
+    if any(p.get("category_ms") for p in run.phases()):
+        out["categories.png"] = png(plot_categories(run))
+    for p, path in traced(run):
+        out[timeline_name(p)] = png(plot_timeline(path, f"one step of phase {p['phase']} {p['name']}"))
+    return out
+
+
+def timeline_name(p):
+    return f"timeline-{p['phase']:02d}-{p['name']}.png"
+
+
+def markdown(run, names):
     parts = [f"# Inference playbook report: {run.params['workload']} {run.params.get('preset') or ''}", "",
-             progress_table(run), "", "![p50 per phase](figures/p50.png)", "", "## Phases", ""]
-    parts += [phase_summary(p) + "\n" for p in run.phases()]
+             progress_table(run), "", "![p50 per phase](figures/p50.png)", ""]
+    if "categories.png" in names:
+        parts += ["![time by category per phase](figures/categories.png)", ""]
+    parts += ["## Phases", ""]
+    for p in run.phases():
+        parts.append(phase_summary(p))
+        if timeline_name(p) in names:
+            parts += ["", f"![one step of {p['name']}](figures/{timeline_name(p)})"]
+        parts.append("")
     parts += ["## Environment", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in environment(run)]
     nbs = notebooks(run)
     if nbs:
@@ -204,24 +333,50 @@ def markdown(run):
     return "\n".join(parts) + "\n"
 
 
-def _md_list_to_html(text):
-    out = []
-    for line in text.splitlines():
-        line = html.escape(line)
-        line = line.replace("**", "")
-        out.append(f"<li>{line[2:]}</li>" if line.startswith("- ") else f"<p><b>{line}</b></p>")
+def _inline(text):
+    """Escape, then render **bold** and `code` spans."""
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def _md_to_html(text):
+    """The few Markdown forms phase_summary writes: "- " items, tables, bold and code spans."""
+    out, table = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            if not set(line) <= set("|- "):
+                table.append([c.strip() for c in line.strip().strip("|").split(" | ")])
+            continue
+        if table:
+            head, *body = table
+            out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>" +
+                       "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body) +
+                       "</table>")
+            table = []
+        if line.startswith("- "):
+            out.append(f"<li>{_inline(line[2:])}</li>")
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
     return "\n".join(out)
 
 
-def html_page(run, p50_png):
+def _img(pngs, name, alt, id_=""):
+    if name not in pngs:
+        return ""
+    ident = f" id='{id_}'" if id_ else ""
+    return f"<img{ident} alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(pngs[name]).decode()}'>"
+
+
+def html_page(run, pngs):
     esc = html.escape
     table = "".join(
         f"<tr class='{r['raw']['status']}'><td>{esc(r['phase'])}</td><td>{r['p50']}</td><td>{esc(r['vs_baseline'])}</td>"
         f"<td>{esc(r['vs_target'])}</td><td>{esc(r['next_action'])}</td></tr>" for r in rows(run))
     env = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in environment(run))
-    phases = "".join(f"<div class='phase'><ul>{_md_list_to_html(phase_summary(p))}</ul></div>" for p in run.phases())
+    phases = "".join(f"<div class='phase'><ul>{_md_to_html(phase_summary(p))}</ul>"
+                     f"{_img(pngs, timeline_name(p), 'one step of ' + p['name'])}</div>" for p in run.phases())
     nbs = "".join(f"<li><a href='notebooks/{esc(nb.name)}'>{esc(nb.stem)}</a></li>" for nb in notebooks(run))
-    img = base64.b64encode(p50_png).decode()
     title = esc(f"Inference playbook report: {run.params['workload']} {run.params.get('preset') or ''}")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
@@ -235,7 +390,8 @@ code {{ background: #f4f4f4; }}
 <h1>{title}</h1>
 <h2>Progress</h2>
 <table id="progress"><tr><th>Phase</th><th>p50 (ms)</th><th>vs Baseline</th><th>vs Target</th><th>Next Action</th></tr>{table}</table>
-<img id="p50-plot" alt="p50 per phase" src="data:image/png;base64,{img}">
+{_img(pngs, "p50.png", "p50 per phase", "p50-plot")}
+{_img(pngs, "categories.png", "time by category per phase", "categories-plot")}
 <h2>Phases</h2>{phases}
 <h2>Environment</h2><table id="environment">{env}</table>
 <h2>Executed notebooks</h2><ul>{nbs}</ul>
@@ -244,11 +400,12 @@ code {{ background: #f4f4f4; }}
 
 
 def write(run_dir):
-    """Write report.md, report.html and figures/p50.png into the run directory."""
+    """Write report.md, report.html and the figures (figures/*.png) into the run directory."""
     run = Run.open(run_dir)
-    fig_png = png(plot_p50(run))
+    pngs = figures(run)
     (run.path / "figures").mkdir(exist_ok=True)
-    (run.path / "figures" / "p50.png").write_bytes(fig_png)
-    (run.path / "report.md").write_text(markdown(run))
-    (run.path / "report.html").write_text(html_page(run, fig_png))
+    for name, data in pngs.items():
+        (run.path / "figures" / name).write_bytes(data)
+    (run.path / "report.md").write_text(markdown(run, pngs))
+    (run.path / "report.html").write_text(html_page(run, pngs))
     return run.path / "report.html"

@@ -38,6 +38,24 @@ def test_chain_writes_phases_notebooks_and_report(chain_run):
     assert verify["correct"] is True
 
 
+def test_every_measured_phase_is_traced_and_plotted(chain_run):
+    out, _ = chain_run
+    measured = [json.loads(p.read_text()) for p in sorted((out / "phases").glob("*.json"))]
+    measured = [p for p in measured if p["p50_ms"] is not None]
+    assert len(measured) >= 3
+    for p in measured:
+        assert p["kernel_count"] is None and p["cpu_op_count"] > 0 and "CPU" in p["profile"]["note"]
+        assert set(p["category_ms"]) == {"gemm", "attention", "norm", "elementwise", "memcpy", "other"}
+        assert (out / "traces" / p["profile"]["trace"]).stat().st_size > 1000
+        assert (out / "figures" / f"timeline-{p['phase']:02d}-{p['name']}.png").stat().st_size > 1000
+    assert all("trace_diff" in p for p in measured if p["name"] != "baseline")
+    html = (out / "report.html").read_text()
+    assert "id='categories-plot'" in html and html.count("alt='one step of") == len(measured)
+    executed = json.loads((out / "notebooks" / "00-baseline.ipynb").read_text())
+    images = [o for c in executed["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 2                                              # p50 and the step's timeline, inline
+
+
 def test_executed_notebooks_carry_outputs_but_committed_ones_do_not(chain_run):
     from playbook.chain import phase_notebooks
     out, _ = chain_run

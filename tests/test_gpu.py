@@ -83,3 +83,19 @@ def test_gemm_backends_are_all_measured_for_a_decode_shape():
     assert {r["backend"] for r in rows} == {"cublas", "cublaslt", "triton"}
     assert all(r["us"] and r["us"] > 0 and r["pct_of_floor"] > 0 for r in rows), rows
     assert sum(r["best"] for r in rows) == 1
+
+
+def test_a_graph_replay_traces_the_same_kernels_as_eager_with_one_launch(tmp_path):
+    from playbook import profile
+    model = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 256)).cuda()
+    x = torch.randn(1, 256, device="cuda")
+    eager = profile.profile_step(lambda: model(x), torch.device("cuda"), tmp_path / "eager.json.gz")
+    g = GraphStep(model, (x,), {}).bind((x,), {})
+    graph = profile.profile_step(g, torch.device("cuda"), tmp_path / "graph.json.gz")
+    assert eager["unit"] == graph["unit"] == "kernel"
+    assert eager["kernel_count"] == graph["kernel_count"] >= 3 and eager["launches"] >= 3
+    assert graph["launches"] <= 2                      # the replay, and the copy of the input into the graph's buffer
+    assert graph["gpu_ms_by_op"][0]["op"] == "CUDA graph replay"
+    for s in (eager, graph):
+        assert sum(s["category_ms"].values()) == pytest.approx(s["gpu_busy_ms"], rel=0.05)
+        assert s["category_ms"]["gemm"] > 0

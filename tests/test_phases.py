@@ -20,6 +20,7 @@ def test_baseline_keeps_reference_and_ceilings(tiny_run):
     assert b["status"] == "kept" and b["p50_ms"] > 0 and b["correct"]
     assert (tiny_run.path / "reference.pt").exists()
     assert tiny_run.params["ceilings"]["copy_gbps"] > 0 and b["bandwidth_floor_ms"] > 0 and b["x_of_floor"] > 0
+    assert b["x_of_floor"] == min(b["x_of_bandwidth_floor"], b["x_of_compute_floor"])    # against the higher floor
 
 
 def test_cudagraph_on_cpu_measures_compile_alone(tiny_run):

@@ -79,11 +79,41 @@ def floors(run, p50_ms):
     floor = max([f for f in (out["bandwidth_floor_ms"], out["compute_floor_ms"]) if f] or [0])
     if floor and p50_ms:
         out["x_of_floor"] = round(p50_ms / floor, 2)
+        for kind in ("bandwidth", "compute"):
+            if out[f"{kind}_floor_ms"]:
+                out[f"x_of_{kind}_floor"] = round(p50_ms / out[f"{kind}_floor_ms"], 2)
     return out
 
 
 def fill_timing(result, timing):
     result.update({k: v for k, v in timing.as_dict().items() if k in result or k == "round_p50_ms"})
+
+
+PROFILE_FIELDS = ("kernel_count", "cpu_op_count", "gpu_busy_ms", "launch_overhead_ms", "category_ms")
+
+
+def profile_into(run, result, step, device, trace_name=None):
+    """Trace the measured step (after its timing) into traces/<trace_name>.json.gz, NN-<name> by default,
+    and add the analysis to result: PROFILE_FIELDS at the top level, the rest under "profile", and the
+    diff against the last kept phase. A candidate's record (trace_name given) gets the fields alone."""
+    from .. import profile
+    path = run.path / "traces" / f"{trace_name or '%02d-%s' % (result['phase'], result['name'])}.json.gz"
+    try:
+        summary = profile.profile_step(step, device, path)
+    except Exception as e:  # noqa: BLE001  (a trace is an aid: its failure never costs the measurement)
+        result.setdefault("notes", []).append(f"profiling failed ({type(e).__name__}: {e}); the timing stands")
+        return
+    result.update({k: summary.pop(k, None) for k in PROFILE_FIELDS})
+    if result.get("p50_ms") is not None and result.get("gpu_busy_ms") is not None:
+        summary["host_bound_ms"] = round(max(0.0, result["p50_ms"] - result["gpu_busy_ms"]), 4)
+    if trace_name:
+        result["profile"] = {k: summary.get(k) for k in ("unit", "trace", "launches", "step_span_ms", "host_bound_ms")}
+        return
+    result["profile"] = summary
+    before = [p for p in run.phases() if p["status"] == "kept" and p.get("profile") and p["phase"] < result["phase"]
+              and p["name"] != "verify"]
+    if before:
+        result["trace_diff"] = {"against": before[-1]["name"], **profile.trace_diff(before[-1], result)}
 
 
 def next_action(run, result):
@@ -194,6 +224,11 @@ def _try(mod, run, result, iters, warmup):
     best_i = min(timings, key=lambda i: timings[i].p50_ms)
     best, rec = timings[best_i], records[best_i]
     fill_timing(result, best)
+    profile_into(run, result, contenders[best_i].step, base.device)
+    rec.update({k: result.get(k) for k in ("kernel_count", "cpu_op_count", "launch_overhead_ms")})
+    for i in timings:                # the other measured candidates: their counts, to compare (their traces too)
+        if i != best_i:
+            profile_into(run, records[i], contenders[i].step, base.device, f"{mod.NUMBER:02d}-{mod.NAME}-candidate{i + 1}")
     v, noise = bench.verdict(best, previous), bench.noise(best, previous)
     keep = v == "faster" if getattr(mod, "KEEP_IF", "not_slower") == "faster" else v != "slower"
     result.update(status="kept" if keep else "rejected", correct=True, knobs=rec["knobs"],

@@ -11,7 +11,7 @@ from ..compare import check_inputs, compare, snapshot
 from ..devices import measure_ceilings
 from ..errors import PlaybookError
 from ..pipeline import Pipeline
-from . import fill_timing
+from . import fill_timing, profile_into
 
 NUMBER = 0
 NAME = "baseline"
@@ -46,4 +46,5 @@ def run(run, result, iters, warmup):
     result.update(status="kept", correct=True, max_abs_diff=0.0, rel_err=0.0,
                   knobs={"compile": False, "capture": False})
     fill_timing(result, bench_t)
+    profile_into(run, result, runner.step, pipe.device)
     result["notes"].append(wl.description)

@@ -6,7 +6,7 @@ a ratio measured under the same conditions, not two numbers from different proce
 from .. import bench
 from ..compare import compare
 from ..pipeline import Pipeline
-from . import fill_timing
+from . import fill_timing, profile_into
 
 NUMBER = 7
 NAME = "verify"
@@ -23,6 +23,7 @@ def run(run, result, iters, warmup):
                                       iters=iters, warmup=warmup)
     t = timings["final"]
     fill_timing(result, t)
+    profile_into(run, result, final.step, final_pipe.device)
     target = run.params.get("target_ms")
     result.update(status="kept" if verdict["correct"] else "rejected", correct=verdict["correct"],
                   max_abs_diff=verdict["max_abs_diff"], rel_err=verdict["rel_err"], precise_err=verdict["precise_err"],

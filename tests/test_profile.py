@@ -1,0 +1,108 @@
+"""Trace analysis: kernels per step, graph replays, categories, launch overhead, the diff; and a real CPU capture."""
+import gzip
+import json
+
+import pytest
+import torch
+
+from playbook import profile
+
+
+def _ev(cat, name, ts, dur, **args):
+    return {"ph": "X", "cat": cat, "name": name, "pid": 1, "tid": 1, "ts": ts, "dur": dur, "args": args}
+
+
+KERNELS = [("sm90_xmma_gemm_bf16bf16_bf16f32", 30.0), ("triton_per_fused_add_mean_mul_pow_rsqrt_0", 5.0),
+           ("pytorch_flash::flash_fwd_splitkv_kernel", 10.0), ("void at::native::vectorized_elementwise_kernel", 2.0)]
+
+
+def _trace(path, graph, steps=3):
+    """A CUDA trace of `steps` steps of KERNELS: one launch each (eager) or one cudaGraphLaunch (graph)."""
+    events, t, corr = [], 0.0, 0
+    for i in range(steps):
+        events.append(_ev("user_annotation", f"ProfilerStep#{i}", t, 400.0))
+        events.append(_ev("user_annotation", profile.STEP_MARK, t + 1, 300.0))
+        gpu_t = t + 50
+        if graph:
+            corr += 1
+            events.append(_ev("cuda_runtime", "cudaGraphLaunch", t + 10, 8.0, correlation=corr))
+        for j, (name, dur) in enumerate(KERNELS):
+            if not graph:
+                corr += 1
+                events.append(_ev("cpu_op", "aten::mm", t + 5 + 20 * j, 15.0, **{"Input Dims": [[1, 64], [64, 64]]}))
+                events.append(_ev("cuda_runtime", "cudaLaunchKernel", t + 10 + 20 * j, 6.0, correlation=corr))
+            events.append({**_ev("kernel", name, gpu_t, dur, correlation=corr, stream=7, device=0), "tid": 7, "pid": 0})
+            gpu_t += dur + 1
+        events.append(_ev("cuda_runtime", "cudaStreamSynchronize", t + 320, 60.0))
+        t += 1000
+    with gzip.open(path, "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    return path
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_kernels_are_counted_and_categorised_with_and_without_a_graph(tmp_path, graph):
+    s = profile.analyse(_trace(tmp_path / "t.json.gz", graph))
+    assert s["unit"] == "kernel" and s["kernel_count"] == len(KERNELS) and s["steps_profiled"] == 3
+    assert s["gpu_busy_ms"] == pytest.approx(sum(d for _, d in KERNELS) / 1e3)
+    assert sum(s["category_ms"].values()) == pytest.approx(s["gpu_busy_ms"])        # categories add up
+    assert s["category_ms"] == {"gemm": 0.03, "attention": 0.01, "norm": 0.005, "elementwise": 0.002,
+                                "memcpy": 0.0, "other": 0.0}
+    assert s["launches"] == (1 if graph else len(KERNELS))
+    assert s["launch_overhead_ms"] == pytest.approx(0.008 if graph else 0.024)
+    assert s["syncs"] == 0                   # the harness's sync after the step is outside the step's window
+    ops = {e["op"] for e in s["gpu_ms_by_op"]}
+    assert ops == ({"CUDA graph replay"} if graph else {"aten::mm"})
+    assert 0 < s["idle_fraction"] < 1
+
+
+def test_trace_diff_between_phases(tmp_path):
+    def as_phase(s):
+        return {"kernel_count": s.pop("kernel_count"), "profile": s}
+    eager = as_phase(profile.analyse(_trace(tmp_path / "a.json.gz", graph=False)))
+    fewer = as_phase(profile.analyse(_trace(tmp_path / "b.json.gz", graph=True)))
+    fewer["kernel_count"] -= 1
+    fewer["profile"]["kernel_table"] = fewer["profile"]["kernel_table"][1:] + [
+        {"name": "triton_tem_fused_mm_0", "category": "gemm", "count": 1, "ms": 0.02}]
+    d = profile.trace_diff(eager, fewer)
+    assert d["count_delta"] == -1 and d["count_delta_pct"] == -25.0
+    assert [k["name"] for k in d["added"]] == ["triton_tem_fused_mm_0"]
+    assert [k["name"] for k in d["removed"]] == [KERNELS[0][0]]
+
+
+def test_rocm_and_cuda_kernel_names():
+    assert profile.categorize("Cijk_Alik_Bljk_BBS_BH_MT64x16x64") == "gemm"
+    assert profile.categorize("nvjet_tst_64x8_64x16_2x1_v_bz_TNT") == "gemm"
+    assert profile.categorize("cudnn_generated_fused_attn_fprop") == "attention"
+    assert profile.categorize("_rms_norm_kernel") == "norm"
+    assert profile.categorize("triton_poi_fused_silu_mul_3") == "elementwise"
+    assert profile.categorize("ncclKernel_AllReduce") == "other"
+
+
+def test_a_real_cpu_capture_counts_ops_and_says_so(tmp_path):
+    lin = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.Linear(64, 64))
+    x = torch.randn(2, 64)
+    s = profile.profile_step(lambda: lin(x), torch.device("cpu"), tmp_path / "cpu.json.gz")
+    assert s["unit"] == "cpu_op" and s["kernel_count"] is None and s["cpu_op_count"] >= 3
+    assert "CPU" in s["note"] and s["steps_profiled"] == 5
+    assert s["category_ms"]["gemm"] > 0
+    assert sum(s["category_ms"].values()) == pytest.approx(s["cpu_busy_ms"], abs=4e-4)     # 4-decimal rounding
+    cpu, gpu = profile.read_step(tmp_path / "cpu.json.gz")
+    assert cpu and not gpu and all(start >= 0 for start, *_ in cpu)
+
+
+def test_a_trace_without_the_step_mark_is_refused(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"traceEvents": []}))
+    with pytest.raises(ValueError, match="playbook.profile.capture"):
+        profile.analyse(path)
+
+
+def test_holistic_trace_analysis_reads_our_gpu_traces_and_declines_cpu_ones(tmp_path):
+    pytest.importorskip("hta")
+    h = profile.hta_summary(_trace(tmp_path / "g.json.gz", graph=True))
+    assert h["compute_pct"] > 0 and h["idle_pct"] + h["compute_pct"] + h["non_compute_pct"] == pytest.approx(100, abs=0.1)
+    assert h["kernel_type_pct"] == {"COMPUTATION": 100.0}
+    lin = torch.nn.Linear(8, 8)
+    x = torch.randn(1, 8)
+    assert profile.profile_step(lambda: lin(x), torch.device("cpu"), tmp_path / "c.json.gz")["hta"] is None
