@@ -166,6 +166,11 @@ def step_total(rows, backend):
 
 
 COLUMNS = ["M", "N", "K", "dtype", "bias", "count", "backend", "us", "tflops", "gbps", "pct_of_floor", "best", "error"]
+# aiter's GEMM configs (REFERENCE.md): the shapes its tuner reads, and the columns of what it writes, which
+# tuned_gemm reads back from the CSV(s) named in AITER_CONFIG_GEMM_BF16.
+AITER_UNTUNED = ["M", "N", "K", "bias", "dtype", "outdtype", "scaleAB", "bpreshuffle"]
+AITER_TUNED = ["gfx", "cu_num", "M", "N", "K", "bias", "dtype", "outdtype", "scaleAB", "bpreshuffle", "libtype",
+               "solidx", "splitK", "us", "kernelName", "err_ratio", "tflops", "bw"]
 
 
 def write_csv(rows, path):
@@ -173,3 +178,41 @@ def write_csv(rows, path):
         out = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         out.writeheader()
         out.writerows(rows)
+
+
+def write_aiter_untuned(shapes, path):
+    """The step's GEMM shapes in aiter's untuned-CSV form (dtype as aiter writes it: torch.bfloat16)."""
+    with open(path, "w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=AITER_UNTUNED)
+        out.writeheader()
+        for s in shapes:
+            dt = f"torch.{s['dtype']}"
+            out.writerow({"M": s["M"], "N": s["N"], "K": s["K"], "bias": s["bias"], "dtype": dt, "outdtype": dt,
+                          "scaleAB": False, "bpreshuffle": False})
+    return path
+
+
+def aiter_tune(shapes, run_dir, timeout=1800):
+    """Tune the step's shapes with aiter's own tuner (gradlib) into aiter_tuned_gemm.csv and point
+    AITER_CONFIG_GEMM_BF16 at it, so aiter's GEMM is timed with configs for these shapes. Returns
+    (tuned path or None, a note). ROCm only; unverified on hardware here."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    untuned = write_aiter_untuned(shapes, run_dir / "aiter_untuned_gemm.csv")
+    tuned = run_dir / "aiter_tuned_gemm.csv"
+    command = [sys.executable, "-m", "gradlib.gemm_tuner", "--input_file", str(untuned), "--tuned_file", str(tuned)]
+    if importlib.util.find_spec("gradlib") is None:
+        return None, (f"aiter's tuner (gradlib) is not installed: shapes written to {untuned.name}; tune them with "
+                      f"`{' '.join(command[1:])}` and set AITER_CONFIG_GEMM_BF16 to the result")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0 or not tuned.exists():
+        return None, f"aiter's tuner failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-300:]}"
+    with open(tuned) as f:
+        header = next(csv.reader(f), [])
+    missing = [c for c in AITER_TUNED if c not in header]
+    if missing:
+        return None, f"{tuned.name} lacks aiter's columns {missing}: not used"
+    os.environ["AITER_CONFIG_GEMM_BF16"] = str(tuned.resolve())
+    return tuned, f"aiter's GEMM timed with {tuned.name} (AITER_CONFIG_GEMM_BF16), tuned by its own tuner"

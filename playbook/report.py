@@ -133,7 +133,8 @@ def phase_details(p):
     if p.get("sdpa_backends"):
         out += ["", "| SDPA backend | step total (us) | runs here |", "| --- | --- | --- |"]
         for r in p["sdpa_backends"]:
-            out.append(f"| {r['backend']} | {r['us'] if r['ok'] else '-'} | {'yes' if r['ok'] else r['error']} |")
+            runs = ("yes" + (f" ({r['note']})" if r.get("note") else "")) if r["ok"] else r["error"]
+            out.append(f"| {r['backend']} | {r['us'] if r['ok'] else '-'} | {runs} |")
         if p.get("sdpa_backend_choice"):
             out.append(f"\n- backend choice: {p['sdpa_backend_choice']}")
     if p.get("kernel_sites"):

@@ -165,3 +165,32 @@ def test_gemma_norm_in_a_custom_model_gets_the_offset():
     assert found["norms"] == [{"path": "norm", "eps": 1e-6, "offset": 1.0}]
     kernel_swap.swap(model, found)
     assert_same(outputs(model, args), want)
+
+
+def test_aiter_flash_attention_dispatch_with_a_stand_in_module(monkeypatch):
+    """ROCm is unverified on hardware here: a stand-in `aiter` with flash_attn_func's signature (BSHD, GQA)
+    checks the layout round trip, the scale, the custom op and which calls are routed to it."""
+    import sys
+    import types
+    import torch.nn.functional as F
+    from playbook.rewrites import aiter_ops
+    seen = []
+
+    def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False):
+        seen.append((tuple(q.shape), causal))
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))               # BSHD -> BHSD for the reference
+        out = F.scaled_dot_product_attention(q, k, v, scale=softmax_scale, is_causal=causal, enable_gqa=True)
+        return out.transpose(1, 2), None
+    monkeypatch.setitem(sys.modules, "aiter", types.SimpleNamespace(flash_attn_func=flash_attn_func))
+    assert aiter_ops.flash_available()
+    q, k, v = torch.randn(1, 8, 5, 16), torch.randn(1, 2, 9, 16), torch.randn(1, 2, 9, 16)
+    with attention.sdpa_context("aiter"):
+        out = F.scaled_dot_product_attention(q, k, v, scale=0.3, enable_gqa=True)
+        masked = F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(5, 9, dtype=torch.bool), enable_gqa=True)
+        torch.testing.assert_close(F.scaled_dot_product_attention(q, q, q, is_causal=True),
+                                   F.scaled_dot_product_attention(q, q, q, is_causal=True, scale=0.25))
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, scale=0.3, enable_gqa=True))
+    torch.testing.assert_close(masked, F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
+    assert seen == [((1, 5, 8, 16), False), ((1, 5, 8, 16), True), ((1, 5, 8, 16), True)]   # the mask stayed on SDPA
+    assert not aiter_ops.flash_applies(q, k, is_causal=True)         # causal with q_len != k_len: SDPA's alignment
+    torch.library.opcheck(torch.ops.playbook.aiter_flash_attn, (q, k, v, 0.3, False))

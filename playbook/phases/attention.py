@@ -31,9 +31,11 @@ def candidates(ctx):
     ctx.info.update(attention_sites={"hf": hf, "rewritten": rewritten}, sdpa_calls=list(shapes.values()),
                     gemm_launches={"before": before, "after": after})
     if ctx.vendor == "rocm":
-        ctx.info["notes_rocm"] = ("aiter flash attention is not offered by this phase yet (decode steps pass "
-                                  "an explicit KV-cache mask, which flash_attn_func does not take); "
-                                  "SDPA backends are measured as on CUDA, unverified on hardware")
+        from ..rewrites.aiter_ops import flash_available
+        ctx.info["notes_rocm"] = (("aiter flash attention measured as backend 'aiter' (it takes the calls with no "
+                                   "explicit mask; a KV-cache decode passes one) " if flash_available() else
+                                   "aiter not installed: its flash attention not offered (pip install amd-aiter); ")
+                                  + "unverified on hardware here")
     if not calls:
         raise Skip("no attention found: no Hugging Face attention switch, no eager matmul -> softmax -> matmul "
                    "that FX can trace, and no scaled_dot_product_attention call in the step")

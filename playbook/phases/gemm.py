@@ -7,7 +7,7 @@ The step's GEMMs (M, N, K, dtype, bias, count) are recorded and each shape is ti
 - globally, where it does not: the BLAS library torch prefers (cuBLASLt instead of cuBLAS; hipBLASLt
   instead of rocBLAS on ROCm), when it wins the step's GEMM total.
 """
-from ..gemm import backends_here, measure, record_gemms, step_total, write_csv
+from ..gemm import aiter_tune, backends_here, measure, record_gemms, step_total, write_csv
 from . import Skip
 
 NUMBER = 3
@@ -23,6 +23,8 @@ def candidates(ctx):
     shapes = record_gemms(wl.model, wl.args, wl.kwargs)
     if not shapes:
         raise Skip("the step runs no GEMM (no mm/addmm dispatched)")
+    if "aiter" in backends_here(pipe.device):       # ROCm with amd-aiter: its configs for these shapes first
+        ctx.info["aiter_gemm_config"] = aiter_tune(shapes, ctx.run.path)[1] + " (unverified on hardware here)"
     rows = measure(shapes, pipe.device, ctx.run.params.get("ceilings"))
     write_csv(rows, ctx.run.path / "gemm_tuning.csv")
     names = backends_here(pipe.device)
@@ -46,7 +48,7 @@ def candidates(ctx):
             ctx.info["gemm_note"] = "a Triton template won a shape, but the kept recipe does not compile"
     if "aiter" in names:
         ctx.info["gemm_note_rocm"] = ("aiter's tuned GEMM was timed per shape; routing the model's GEMMs "
-                                      "through it is not offered yet (unverified on hardware)")
+                                      "through it is not offered as a candidate yet (unverified on hardware)")
     if not out:
         raise Skip(f"the default ({default}) is the fastest choice for this step's GEMMs "
                    f"(step totals in us: {ctx.info['gemm_totals_us']}); table in gemm_tuning.csv")

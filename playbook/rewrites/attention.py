@@ -31,13 +31,21 @@ def backend_enum(name):
 
 
 def backends_here(device):
-    """SDPA backends worth trying on this device (CPU has flash and math)."""
+    """SDPA backends worth trying on this device (CPU has flash and math); on ROCm with amd-aiter, "aiter"
+    (its flash attention for the calls it can take, SDPA for the rest; unverified on hardware here)."""
+    from .aiter_ops import flash_available
     names = [n for n in BACKENDS if hasattr(SDPBackend, BACKENDS[n])]
-    return names if device.type == "cuda" else [n for n in names if n in ("flash", "math")]
+    if device.type != "cuda":
+        return [n for n in names if n in ("flash", "math")]
+    return names + (["aiter"] if torch.version.hip and flash_available() else [])
 
 
 def sdpa_context(name):
-    """The context manager that forces one backend (nullcontext-like for None)."""
+    """The context manager that forces one backend (nullcontext-like for None); "aiter" routes SDPA calls
+    to aiter's flash attention where it applies (rewrites/aiter_ops.py)."""
+    if name == "aiter":
+        from .aiter_ops import AiterSDPA
+        return AiterSDPA()
     return sdpa_kernel([backend_enum(name)]) if name else sdpa_kernel(list(SDPBackend.__members__.values()))
 
 
@@ -333,6 +341,11 @@ def measure_backends(calls, device, iters=50, warmup=5):
     rows = []
     for name in [None] + backends_here(device):
         row = {"backend": name or "default", "us": 0.0, "ok": True, "error": None}
+        if name == "aiter":
+            from .aiter_ops import flash_applies
+            took = sum(n for (a, kw), n in distinct.values() if flash_applies(a[0], a[1], kw.get("attn_mask"),
+                                                                              kw.get("dropout_p", 0.0), kw.get("is_causal", False)))
+            row["note"] = f"aiter flash attention takes {took} of {len(calls)} calls; the rest (explicit masks) stay on SDPA"
         try:
             for (a, kw), n in distinct.values():
                 with sdpa_context(name):
