@@ -1,10 +1,13 @@
-"""The command line: run the ladder, gate a p50 against a target, render a report.
+"""The command line: run the ladder, gate a p50 against a target, render a report, guard a recipe.
 
     python -m playbook run --workload tiny --device cpu --target-ms 1.0
     python -m playbook run --workload llama --preset 1b --target-ms 1.2
     python -m playbook run --out reports/<run> --resume
     python -m playbook gate --target-ms 25 --run reports/<run>
     python -m playbook report reports/<run>
+    python -m playbook check --recipe reports/<run>/recipe.json [--tolerance 2]
+    python -m playbook preflight
+    python -m playbook prompt --run reports/<run>
 """
 import argparse
 import sys
@@ -37,8 +40,21 @@ def parser():
     gate.add_argument("--baseline-ms", type=float)
     gate.add_argument("--phase", help="with --run: the phase whose p50 to gate")
 
-    rep = sub.add_parser("report", help="write report.md and report.html for a run directory")
+    rep = sub.add_parser("report", help="write report.md, report.html and bkc.md for a run directory")
     rep.add_argument("run_dir")
+
+    chk = sub.add_parser("check", help="re-measure a recipe: exit 1 if p50 regressed beyond the tolerance or "
+                                       "correctness is lost (do not regress)")
+    chk.add_argument("--recipe", required=True, help="a recipe.json (or its run directory)")
+    chk.add_argument("--tolerance", type=float, default=2.0, help="allowed p50 regression in percent (default 2)")
+    chk.add_argument("--iters", type=int, default=100)
+    chk.add_argument("--warmup", type=int, default=10)
+    chk.add_argument("--json", default=None, help="also write the result to this JSON file")
+
+    sub.add_parser("preflight", help="device, versions, compile, profilers, free memory, and a verdict")
+
+    pr = sub.add_parser("prompt", help="print the long-horizon hand-off prompt filled from a run")
+    pr.add_argument("--run", required=True, help="a run directory")
     return ap
 
 
@@ -75,6 +91,20 @@ def main(argv=None):
         if args.command == "report":
             from .report import write
             print(write(args.run_dir))
+            return 0
+        if args.command == "check":
+            from .reuse import check
+            from .state import write_json
+            code, result = check(args.recipe, tolerance_pct=args.tolerance, iters=args.iters, warmup=args.warmup)
+            if args.json:
+                write_json(args.json, result)
+            return code
+        if args.command == "preflight":
+            from .preflight import main as preflight
+            return preflight()
+        if args.command == "prompt":
+            from .prompt import render
+            print(render(args.run))
             return 0
     except PlaybookError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -89,7 +89,8 @@ def _with_blas(fn, library):
 
 class Runner:
     """The built step. step() runs it on the workload's example inputs (a graph replay when captured);
-    outputs() runs it once and returns the outputs."""
+    outputs() runs it once and returns the outputs; runner(*args, **kwargs) runs it on new inputs of the
+    same shapes (copied into the graph's buffers when captured: its outputs are overwritten by the next call)."""
 
     def __init__(self, pipe: Pipeline, warmup=3):
         self.pipe = pipe
@@ -110,10 +111,15 @@ class Runner:
                 fn(*wl.args, **wl.kwargs)
             sync(pipe.device)
             self.compile_s = round(time.perf_counter() - t0, 2)
+        self.call = capture.GraphStep(fn, wl.args, wl.kwargs, warmup=warmup) if pipe.capture else fn
         if pipe.capture:
-            self.step = capture.GraphStep(fn, wl.args, wl.kwargs, warmup=warmup).bind(wl.args, wl.kwargs)
+            self.step = self.call.bind(wl.args, wl.kwargs)
         else:
             self.step = lambda: fn(*wl.args, **wl.kwargs)
+
+    def __call__(self, *args, **kwargs):
+        with torch.no_grad():
+            return self.call(*args, **kwargs)
 
     def outputs(self):
         with torch.no_grad():

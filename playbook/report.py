@@ -14,6 +14,7 @@ import re
 
 import matplotlib.pyplot as plt
 
+from . import bkc
 from .state import Run
 
 STATUS_MARK = {"kept": "kept", "rejected": "rejected", "skipped": "skipped", "failed": "FAILED"}
@@ -401,7 +402,7 @@ code {{ background: #f4f4f4; }}
 
 
 def write(run_dir):
-    """Write report.md, report.html and the figures (figures/*.png) into the run directory."""
+    """Write report.md, report.html, the figures (figures/*.png) and bkc.md into the run directory."""
     run = Run.open(run_dir)
     pngs = figures(run)
     (run.path / "figures").mkdir(exist_ok=True)
@@ -409,4 +410,5 @@ def write(run_dir):
         (run.path / "figures" / name).write_bytes(data)
     (run.path / "report.md").write_text(markdown(run, pngs))
     (run.path / "report.html").write_text(html_page(run, pngs))
+    bkc.write(run)
     return run.path / "report.html"

@@ -129,8 +129,23 @@ class Run:
     def _write_recipe(self, steps, p50_ms):
         recipe = self.recipe()
         recipe["phases"] = sorted(steps, key=lambda s: s["phase"])
-        recipe.update(p50_ms=p50_ms, device=self.params.get("device_info", {}).get("name"),
-                      fingerprint=self.params.get("versions"), date=dt.date.today().isoformat())
+        recipe.update(p50_ms=p50_ms, **self.fingerprint())
+        recipe.pop("verified", None)                 # a changed recipe is no longer the one verify measured
+        write_json(self.path / "recipe.json", recipe)
+
+    def fingerprint(self):
+        """Where and when a recipe was measured: device name, driver and library versions, the date."""
+        info = self.params.get("device_info", {})
+        return {"device": info.get("name"), "date": dt.date.today().isoformat(),
+                "fingerprint": {**(self.params.get("versions") or {}), "driver": info.get("driver"),
+                                "runtime": info.get("runtime")}}
+
+    def record_verified(self, result):
+        """verify's numbers on the recipe, the best-known-config record `python -m playbook check` guards."""
+        recipe = self.recipe()
+        recipe.update(self.fingerprint())
+        recipe["verified"] = {k: result.get(k) for k in ("p50_ms", "p95_ms", "iters", "correct", "rel_err",
+                                                          "baseline_same_run_p50_ms", "speedup_vs_baseline")}
         write_json(self.path / "recipe.json", recipe)
 
     def workload_params(self):

@@ -32,3 +32,5 @@ def run(run, result, iters, warmup):
                   speedup_vs_baseline=round(timings["baseline"].p50_ms / t.p50_ms, 3),
                   target_ms=target, target_met=bool(target and t.p50_ms <= target and verdict["correct"]))
     result["notes"] += final_pipe.notes + verdict["problems"]
+    if verdict["correct"]:
+        run.record_verified(result)
