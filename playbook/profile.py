@@ -270,13 +270,13 @@ def hta_summary(path):
     """Holistic Trace Analysis on the trace (all profiled steps, gaps between them included): its temporal
     breakdown (idle / compute / non-compute %) and kernel-type shares. None where `hta` is not installed
     (pip install traceinsight) or the trace has no GPU kernels, which HTA needs."""
-    try:
-        from hta.trace_analysis import TraceAnalysis
-    except ImportError:
-        return None
     with gzip.open(path, "rt") if str(path).endswith(".gz") else open(path) as f:
         trace = json.load(f)
     if not any(e.get("cat") == "kernel" for e in trace["traceEvents"]):
+        return None
+    try:
+        from hta.trace_analysis import TraceAnalysis
+    except ImportError:
         return None
     # HTA reads a copy without GPU-side annotations (our playbook_step's gpu_user_annotation twin), which
     # it would count as GPU work over the kernels. Each breakdown is asked for on its own: on the H200's

@@ -15,6 +15,7 @@ import re
 import matplotlib.pyplot as plt
 
 from . import bkc
+from .errors import PlaybookError
 from .state import Run
 
 STATUS_MARK = {"kept": "kept", "rejected": "rejected", "skipped": "skipped", "failed": "FAILED"}
@@ -410,5 +411,8 @@ def write(run_dir):
         (run.path / "figures" / name).write_bytes(data)
     (run.path / "report.md").write_text(markdown(run, pngs))
     (run.path / "report.html").write_text(html_page(run, pngs))
-    bkc.write(run)
+    try:
+        bkc.write(run)
+    except PlaybookError as e:                  # a corrupt recipe must not cost the report of what was measured
+        (run.path / "bkc.md").write_text(f"No best known config: {e}\n")
     return run.path / "report.html"

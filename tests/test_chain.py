@@ -84,6 +84,7 @@ def test_a_notebook_that_raises_is_recorded_and_the_chain_goes_on(chain_run):
     verify = json.loads((out / "phases" / "07-verify.json").read_text())
     assert verify["status"] == "failed" and "corrupt" in verify["error"]
     assert done.returncode == 1 and "report:" in done.stdout                # the report is still written
+    assert "corrupt" in (out / "bkc.md").read_text()                         # and says why there is no bkc
 
 
 def test_target_met_skips_to_verify(tmp_path):
