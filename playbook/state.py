@@ -4,9 +4,10 @@
     run.write_phase(result)                # phases/01-cudagraph.json, written atomically
     run.recipe()["phases"]                 # [{"phase": 1, "name": "cudagraph", "knobs": {...}}, ...]
 
-Layout: run.json, reference.pt (the baseline's outputs; reference_fp32.pt too for bf16/fp16 runs), recipe.json, phases/NN-<name>.json,
-notebooks/ (executed), traces/, figures/, report.md, report.html. Every JSON is written to a temporary
-file and renamed into place, so a crash never leaves half a file.
+Layout: run.json, reference.pt (the baseline's outputs; reference_fp32.pt too for bf16/fp16 runs),
+recipe.json, phases/NN-<name>.json, notebooks/ (executed), traces/ (torch.profiler, .json.gz), figures/,
+report.md, report.html, bkc.md. Every JSON is written to a temporary file and renamed into place, so a
+crash never leaves half a file.
 """
 import datetime as dt
 import json
