@@ -154,15 +154,20 @@ def _self_ms(ops):
     return [(o, max(selfs[i], 0.0) / 1e3) for i, o in enumerate(ops)]
 
 
-def _enclosing_op(ops, ts, tid):
-    """The innermost CPU op on thread tid that is running at time ts (ops sorted by start)."""
+def _launched_by(launch, ops):
+    """(CPU op, its input shapes) for a launch call: the innermost op running around it on its thread
+    (ops sorted by start); a CUDA graph replay has no op of its own."""
+    if launch is None:
+        return "(no CPU op)", None
+    if "Graph" in launch["name"]:
+        return "CUDA graph replay", None
     best = None
     for o in ops:
-        if o["ts"] > ts:
+        if o["ts"] > launch["ts"]:
             break
-        if o.get("tid") == tid and o["ts"] + o["dur"] >= ts:
+        if o.get("tid") == launch.get("tid") and o["ts"] + o["dur"] >= launch["ts"]:
             best = o
-    return best
+    return (best["name"], best.get("args", {}).get("Input Dims")) if best else ("(no CPU op)", None)
 
 
 def analyse_step(s):
@@ -194,34 +199,29 @@ def analyse_step(s):
     launches = [r for r in s["runtime"] if LAUNCH.search(r["name"])]
     syncs = [r for r in s["runtime"] if SYNC.search(r["name"])]
     launch_at = {r.get("args", {}).get("correlation"): r for r in launches}
-    delays, first_seen = [], set()
+    delays, labels = [], {}                 # labels: correlation id -> (CPU op, shapes), once per launch
     cats = dict.fromkeys(CATEGORIES, 0.0)
-    per_kernel, per_op = {}, {}
+    per_kernel, per_op, kernel_count = {}, {}, 0
     for g in gpu:
         corr = g.get("args", {}).get("correlation")
         cat = "memcpy" if g.get("cat") != "kernel" else categorize(g["name"])
+        kernel_count += g.get("cat") == "kernel" and cat != "memcpy"
         ms = g["dur"] / 1e3
         cats[cat] += ms
         k = per_kernel.setdefault(g["name"], {"name": g["name"][:160], "category": cat, "count": 0, "ms": 0.0})
         k["count"] += 1
         k["ms"] += ms
-        r = launch_at.get(corr)
-        if r is not None and corr not in first_seen:
-            first_seen.add(corr)
-            delays.append((g["ts"] - r["ts"]) / 1e3)
-        op = _enclosing_op(s["ops"], r["ts"], r.get("tid")) if r is not None else None
-        if r is not None and "Graph" in r["name"]:
-            label, shapes = "CUDA graph replay", None
-        else:
-            label = op["name"] if op else "(no CPU op)"
-            shapes = op.get("args", {}).get("Input Dims") if op else None
-        key = (label, json.dumps(shapes))
-        e = per_op.setdefault(key, {"op": label, "shapes": shapes, "kernels": 0, "ms": 0.0})
+        if corr not in labels:              # the first kernel of a launch: its delay, and the op that launched it
+            r = launch_at.get(corr)
+            if r is not None:
+                delays.append((g["ts"] - r["ts"]) / 1e3)
+            labels[corr] = _launched_by(r, s["ops"])
+        label, shapes = labels[corr]
+        e = per_op.setdefault((label, json.dumps(shapes)), {"op": label, "shapes": shapes, "kernels": 0, "ms": 0.0})
         e["kernels"] += 1
         e["ms"] += ms
     table = sorted(per_kernel.values(), key=lambda k: -k["ms"])
-    compute = [g for g in gpu if g.get("cat") == "kernel" and categorize(g["name"]) != "memcpy"]
-    return {"unit": "kernel", "kernel_count": len(compute),
+    return {"unit": "kernel", "kernel_count": kernel_count,
             "gpu_op_count": len(gpu), "step_span_ms": round((span_end - t0) / 1e3, 4),
             "gpu_busy_ms": round(busy, 4), "idle_fraction": round(1 - busy * 1e3 / (span_end - t0), 4),
             "launch_overhead_ms": round(sum(r["dur"] for r in launches) / 1e3, 4), "launches": len(launches),

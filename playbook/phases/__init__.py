@@ -97,7 +97,8 @@ def profile_into(run, result, step, device, trace_name=None):
     and add the analysis to result: PROFILE_FIELDS at the top level, the rest under "profile", and the
     diff against the last kept phase. A candidate's record (trace_name given) gets the fields alone."""
     from .. import profile
-    path = run.path / "traces" / f"{trace_name or '%02d-%s' % (result['phase'], result['name'])}.json.gz"
+    name = trace_name or f"{result['phase']:02d}-{result['name']}"
+    path = run.path / "traces" / f"{name}.json.gz"
     try:
         summary = profile.profile_step(step, device, path)
     except Exception as e:  # noqa: BLE001  (a trace is an aid: its failure never costs the measurement)
