@@ -2,6 +2,7 @@
 
     python -m playbook run --workload tiny --device cpu --target-ms 1.0
     python -m playbook run --workload llama --preset 1b --target-ms 1.2
+    python -m playbook run --workload pi0 --preset full --option cameras=3 --option action_horizon=10 --target-ms 25
     python -m playbook run --out reports/<run> --resume
     python -m playbook gate --target-ms 25 --run reports/<run>
     python -m playbook report reports/<run>
@@ -19,9 +20,12 @@ def parser():
     ap = argparse.ArgumentParser(prog="python -m playbook", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="walk the ladder with papermill into a report")
-    run.add_argument("--workload", default="auto", help="tiny | llama | custom (auto: llama 1b on a GPU, tiny on a CPU)")
+    run.add_argument("--workload", default="auto",
+                     help="tiny | llama | pi0 | custom (auto: llama 1b on a GPU, tiny on a CPU)")
     run.add_argument("--preset", default="", help="the workload's preset (tiny, 1b, ...)")
     run.add_argument("--model", default="", help="for --workload custom: package.module:function")
+    run.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                     help="a workload option, repeatable (pi0: cameras, prompt_len, action_horizon, num_steps)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda")
     run.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU, float32 on a CPU) | float32 | bfloat16 | float16")
     run.add_argument("--target-ms", default=None, help="p50 target in ms; the ladder stops once it is met")
@@ -72,7 +76,7 @@ def main(argv=None):
         if args.command == "run":
             from .chain import run_chain
             workload, preset = resolve_auto_workload(args)
-            params = dict(workload=workload, preset=preset, model=args.model, device=args.device,
+            params = dict(workload=workload, preset=preset, model=args.model, options=args.option, device=args.device,
                           dtype=args.dtype, target_ms=args.target_ms, iters=args.iters, warmup=args.warmup)
             run = run_chain(params, out=args.out, resume=args.resume, phases=args.phases)
             failed = [p["name"] for p in run.phases() if p["status"] == "failed"]

@@ -3,6 +3,7 @@
     graph = GraphStep(compiled_model, args, kwargs)    # warm-up on a side stream, then capture
     out = graph(*new_args)                             # copy inputs into the static buffers, replay
     step = graph.bind(args, kwargs)                    # the same, with the input tree walked once
+    loop.forward = LazyGraph(loop.forward)             # capture a submodule's forward on its first call
 
 Inductor's own graph modes (`reduce-overhead`, `triton.cudagraphs`) are never used: they crashed on
 our H200 and stall on ROCm. Compile with mode "default" and capture the compiled callable here instead.
@@ -54,6 +55,19 @@ class GraphStep:
 
     def __call__(self, *args, **kwargs):
         return self.bind(args, kwargs)()
+
+
+class LazyGraph:
+    """A forward captured on its first call (whatever inputs the caller builds), replayed after that:
+    the hot loop of a step captured alone, its caller left eager (the source's "Step A")."""
+
+    def __init__(self, fn, warmup=3):
+        self.fn, self.warmup, self.graph = fn, warmup, None
+
+    def __call__(self, *args, **kwargs):
+        if self.graph is None:
+            self.graph = GraphStep(self.fn, args, kwargs, warmup=self.warmup)
+        return self.graph(*args, **kwargs)
 
 
 def _leaves(args, kwargs):

@@ -109,5 +109,6 @@ def _notebook_error(e):
 def notebook_parameters(run):
     p = run.params
     return {"workload": p["workload"], "preset": p.get("preset") or "", "model": p.get("model") or "",
+            "options": p.get("options") or {},
             "device": p["device"], "dtype": p["dtype"], "target_ms": p.get("target_ms") or 0.0,
             "run_dir": str(run.path.resolve()), "iters": p["iters"], "warmup": p["warmup"]}

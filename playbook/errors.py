@@ -1,6 +1,6 @@
 """The one error type a user can cause: it says what was wrong and what to do.
 
-    raise PlaybookError("unknown workload 'lama'; choose one of: tiny, llama, custom")
+    raise PlaybookError("unknown workload 'lama'; choose one of: tiny, llama, pi0, custom")
 
 The CLI prints its message and exits 2; anything else is a bug and keeps its traceback.
 """

@@ -17,7 +17,7 @@ def latest_run(params):
     candidates = sorted(runs.REPORTS.glob("*/run.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in candidates:
         run = Run.open(path.parent)
-        if all(run.params.get(k) == wanted[k] for k in runs.WORKLOAD_KEYS):
+        if all(runs.recorded(run.params, k) == wanted[k] for k in runs.WORKLOAD_KEYS):
             return run
     raise PlaybookError(f"no run under {runs.REPORTS}/ for {params.get('workload')!r} yet: "
                         "run 00-baseline first, or set run_dir")

@@ -5,8 +5,8 @@
     runner.step()                                               # the timed call
 
 A phase changes a pipeline in one of three ways: it rewrites the model (attention, fusion, kernels),
-it sets Inductor options (kernels, tuning), or it chooses how the step runs (cudagraph: compile and
-capture). Building applies them all at once, so any recipe can be rebuilt in a fresh process.
+it sets Inductor options (kernels, tuning), or it chooses how the step runs (cudagraph: compile the
+whole model or the workload's regions, capture the whole step or its hot loop). Building applies them all at once, so any recipe can be rebuilt in a fresh process.
 """
 import time
 from dataclasses import dataclass, field
@@ -28,8 +28,9 @@ class Pipeline:
     device: torch.device
     dtype: torch.dtype
     compile: bool = False
+    compile_scope: str = "model"                      # "model": one torch.compile; "regions": the workload's regions
     inductor: dict = field(default_factory=dict)     # Inductor options, passed to torch.compile
-    capture: bool = False
+    capture: object = False                           # False | True (the whole step) | "loop" (the hot loop alone)
     rng_patch: bool = False
     sdpa_backend: str = None                          # force one SDPA backend (phase 2), None: torch picks
     blas: str = None                                  # preferred BLAS library (phase 3), None: torch's default
@@ -43,7 +44,8 @@ class Pipeline:
         dtype = resolve_dtype(params["dtype"], device)
         build_dtype, via = (torch.float32, dtype) if precise else (dtype, None)
         wl = build_workload(params["workload"], params.get("preset") or "", params.get("model") or "",
-                            device, build_dtype, seed=params.get("seed", 0), weights_via=via)
+                            device, build_dtype, seed=params.get("seed", 0), weights_via=via,
+                            options=params.get("options"))
         return cls(workload=wl, device=device, dtype=build_dtype)
 
     @classmethod
@@ -101,18 +103,31 @@ class Runner:
         if pipe.sdpa_backend:
             fn = _with_sdpa_backend(fn, pipe.sdpa_backend)
         self.compile_s = None
-        if pipe.compile:
-            fn = torch.compile(fn, options={"triton.cudagraphs": False, **pipe.inductor})
+        options = {"triton.cudagraphs": False, **pipe.inductor}
+        if pipe.compile and pipe.compile_scope == "regions":
+            for region in wl.regions:     # each compiled once; repeated calls (denoise steps) reuse its code
+                path, _, method = region.rpartition(".")
+                owner = wl.model.get_submodule(path) if path else wl.model
+                setattr(owner, method, torch.compile(getattr(owner, method), options=options))
+        loop = wl.model.get_submodule(wl.hot_loop) if pipe.capture == "loop" else None
+        if pipe.compile and pipe.compile_scope == "model":
+            if loop is not None:          # Step A: the hot loop alone, compiled and captured; the rest eager
+                loop.forward = torch.compile(loop.forward, options=options)
+            else:
+                fn = torch.compile(fn, options=options)
+        if loop is not None:
+            loop.forward = capture.LazyGraph(loop.forward, warmup=warmup)
         if pipe.blas:                     # outside the compiled region: a global switch, not traceable
             fn = _with_blas(fn, pipe.blas)
-        if pipe.compile:
+        if pipe.compile or loop is not None:
             t0 = time.perf_counter()
             with torch.no_grad():
                 fn(*wl.args, **wl.kwargs)
             sync(pipe.device)
-            self.compile_s = round(time.perf_counter() - t0, 2)
-        self.call = capture.GraphStep(fn, wl.args, wl.kwargs, warmup=warmup) if pipe.capture else fn
-        if pipe.capture:
+            self.compile_s = round(time.perf_counter() - t0, 2) if pipe.compile else None
+        whole = pipe.capture is True
+        self.call = capture.GraphStep(fn, wl.args, wl.kwargs, warmup=warmup) if whole else fn
+        if whole:
             self.step = self.call.bind(wl.args, wl.kwargs)
         else:
             self.step = lambda: fn(*wl.args, **wl.kwargs)

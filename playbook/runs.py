@@ -19,7 +19,7 @@ from .state import Run, new_run_id
 from .workloads import check, default_preset
 
 REPORTS = Path(os.environ.get("PLAYBOOK_REPORTS", "reports"))
-WORKLOAD_KEYS = ("workload", "preset", "model", "device", "dtype")
+WORKLOAD_KEYS = ("workload", "preset", "model", "options", "device", "dtype")
 
 
 def versions():
@@ -30,6 +30,27 @@ def versions():
             out[name] = __import__(name).__version__
         except ImportError:
             out[name] = None
+    return out
+
+
+def recorded(params, key):
+    """A workload parameter as a run recorded it (runs made before options existed have none)."""
+    return params.get(key, {} if key == "options" else None)
+
+
+def parse_options(options):
+    """{name: value} from a dict, or from "name=value" strings (the command line's --option)."""
+    if not options:
+        return {}
+    if isinstance(options, dict):
+        return dict(options)
+    out = {}
+    for item in ([options] if isinstance(options, str) else options):
+        for part in filter(None, (s.strip() for s in item.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip():
+                raise PlaybookError(f"option {part!r} is not name=value (e.g. --option action_horizon=10)")
+            out[name.strip()] = value.strip()
     return out
 
 
@@ -46,13 +67,14 @@ def check_target(target_ms):
 
 
 def resolve_params(workload="tiny", preset="", model="", device="auto", dtype="auto", target_ms=None,
-                   iters=100, warmup=10, seed=0):
+                   iters=100, warmup=10, seed=0, options=None):
     """Validate everything a user can get wrong, before any model is built."""
-    check(workload, preset, model)
+    options = check(workload, preset, model, parse_options(options))
     dev = resolve_device(device)
     if int(iters) < 5 or int(warmup) < 0:
         raise PlaybookError(f"iters must be at least 5 and warmup at least 0 (got {iters}, {warmup})")
     return {"workload": workload, "preset": preset or default_preset(workload, dev.type), "model": model or "",
+            "options": options,
             "device": dev.type, "dtype": dtype_name(resolve_dtype(dtype, dev)),
             "target_ms": check_target(target_ms), "iters": int(iters), "warmup": int(warmup), "seed": int(seed)}
 
@@ -63,7 +85,7 @@ def open_run(run_dir="", **params):
         run = Run.open(run_dir)
         if params:
             wanted = resolve_params(**params)
-            clash = {k: (run.params.get(k), wanted[k]) for k in WORKLOAD_KEYS if run.params.get(k) != wanted[k]}
+            clash = {k: (recorded(run.params, k), wanted[k]) for k in WORKLOAD_KEYS if recorded(run.params, k) != wanted[k]}
             if clash:
                 raise PlaybookError(f"run {run_dir} was made with different parameters "
                                     f"({', '.join(f'{k}: {a!r} there, {b!r} here' for k, (a, b) in clash.items())}); "

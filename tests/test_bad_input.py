@@ -11,7 +11,7 @@ def cli(*args):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--workload", "lama"], "unknown workload 'lama'; choose one of: tiny, llama, custom"),
+    (["--workload", "lama"], "unknown workload 'lama'; choose one of: tiny, llama, pi0, custom"),
     (["--workload", "llama", "--preset", "70b"], "choose one of: tiny, 1b"),
     (["--workload", "tiny", "--device", "tpu"], "unknown device 'tpu'; choose one of: auto, cpu, cuda"),
     (["--workload", "tiny", "--dtype", "int3"], "unknown dtype 'int3'"),

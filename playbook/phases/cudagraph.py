@@ -4,6 +4,11 @@ At batch 1 the GPU finishes each small kernel before the CPU has launched the ne
 by launch overhead. A captured graph launches the whole step at once. Inductor's own graph modes are
 off (`triton.cudagraphs=False`); the capture is ours (playbook/capture.py). Both compiled + graph and
 eager + graph are tried, so a compiled capture that fails falls back with its error recorded.
+
+A workload with a hot loop (pi0's denoise steps) is captured the source's way: the hot loop alone
+first (Step A), then the whole step (Step B); each is a candidate, checked and timed. A workload that
+names compile regions (step functions a loop calls again and again) is compiled region by region, so
+its loop is not unrolled into one enormous graph.
 """
 
 NUMBER = 1
@@ -13,14 +18,20 @@ KEEP_IF = "not_slower"
 
 
 def candidates(ctx):
+    wl = ctx.pipe.workload
+    scope = "regions" if wl.regions else "model"
+    compiled = {"compile": True, "mode": "default", "scope": scope}
+    if wl.regions:
+        ctx.info["compile_regions"] = list(wl.regions)
     if ctx.device.type != "cuda":
-        return [{"compile": True, "mode": "default", "capture": False}]
-    return [{"compile": True, "mode": "default", "capture": True},
-            {"compile": False, "capture": True}]
+        return [dict(compiled, capture=False)]
+    loop = [dict(compiled, capture="loop")] if wl.hot_loop else []
+    return loop + [dict(compiled, capture=True), {"compile": False, "capture": True}]
 
 
 def apply(pipe, knobs):
     pipe.compile = knobs["compile"]
+    pipe.compile_scope = knobs.get("scope", "model")
     pipe.capture = knobs["capture"]
     if pipe.device.type != "cuda":
         pipe.notes.append("CPU: there is no CUDA graph to capture; this phase measures torch.compile alone")

@@ -4,8 +4,13 @@ At batch 1 a projection is a matrix-vector product bound by reading its weight; 
 three launches and three partial waves where one wider GEMM costs one. Siblings are found by Hugging
 Face names and, for any other model, by data flow (nn.Linear modules fed the same tensor); the
 concatenated weight replaces the originals, so weight memory does not grow (playbook/rewrites/fusion.py).
+
+A workload may also offer model knobs its inputs allow (pi0: skip the cameras whose mask is all false,
+which drops their vision-tower call and their prefix tokens). They are tried with the fusion, as one
+more candidate; like every candidate, it must give the same outputs as the untouched model.
 """
 from ..rewrites import count_ops, fusion
+from ..workloads import set_knob
 from . import Skip
 
 NUMBER = 4
@@ -18,17 +23,24 @@ def candidates(ctx):
     pipe = ctx.fresh_pipeline()
     wl, model = pipe.workload, pipe.workload.model
     groups = fusion.find_siblings(model, wl.args, wl.kwargs)
-    if not groups:
+    if wl.knobs:
+        ctx.info["model_knobs_offered"] = dict(wl.knobs)
+    if not groups and not wl.knobs:
         raise Skip("no sibling projections found: no nn.Linear modules that read the same tensor")
-    before, bytes_before = count_ops(model, wl.args, wl.kwargs), fusion.param_bytes(model)
-    fusion.fuse(model, groups)
-    after, bytes_after = count_ops(model, wl.args, wl.kwargs), fusion.param_bytes(model)
-    ctx.info.update(groups=[g.as_dict() for g in groups],
-                    gemm_launches={"before": before["gemm"], "after": after["gemm"],
-                                   "saved": before["gemm"] - after["gemm"]},
-                    weight_bytes={"before": bytes_before, "after": bytes_after})
-    return [{"groups": [g.as_dict() for g in groups]}]
+    if groups:
+        before, bytes_before = count_ops(model, wl.args, wl.kwargs), fusion.param_bytes(model)
+        fusion.fuse(model, groups)
+        after, bytes_after = count_ops(model, wl.args, wl.kwargs), fusion.param_bytes(model)
+        ctx.info.update(groups=[g.as_dict() for g in groups],
+                        gemm_launches={"before": before["gemm"], "after": after["gemm"],
+                                       "saved": before["gemm"] - after["gemm"]},
+                        weight_bytes={"before": bytes_before, "after": bytes_after})
+    fused = {"groups": [g.as_dict() for g in groups]}
+    return ([fused] if groups else []) + ([dict(fused, model_knobs=dict(wl.knobs))] if wl.knobs else [])
 
 
 def apply(pipe, knobs):
     fusion.fuse(pipe.workload.model, [fusion.Group(**g) for g in knobs["groups"]])
+    for name, value in (knobs.get("model_knobs") or {}).items():
+        set_knob(pipe.workload, name, value)
+        pipe.notes.append(f"model knob {name}={value}: {pipe.workload.name}'s own option, checked like any rewrite")

@@ -3,14 +3,17 @@
     wl = build_workload("llama", preset="1b", device=torch.device("cuda"), dtype=torch.bfloat16)
     wl = build_workload("custom", model="mypkg.models:make", device=..., dtype=...)
 
+    wl = build_workload("pi0", preset="full", options={"cameras": 3, "action_horizon": 10}, device=..., dtype=...)
+
 `tiny` (CPU-sized teaching model), `llama` (Hugging Face LlamaForCausalLM, random weights, one decode
-token against a static KV cache) and `custom` (package.module:function returning (model, example_inputs)).
+token against a static KV cache), `pi0` (the vision-language-action policy, one whole inference) and
+`custom` (package.module:function returning (model, example_inputs)). Options are workload-specific.
 """
 from ..errors import PlaybookError, choose
-from . import custom, llama, tiny
+from . import custom, llama, pi0, tiny
 from .base import Workload
 
-WORKLOADS = {"tiny": tiny, "llama": llama, "custom": custom}
+WORKLOADS = {"tiny": tiny, "llama": llama, "pi0": pi0, "custom": custom}
 
 
 def presets(name):
@@ -25,9 +28,16 @@ def default_preset(name, device_type):
     return names[-1] if device_type == "cuda" else names[0]
 
 
-def check(name, preset, model):
-    """Refuse a bad workload/preset/model combination before anything is built."""
+def check(name, preset, model, options=None):
+    """Refuse a bad workload/preset/model/options combination before anything is built; returns the
+    options with the workload's defaults filled in."""
     choose("workload", name, list(WORKLOADS))
+    options = dict(options or {})
+    if hasattr(WORKLOADS[name], "check_options"):
+        options = WORKLOADS[name].check_options(options)
+    elif options:
+        raise PlaybookError(f"workload {name!r} takes no options (got {', '.join(options)}); "
+                            "options are for: " + ", ".join(n for n, m in WORKLOADS.items() if hasattr(m, "check_options")))
     if name == "custom":
         if not model:
             raise PlaybookError("workload 'custom' needs --model package.module:function "
@@ -35,13 +45,24 @@ def check(name, preset, model):
         custom.load(model)        # import now: a typo fails before anything runs
     elif preset and preset not in presets(name):
         choose(f"preset for workload {name!r}:", preset, presets(name))
+    return options
 
 
-def build_workload(name, preset="", model="", device=None, dtype=None, seed=0, weights_via=None) -> Workload:
+def build_workload(name, preset="", model="", device=None, dtype=None, seed=0, weights_via=None,
+                   options=None) -> Workload:
     """weights_via: round the weights (and floating inputs) through this dtype first; the fp32
     reference of a bf16 run is built with dtype=float32, weights_via=bfloat16."""
-    check(name, preset, model)
+    options = check(name, preset, model, options)
     if name == "custom":
         return custom.build(model, device, dtype, seed=seed, weights_via=weights_via)
+    extra = {"options": options} if hasattr(WORKLOADS[name], "check_options") else {}
     return WORKLOADS[name].build(preset or default_preset(name, device.type), device, dtype, seed=seed,
-                                 weights_via=weights_via)
+                                 weights_via=weights_via, **extra)
+
+
+def set_knob(wl, name, value):
+    """Apply one of the model knobs a workload offered (wl.knobs)."""
+    if name not in wl.knobs:
+        raise PlaybookError(f"workload {wl.name!r} offers no knob {name!r} for these inputs "
+                            f"(it offers: {', '.join(wl.knobs) or 'none'})")
+    WORKLOADS[wl.name].set_knob(wl.model, name, value)

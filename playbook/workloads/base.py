@@ -18,6 +18,9 @@ class Workload:
     weight_bytes: int | None = None  # bytes one step must read at least (the bandwidth floor)
     flops: int | None = None         # floating-point operations of one step (the compute floor)
     description: str = ""
+    regions: tuple = ()              # methods ("path.method") compiled one by one with compile scope "regions"
+    hot_loop: str = ""               # path of the submodule that runs the hot loop (capture it first), "" if none
+    knobs: dict = field(default_factory=dict)   # model knobs the inputs allow: {name: value} (phase 4 offers them)
 
     def __call__(self, model=None):
         return (model or self.model)(*self.args, **self.kwargs)

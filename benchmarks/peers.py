@@ -1,0 +1,196 @@
+"""The ladder against its peers: eager, torch.compile's four modes and the playbook's recipe, one run.
+
+    python benchmarks/peers.py --workload llama --preset 1b --recipe benchmarks/results/llama-1b/recipe.json \
+        --out benchmarks/results/peers-llama-1b.json
+    python benchmarks/peers.py --workload pi0 --preset full --option cameras=3 --option action_horizon=10 \
+        --recipe reports/<pi0 run>/recipe.json --out benchmarks/results/peers-pi0-full.json
+    python benchmarks/peers.py --table benchmarks/results/peers-*.json      # the README table and plot
+
+Each peer runs in its own subprocess with a time limit: a crash (torch's own CUDA graph modes
+segfaulted on our H200) is recorded as a crash with its signal, a hang as a timeout, and the next peer
+runs. Every peer builds the same workload (same seed, same weights), checks its outputs against eager's
+in the same process (the ladder's correctness gate), and is timed with CUDA events after warm-up.
+Ratios are to eager's p50 and to the device's floor (max of weight bytes / copy bandwidth and
+FLOPs / matmul rate, measured once in the eager peer's process).
+"""
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+PEERS = ("eager",) + tuple(f"compile-{m}" for m in MODES) + ("playbook",)
+
+
+def measure(peer, params, recipe, iters, warmup):
+    """Run in the peer's own process: build, check against eager, time. Returns a JSON-ready dict."""
+    import torch
+
+    from playbook import bench
+    from playbook.compare import compare, snapshot
+    from playbook.devices import describe, measure_ceilings
+    from playbook.pipeline import Pipeline
+    from playbook.runs import versions
+    pipe = Pipeline.fresh(params)
+    wl, device = pipe.workload, pipe.device
+    with torch.no_grad():
+        reference = snapshot(wl())
+    out = {"peer": peer, "device": describe(device).get("name"), "torch": versions()["torch"]}
+    t0 = time.perf_counter()
+    if peer == "eager":
+        step = wl
+        out["ceilings"] = measure_ceilings(device)
+        out["weight_bytes"], out["flops"] = wl.weight_bytes, wl.flops
+    elif peer == "playbook":
+        from playbook.reuse import load_recipe
+        data = load_recipe(recipe)
+        built = Pipeline.from_recipe(params, data["phases"]).build()
+        step = built.step
+        out["recipe"] = [s["name"] for s in data["phases"]]
+    else:
+        mode = peer.removeprefix("compile-")
+        fn = torch.compile(wl.model, mode=mode)
+        marks = mode in ("reduce-overhead", "max-autotune")          # Inductor's own CUDA graphs (cudagraph trees)
+
+        def step():
+            if marks:
+                torch.compiler.cudagraph_mark_step_begin()
+            return fn(*wl.args, **wl.kwargs)
+    with torch.no_grad():
+        got = snapshot(step())
+    out["build_s"] = round(time.perf_counter() - t0, 2)
+    verdict = compare(got, reference, pipe.dtype)
+    out.update(correct=verdict["correct"], rel_err=verdict["rel_err"], problems=verdict["problems"])
+    timing = bench.time_step(step, device, iters=iters, warmup=warmup)
+    out.update({k: v for k, v in timing.as_dict().items() if k != "round_p50_ms"})
+    return out
+
+
+def run_peer(peer, args, limit_s, cache_dir):
+    """One peer in a subprocess: its result, or how it died."""
+    cmd = [sys.executable, __file__, "--one", peer, "--workload", args.workload, "--preset", args.preset,
+           "--device", args.device, "--dtype", args.dtype, "--iters", str(args.iters), "--warmup", str(args.warmup)]
+    cmd += [x for o in args.option for x in ("--option", o)] + (["--recipe", args.recipe] if args.recipe else [])
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir, PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s, env=env)
+    except subprocess.TimeoutExpired as e:
+        tail = (e.stderr or b"")[-800:]
+        return {"peer": peer, "status": "timeout", "error": f"no result within {limit_s} s",
+                "log_tail": tail.decode(errors="replace") if isinstance(tail, bytes) else tail}
+    wall = round(time.perf_counter() - t0, 1)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("PEER_RESULT ")]
+    if done.returncode == 0 and lines:
+        return {**json.loads(lines[-1][len("PEER_RESULT "):]), "status": "ok", "wall_s": wall}
+    if done.returncode < 0:
+        status, error = "crash", f"killed by {signal.Signals(-done.returncode).name}"
+    else:
+        status, error = "error", (done.stderr.strip().splitlines() or ["exit %d" % done.returncode])[-1]
+    return {"peer": peer, "status": status, "error": error, "wall_s": wall, "log_tail": done.stderr[-800:]}
+
+
+def add_ratios(results):
+    eager = next((r for r in results if r["peer"] == "eager" and r["status"] == "ok"), None)
+    if not eager:
+        return None
+    c = eager["ceilings"]
+    floor = max(eager["weight_bytes"] / (c["copy_gbps"] * 1e9), (eager["flops"] or 0) / (c["matmul_tflops"] * 1e12)) * 1e3
+    for r in results:
+        if r["status"] == "ok":
+            r["vs_eager"] = round(eager["p50_ms"] / r["p50_ms"], 2)
+            r["x_of_floor"] = round(r["p50_ms"] / floor, 2)
+    return round(floor, 4)
+
+
+def table(files):
+    """The README's peers table (Markdown) and a plot beside the first file."""
+    rows = ["| workload | peer | p50 (ms) | vs eager | x of floor | correct | build (s) |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    data = [json.loads(Path(f).read_text()) for f in files]
+    for d in data:
+        for r in d["peers"]:
+            if r["status"] == "ok":
+                rows.append(f"| {d['label']} | {r['peer']} | {r['p50_ms']:.3f} | {r['vs_eager']}x | {r['x_of_floor']} "
+                            f"| {r['correct']} | {r['build_s']} |")
+            else:
+                rows.append(f"| {d['label']} | {r['peer']} | {r['status']} | - | - | - | {r['error'][:60]} |")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(data), figsize=(6 * len(data), 3.6), squeeze=False)
+    for ax, d in zip(axes[0], data):
+        ok = [r for r in d["peers"] if r["status"] == "ok"]
+        ax.barh([r["peer"] for r in ok], [r["p50_ms"] for r in ok],
+                color=["tab:green" if r["peer"] == "playbook" else "tab:gray" for r in ok])
+        ax.axvline(d["floor_ms"], color="tab:red", linestyle="--", label=f"floor {d['floor_ms']:.2f} ms")
+        ax.set_xscale("log")
+        ax.set_xlabel("p50 (ms, log scale)")
+        ax.set_title(f"{d['label']} on {d['device']}")
+        ax.invert_yaxis()
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    png = Path(files[0]).with_name("peers.png")
+    fig.savefig(png, dpi=110)
+    return "\n".join(rows), png
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workload", default="llama")
+    ap.add_argument("--preset", default="1b")
+    ap.add_argument("--option", action="append", default=[])
+    ap.add_argument("--recipe", default="", help="the playbook run's recipe.json (the 'playbook' peer)")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--limit-s", type=int, default=300, help="time limit per peer, build included")
+    ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--out", default="")
+    ap.add_argument("--one", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--table", nargs="*", help="print the Markdown table of these result files and plot them")
+    args = ap.parse_args()
+    if args.table:
+        md, png = table(args.table)
+        print(md + f"\n\n![peers]({png})")
+        return 0
+    from playbook.runs import parse_options
+    params = {"workload": args.workload, "preset": args.preset, "options": parse_options(args.option),
+              "device": args.device, "dtype": args.dtype, "seed": 0}
+    if args.one:
+        print("PEER_RESULT " + json.dumps(measure(args.one, params, args.recipe, args.iters, args.warmup)), flush=True)
+        return 0
+    results = []
+    with tempfile.TemporaryDirectory(prefix="peers-inductor-") as cache:   # shared by the compiling peers
+        for peer in args.peers.split(","):
+            if peer == "playbook" and not args.recipe:
+                continue
+            r = run_peer(peer, args, args.limit_s, cache)
+            results.append(r)
+            print(f"{peer}: {r['status']}" + (f", p50 {r['p50_ms']:.3f} ms, correct {r['correct']}, built in "
+                                              f"{r['build_s']} s" if r["status"] == "ok" else f": {r['error']}"),
+                  flush=True)
+    floor = add_ratios(results)
+    label = f"{args.workload} {args.preset}" + "".join(f" {o}" for o in args.option)
+    ok = [r for r in results if r["status"] == "ok"]
+    out = {"label": label, "params": params, "date": dt.date.today().isoformat(),
+           "device": ok[0]["device"] if ok else None, "torch": ok[0]["torch"] if ok else None,
+           "iters": args.iters, "limit_s": args.limit_s, "floor_ms": floor, "peers": results}
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""`pi0`: the vision-language-action policy; the timed step is one whole policy inference.
+
+    wl = build(preset="full", device=torch.device("cuda"), dtype=torch.bfloat16, cameras=3, action_horizon=10)
+    actions = wl.model(*wl.args)          # [1, action_horizon, 32]: vision, prefix, every denoise step
+
+Hugging Face components with random weights, geometry from openpi's PyTorch port (REFERENCE.md):
+SigLIP So400m/14 (`SiglipVisionModel`) per camera, projected to the LM width; a Gemma 2B prefix
+(image tokens + prompt embeddings scaled by sqrt(width), all mutually visible but for padding) that
+fills a KV cache once; a Gemma-geometry 300M action expert that, for each of `num_steps` Euler steps
+from t=1 to 0, attends in every layer to [prefix KV ; its own K/V] and projects the action tokens to
+32 dims. Suffix mask: action tokens see the prefix, the state token and each other; the state token
+sees the prefix and itself.
+
+Options (`--option name=value`): cameras (present, 1-3; the other slots are zero images with an
+all-false mask, as in the source's benchmark), prompt_len (real tokens, padded to 48 with a mask),
+action_horizon (50; 10 to compare with published figures), num_steps (10).
+Model knob `skip_masked_cameras` (phase 4 offers it where a camera is masked): drop those cameras'
+SigLIP call and tokens, which shortens the prefix; the correctness gate checks the actions agree.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import PlaybookError
+from .base import Workload
+
+CAMERA_SLOTS = 3
+MAX_PROMPT = 48
+ACTION_DIM = 32
+
+
+@dataclass(frozen=True)
+class Pi0Preset:
+    image: int                      # image side; patch 14 -> (image / 14)^2 tokens per camera
+    patch: int
+    vision: tuple                   # SigLIP (hidden, layers, mlp, heads)
+    lm: tuple                       # Gemma prefix (hidden, mlp)
+    expert: tuple                   # Gemma action expert (hidden, mlp)
+    layers: int                     # shared by prefix and expert: the expert attends to every prefix layer
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+
+
+PRESETS = {
+    "tiny": Pi0Preset(image=28, patch=14, vision=(64, 2, 128, 4), lm=(128, 256), expert=(64, 128),
+                      layers=2, heads=2, kv_heads=1, head_dim=32, vocab=512),
+    "full": Pi0Preset(image=224, patch=14, vision=(1152, 27, 4304, 16), lm=(2048, 16384), expert=(1024, 4096),
+                      layers=18, heads=8, kv_heads=1, head_dim=256, vocab=257152),
+}
+OPTIONS = {"cameras": (1, CAMERA_SLOTS, CAMERA_SLOTS), "prompt_len": (1, MAX_PROMPT, 20),
+           "action_horizon": (1, 256, 50), "num_steps": (1, 100, 10)}        # name: (min, max, default)
+# Compiled one by one (compile scope "regions"): every denoise step reuses velocity's code, where a
+# whole-model compile unrolls num_steps x 18 expert layers (CPU, 18 layers at small width: 372 s vs 228 s
+# for the loop alone, both unrolled).
+REGIONS = ("embed_prefix", "fill_cache", "denoise.velocity")
+KNOBS = {"skip_masked_cameras": "drop the SigLIP call and the tokens of cameras whose mask is all false"}
+
+
+def check_options(options):
+    """{name: int} with defaults filled in; a clear error for an unknown name or a value out of range."""
+    out = {k: v[2] for k, v in OPTIONS.items()}
+    for name, value in (options or {}).items():
+        if name not in OPTIONS:
+            raise PlaybookError(f"unknown option {name!r} for workload 'pi0'; choose from: {', '.join(OPTIONS)}")
+        lo, hi, _ = OPTIONS[name]
+        try:
+            v = int(value)
+        except (TypeError, ValueError):
+            raise PlaybookError(f"option {name}={value!r} is not a whole number") from None
+        if not lo <= v <= hi or str(v) != str(value).strip():
+            raise PlaybookError(f"option {name}={value!r} must be a whole number from {lo} to {hi}")
+        out[name] = v
+    return out
+
+
+def gemma_config(p, hidden, mlp, vocab):
+    from transformers import GemmaConfig
+    return GemmaConfig(hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=p.layers,
+                       num_attention_heads=p.heads, num_key_value_heads=p.kv_heads, head_dim=p.head_dim,
+                       vocab_size=vocab, hidden_activation="gelu_pytorch_tanh", max_position_embeddings=8192,
+                       pad_token_id=None, bos_token_id=None, eos_token_id=None, attn_implementation="eager")
+
+
+def siglip_config(p):
+    from transformers import SiglipVisionConfig
+    hidden, layers, mlp, heads = p.vision
+    return SiglipVisionConfig(hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
+                              num_attention_heads=heads, image_size=p.image, patch_size=p.patch,
+                              vision_use_head=False, attn_implementation="eager")
+
+
+def sinusoidal_time(t, width, min_period=4e-3, max_period=4.0):
+    """openpi's time embedding: sin/cos of t at periods spaced geometrically. t: [B] -> [B, width]"""
+    fraction = torch.linspace(0.0, 1.0, width // 2, device=t.device, dtype=torch.float32)
+    period = min_period * (max_period / min_period) ** fraction
+    angle = t.float()[:, None] * (2 * math.pi / period)[None, :]
+    return torch.cat([angle.sin(), angle.cos()], dim=-1)
+
+
+class KVCache:
+    """Per-layer K/V of the prefix, handed to Hugging Face attention as `past_key_values`.
+
+    fill=True (the prefix pass): each layer's K/V are kept and returned as they are.
+    fill=False (a denoise step): each layer attends to [prefix K/V ; its own K/V], the cache unchanged."""
+
+    def __init__(self, fill, keys=None, values=None):
+        self.fill = fill
+        self.keys, self.values = (keys, values) if keys is not None else ({}, {})
+
+    def update(self, k, v, layer_idx, *args, **kwargs):
+        # k, v: [B, kv_heads, S, head_dim]
+        if self.fill:
+            self.keys[layer_idx], self.values[layer_idx] = k, v
+            return k, v
+        return torch.cat([self.keys[layer_idx], k], dim=2), torch.cat([self.values[layer_idx], v], dim=2)
+
+    def denoising(self):
+        return KVCache(False, self.keys, self.values)
+
+
+def _mask(allowed, attn_implementation, dtype):
+    """allowed: [B, Q, K] bool -> the mask a Hugging Face attention wants: bool for SDPA, additive for eager."""
+    allowed = allowed[:, None]
+    if attn_implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def _layer(layer, h, mask, cos_sin, cache):
+    out = layer(h, attention_mask=mask, position_embeddings=cos_sin, past_key_values=cache)
+    return out[0] if isinstance(out, tuple) else out
+
+
+class Denoise(nn.Module):
+    """The hot loop: num_steps Euler steps of the action expert against a filled prefix cache."""
+
+    def __init__(self, expert, p, num_steps, horizon):
+        super().__init__()
+        width = expert.config.hidden_size
+        self.expert = expert
+        self.state_proj = nn.Linear(ACTION_DIM, width)
+        self.action_in_proj = nn.Linear(ACTION_DIM, width)
+        self.action_time_mlp_in = nn.Linear(2 * width, width)
+        self.action_time_mlp_out = nn.Linear(width, width)
+        self.action_out_proj = nn.Linear(width, ACTION_DIM)
+        self.num_steps, self.horizon = num_steps, horizon
+
+    def embed_suffix(self, state, x_t, t):
+        # state: [B, 32]; x_t: [B, H, 32]; t: [B] -> [B, 1 + H, width]
+        time = sinusoidal_time(t, self.action_in_proj.out_features).to(x_t.dtype)
+        actions = self.action_in_proj(x_t)
+        time = time[:, None, :].expand_as(actions)
+        fused = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([actions, time], dim=-1))))
+        return torch.cat([self.state_proj(state)[:, None, :], fused], dim=1)
+
+    def velocity(self, state, x_t, t, keys, values, mask, cos_sin):
+        """One denoise step's velocity: the compile region reused by every step."""
+        cache = KVCache(False, dict(enumerate(keys)), dict(enumerate(values)))
+        h = self.embed_suffix(state, x_t, t)
+        for layer in self.expert.layers:
+            h = _layer(layer, h, mask, cos_sin, cache)
+        h = self.expert.norm(h)
+        return self.action_out_proj(h[:, -self.horizon:])
+
+    def forward(self, keys, values, prefix_pad, state, noise):
+        # keys, values: per layer [B, kv_heads, P, head_dim]; prefix_pad: [B, P] bool; noise: [B, H, 32]
+        b, p = prefix_pad.shape
+        s = 1 + self.horizon
+        suffix = torch.ones(s, s, dtype=torch.bool, device=noise.device)
+        suffix[0, 1:] = False                                  # the state token does not see the actions
+        allowed = torch.cat([prefix_pad[:, None, :].expand(b, s, p), suffix.expand(b, s, s)], dim=2)
+        mask = _mask(allowed, self.expert.config._attn_implementation, noise.dtype)
+        positions = prefix_pad.sum(dim=1, keepdim=True) + torch.arange(s, device=noise.device)   # after the real tokens
+        cos_sin = self.expert.rotary_emb(noise, positions)
+        dt = -1.0 / self.num_steps
+        x_t = noise
+        for step in range(self.num_steps):                    # static control flow: unrolled when compiled
+            t = torch.full((b,), 1.0 + step * dt, device=noise.device)
+            x_t = x_t + dt * self.velocity(state, x_t, t, keys, values, mask, cos_sin)
+        return x_t
+
+
+class Pi0(nn.Module):
+    """One policy inference: images -> prefix KV cache -> num_steps denoise steps -> actions."""
+
+    def __init__(self, p, num_steps, horizon):
+        super().__init__()
+        from transformers import GemmaModel, SiglipVisionModel
+        self.vision = SiglipVisionModel(siglip_config(p))
+        self.projector = nn.Linear(p.vision[0], p.lm[0])
+        self.lm = GemmaModel(gemma_config(p, *p.lm, p.vocab))
+        expert = GemmaModel(gemma_config(p, *p.expert, vocab=1))
+        expert.embed_tokens = None                             # the expert embeds actions, not tokens
+        self.denoise = Denoise(expert, p, num_steps, horizon)
+        self.skipped_cameras = ()                              # the knob: camera slots whose work is dropped
+
+    def embed_prefix(self, images, image_masks, prompt, prompt_mask):
+        # images: [cameras, 3, H, W]; image_masks: [cameras] bool; prompt, prompt_mask: [1, L]
+        tokens, pads = [], []
+        for i in range(images.shape[0]):
+            if i in self.skipped_cameras:                      # decided at build time: no data-dependent branch
+                continue
+            img = self.projector(self.vision(pixel_values=images[i:i + 1]).last_hidden_state)
+            tokens.append(img)
+            pads.append(image_masks[i:i + 1, None].expand(1, img.shape[1]))
+        width = self.lm.config.hidden_size
+        text = F.embedding(prompt, self.lm.embed_tokens.weight) * math.sqrt(width)
+        return torch.cat(tokens + [text.to(tokens[0].dtype)], dim=1), torch.cat(pads + [prompt_mask], dim=1)
+
+    def fill_cache(self, h, pad):
+        """The prefix through every Gemma layer once; returns each layer's keys and values."""
+        b, p, _ = h.shape
+        cache = KVCache(True)
+        allowed = pad[:, None, :].expand(b, p, p)              # every token sees every real token
+        mask = _mask(allowed, self.lm.config._attn_implementation, h.dtype)
+        positions = (torch.cumsum(pad.long(), dim=1) - 1).clamp(min=0)
+        cos_sin = self.lm.rotary_emb(h, positions)
+        for layer in self.lm.layers:
+            h = _layer(layer, h, mask, cos_sin, cache)
+        layers = range(len(self.lm.layers))
+        return [cache.keys[i] for i in layers], [cache.values[i] for i in layers]
+
+    def forward(self, images, image_masks, prompt, prompt_mask, state, noise):
+        h, pad = self.embed_prefix(images, image_masks, prompt, prompt_mask)
+        keys, values = self.fill_cache(h, pad)
+        return self.denoise(keys, values, pad, state, noise)
+
+
+def example_inputs(p, o, device, dtype, seed):
+    """Camera images (the absent ones zero, masked), a padded prompt, a state and the initial noise."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    images = torch.rand(CAMERA_SLOTS, 3, p.image, p.image, generator=gen) * 2 - 1
+    image_masks = torch.arange(CAMERA_SLOTS) < o["cameras"]
+    images[~image_masks] = 0.0
+    prompt = torch.randint(1, p.vocab, (1, MAX_PROMPT), generator=gen)
+    prompt_mask = (torch.arange(MAX_PROMPT) < o["prompt_len"])[None]
+    prompt[~prompt_mask] = 0
+    state = torch.randn(1, ACTION_DIM, generator=gen)
+    noise = torch.randn(1, o["action_horizon"], ACTION_DIM, generator=gen)
+    return tuple(x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)
+                 for x in (images, image_masks, prompt, prompt_mask, state, noise))
+
+
+def _params(module):
+    return sum(w.numel() for w in module.parameters())
+
+
+def floors(model, p, o, dtype):
+    """(weight bytes read, matmul FLOPs) of one inference: vision and prefix once, the expert per step.
+    The embedding table is a lookup (48 rows read), left out of both."""
+    size = torch.finfo(dtype).bits // 8
+    cams = o["cameras"] if model.skipped_cameras else CAMERA_SLOTS
+    image_tokens = (p.image // p.patch) ** 2
+    vision = _params(model.vision) + _params(model.projector)
+    lm = _params(model.lm) - model.lm.embed_tokens.weight.numel()
+    expert = _params(model.denoise)
+    prefix = cams * image_tokens + MAX_PROMPT
+    suffix = 1 + o["action_horizon"]
+    flops = 2 * (vision * cams * image_tokens + lm * prefix + expert * suffix * o["num_steps"])
+    return (vision + lm + expert * o["num_steps"]) * size, flops
+
+
+def build(preset, device, dtype, seed=0, weights_via=None, options=None):
+    p, o = PRESETS[preset], check_options(options)
+    torch.manual_seed(seed)
+    with torch.device(device):            # random init where the model lives: seconds, not minutes, for 3.5B
+        model = Pi0(p, o["num_steps"], o["action_horizon"])
+    model = model.to(dtype=weights_via or dtype).to(dtype=dtype).eval()
+    args = example_inputs(p, o, device, weights_via or dtype, seed)
+    args = tuple(a.to(dtype) if a.is_floating_point() else a for a in args)
+    weight_bytes, flops = floors(model, p, o, dtype if weights_via is None else weights_via)
+    masked = [i for i in range(CAMERA_SLOTS) if i >= o["cameras"]]
+    knobs = {"skip_masked_cameras": masked} if masked else {}
+    return Workload(
+        name="pi0", preset=preset, model=model, args=args, weight_bytes=weight_bytes, flops=flops,
+        hot_loop="denoise", knobs=knobs, regions=REGIONS,
+        description=f"pi0 ({preset}: SigLIP {p.vision[1]} layers x {p.vision[0]}, Gemma prefix {p.layers} x "
+                    f"{p.lm[0]}, expert {p.layers} x {p.expert[0]}), {o['cameras']} of {CAMERA_SLOTS} cameras, "
+                    f"prompt {o['prompt_len']} of {MAX_PROMPT} tokens, action_horizon {o['action_horizon']}, "
+                    f"{o['num_steps']} denoise steps, attention '{model.lm.config._attn_implementation}'")
+
+
+def set_knob(model, name, value):
+    """Apply a model knob this workload offered (phase 4)."""
+    if name != "skip_masked_cameras":
+        raise PlaybookError(f"unknown pi0 knob {name!r}; choose from: {', '.join(KNOBS)}")
+    model.skipped_cameras = tuple(value)

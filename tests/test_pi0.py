@@ -1,0 +1,116 @@
+"""The pi0 workload: geometry, masks, options, the skip-masked-cameras knob, and the whole ladder on CPU."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from playbook.compare import compare, snapshot
+from playbook.errors import PlaybookError
+from playbook.workloads import build_workload, set_knob
+from playbook.workloads.pi0 import PRESETS, gemma_config, siglip_config
+
+CPU = torch.device("cpu")
+
+
+def pi0(**options):
+    return build_workload("pi0", "tiny", "", CPU, torch.float32, options=options)
+
+
+def actions(wl, args=None):
+    with torch.no_grad():
+        return wl.model(*(args or wl.args))
+
+
+def test_full_geometry_matches_the_reference():
+    p = PRESETS["full"]
+    lm, expert, vision = gemma_config(p, *p.lm, p.vocab), gemma_config(p, *p.expert, 1), siglip_config(p)
+    assert (lm.hidden_size, lm.num_hidden_layers, lm.intermediate_size, lm.num_attention_heads,
+            lm.num_key_value_heads, lm.head_dim, lm.vocab_size) == (2048, 18, 16384, 8, 1, 256, 257152)
+    assert (expert.hidden_size, expert.num_hidden_layers, expert.intermediate_size, expert.head_dim) == (1024, 18, 4096, 256)
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.intermediate_size, vision.num_attention_heads,
+            (vision.image_size // vision.patch_size) ** 2) == (1152, 27, 4304, 16, 256)
+
+
+def test_one_inference_is_repeatable_and_shaped_as_an_action_chunk():
+    wl = pi0(action_horizon=7, num_steps=3)
+    first, second = actions(wl), actions(wl)
+    assert first.shape == (1, 7, 32) and torch.isfinite(first).all() and first.abs().max() > 0
+    assert torch.equal(first, second)
+    assert wl.weight_bytes > 0 and wl.flops > 0 and wl.hot_loop == "denoise"
+
+
+def test_masks_hide_absent_cameras_and_padded_prompt_tokens_but_not_present_ones():
+    wl = pi0(cameras=2, prompt_len=5, num_steps=2)
+    images, image_masks, prompt, prompt_mask, state, noise = wl.args
+    ref = actions(wl)
+    absent = images.clone().index_fill_(0, torch.tensor([2]), 0.7)                # camera 2 is masked
+    assert torch.allclose(actions(wl, (absent, image_masks, prompt, prompt_mask, state, noise)), ref, atol=1e-5)
+    padded = prompt.clone()
+    padded[0, 10] = 7                                                              # beyond prompt_len: masked
+    assert torch.allclose(actions(wl, (images, image_masks, padded, prompt_mask, state, noise)), ref, atol=1e-5)
+    present = images.clone().index_fill_(0, torch.tensor([0]), 0.7)
+    assert not torch.allclose(actions(wl, (present, image_masks, prompt, prompt_mask, state, noise)), ref, atol=1e-3)
+    real = prompt.clone()
+    real[0, 0] = (real[0, 0] + 1) % 500 + 1
+    assert not torch.allclose(actions(wl, (images, image_masks, real, prompt_mask, state, noise)), ref, atol=1e-3)
+
+
+def test_skip_masked_cameras_is_offered_only_when_a_camera_is_masked_and_gives_the_same_actions():
+    assert pi0(cameras=3).knobs == {}
+    wl = pi0(cameras=1, num_steps=2)
+    assert wl.knobs == {"skip_masked_cameras": [1, 2]}
+    ref = snapshot(actions(wl))
+    set_knob(wl, "skip_masked_cameras", wl.knobs["skip_masked_cameras"])
+    verdict = compare(snapshot(actions(wl)), ref, torch.float32)
+    assert verdict["correct"] and verdict["max_abs_diff"] < 1e-5
+    with pytest.raises(PlaybookError, match="offers no knob 'fuse_everything'"):
+        set_knob(wl, "fuse_everything", True)
+
+
+def test_the_expert_attends_to_the_prefix_cache_and_its_own_tokens():
+    wl = pi0(num_steps=1)
+    images, image_masks, prompt, prompt_mask, state, noise = wl.args
+    ref = actions(wl)
+    assert not torch.allclose(actions(wl, (images, image_masks, prompt, prompt_mask, state * 2, noise)), ref, atol=1e-4)
+    other = noise.clone()
+    other[0, -1] += 1.0                                 # one action token: the others see it (bidirectional)
+    moved = actions(wl, (images, image_masks, prompt, prompt_mask, state, other))
+    assert not torch.allclose(moved[0, 0], ref[0, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"camera": 2}, "unknown option 'camera' for workload 'pi0'"),
+    ({"cameras": 4}, "cameras=4 must be a whole number from 1 to 3"),
+    ({"prompt_len": 49}, "prompt_len=49 must be a whole number from 1 to 48"),
+    ({"num_steps": "ten"}, "num_steps='ten' is not a whole number"),
+])
+def test_bad_options_are_refused_with_what_to_do(options, message):
+    with pytest.raises(PlaybookError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        pi0(**options)
+
+
+def test_options_for_a_workload_without_any_are_refused():
+    with pytest.raises(PlaybookError, match="workload 'tiny' takes no options"):
+        build_workload("tiny", "tiny", "", CPU, torch.float32, options={"cameras": 2})
+
+
+@pytest.mark.chain
+def test_pi0_tiny_goes_down_the_whole_ladder_with_verify_correct(tmp_path):
+    out = tmp_path / "pi0"
+    done = subprocess.run([sys.executable, "-m", "playbook", "run", "--workload", "pi0", "--device", "cpu",
+                           "--option", "cameras=2", "--option", "action_horizon=10", "--option", "num_steps=4",
+                           "--iters", "5", "--warmup", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    phases = {p["name"]: p for p in (json.loads(f.read_text()) for f in (out / "phases").glob("*.json"))}
+    assert len(phases) == 8 and not [n for n, p in phases.items() if p["status"] == "failed"]
+    assert phases["verify"]["correct"] is True and phases["verify"]["p50_ms"] > 0
+    assert phases["cudagraph"]["knobs"]["scope"] == "regions"
+    fusion = phases["fusion"]
+    assert fusion["model_knobs_offered"] == {"skip_masked_cameras": [2]}
+    assert all(c["correct"] for c in fusion["candidates"])            # with and without the knob: same actions
+    run = json.loads((out / "run.json").read_text())
+    assert run["options"] == {"cameras": 2, "prompt_len": 20, "action_horizon": 10, "num_steps": 4}
+    assert "| 7 verify (kept) |" in (out / "report.md").read_text()
