@@ -5,6 +5,10 @@
 #   bash benchmarks/gpu_session.sh sweep            # benchmarks/kernels_sweep.py: block/warp choices
 #   bash benchmarks/gpu_session.sh ladder [args]    # the ladder on llama 1b (--resume to go on)
 #   bash benchmarks/gpu_session.sh profile          # phases 0-1 on llama 1b, traced, then benchmarks/profile_check.py
+#   bash benchmarks/gpu_session.sh pi0 [--resume]   # the ladder on pi0 full (3 cameras, horizon 10), target 25 ms
+#   bash benchmarks/gpu_session.sh lab              # notebooks/lab-custom-kernel.ipynb on the GPU
+#   bash benchmarks/gpu_session.sh peers pi0|llama  # benchmarks/peers.py: eager, compile modes, the recipe
+#   bash benchmarks/gpu_session.sh check            # python -m playbook check on the llama 1b recipe
 # Run from the repo root with .whl/ carried along (../shared/device/fetch-wheels.sh liger-kernel).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -37,4 +41,29 @@ if [[ $part == profile ]]; then
     --iters 200 --warmup 20 --out "$run" "$@" 2>&1 | grep -v IPKernelApp | tee "$OUT/profile.log"
   python3 benchmarks/profile_check.py "$run" | tee -a "$OUT/profile.log"
   tar czf "$OUT/llama-1b-profile.tgz" --exclude inductor-cache -C "$PWD/reports" llama-1b-profile
+fi
+if [[ $part == pi0 ]]; then
+  run=$PWD/reports/pi0-full      # 3 cameras, action_horizon 10, 10 steps: the published H200 setting
+  timeout "${LADDER_S:-540}" python3 -m playbook run --workload pi0 --preset full --device cuda --target-ms 25 \
+    --option cameras=3 --option action_horizon=10 --option num_steps=10 --iters 50 --warmup 10 --out "$run" "$@" \
+    2>&1 | grep -v IPKernelApp | tee -a "$OUT/pi0-ladder.log"
+  tar czf "$OUT/pi0-full-run.tgz" --exclude inductor-cache -C "$PWD/reports" pi0-full
+fi
+if [[ $part == lab ]]; then
+  python3 -m papermill notebooks/lab-custom-kernel.ipynb "$OUT/lab-custom-kernel.ipynb" -p device cuda \
+    -p out_dir "$OUT" 2>&1 | grep -v IPKernelApp | tail -3
+fi
+if [[ $part == peers ]]; then     # peers [pi0|llama] [limit_s]
+  if [[ ${1:-pi0} == pi0 ]]; then
+    python3 benchmarks/peers.py --workload pi0 --preset full --option cameras=3 --option action_horizon=10 \
+      --option num_steps=10 --recipe reports/pi0-full/recipe.json --iters 50 --limit-s "${2:-100}" \
+      --out "$OUT/peers-pi0-full.json" 2>&1 | tee "$OUT/peers-pi0.log"
+  else
+    python3 benchmarks/peers.py --workload llama --preset 1b --recipe benchmarks/results/llama-1b/recipe.json \
+      --iters 100 --limit-s "${2:-150}" --out "$OUT/peers-llama-1b.json" 2>&1 | tee "$OUT/peers-llama.log"
+  fi
+fi
+if [[ $part == check ]]; then
+  python3 -m playbook check --recipe benchmarks/results/llama-1b/recipe.json --json "$OUT/check.json" 2>&1 \
+    | grep -v Warning | tee "$OUT/check.log"
 fi

@@ -38,3 +38,11 @@ TOLERANCES = {torch.float32: dict(atol=1e-5, rtol=1e-5),
               torch.bfloat16: dict(atol=1.6e-2, rtol=1.6e-2)}
 
 GELU_TANH_K = math.sqrt(2.0 / math.pi)
+
+
+def decode_attention(q, k, v):
+    """One query token against a KV cache. q: [B, H, D]; k, v: [B, KVH, N, D] -> [B, H, D] (fp32 softmax)."""
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1).float(), v.repeat_interleave(group, dim=1).float()
+    scores = torch.einsum("bhd,bhnd->bhn", q.float(), k) / q.shape[-1] ** 0.5
+    return torch.einsum("bhn,bhnd->bhd", scores.softmax(-1), v).to(q.dtype)

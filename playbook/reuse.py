@@ -90,7 +90,11 @@ def check(recipe, tolerance_pct=DEFAULT_TOLERANCE_PCT, iters=100, warmup=10, say
         raise PlaybookError(f"--tolerance {tolerance_pct} must be a percentage of 0 or more")
     data = load_recipe(recipe)
     params = {"seed": 0, **data["workload"]}
-    recorded = (data.get("verified") or {}).get("p50_ms") or data.get("p50_ms")
+    # The recipe's recorded builds: the phase that kept it and verify, each built in its own process.
+    # A max-autotune recipe differs build to build (1.154 and 1.259 ms for the same llama 1b recipe on
+    # the H200), so the bar is the slowest recorded build: a regression shows in every build.
+    builds = [p for p in ((data.get("verified") or {}).get("p50_ms"), data.get("p50_ms")) if p]
+    recorded = max(builds) if builds else None
     base_pipe = Pipeline.fresh(params)
     base = base_pipe.build()
     reference = snapshot(base.outputs())
@@ -106,6 +110,7 @@ def check(recipe, tolerance_pct=DEFAULT_TOLERANCE_PCT, iters=100, warmup=10, say
     p50, base_p50 = t["recipe"].p50_ms, t["baseline"].p50_ms
     why_not = _comparable(data, final_pipe.device)
     out = {"recipe": [s["name"] for s in data["phases"]], "p50_ms": round(p50, 5), "recorded_p50_ms": recorded,
+           "recorded_builds_p50_ms": builds,
            "baseline_p50_ms": round(base_p50, 5), "speedup_vs_baseline": round(base_p50 / p50, 3),
            "recorded_speedup": (data.get("verified") or {}).get("speedup_vs_baseline"),
            "tolerance_pct": tolerance_pct, "correct": verdict["correct"], "rel_err": verdict["rel_err"],

@@ -1,0 +1,94 @@
+"""kernels/decode_attention.py (the lab's worked example) against its reference, and the lab's gates."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kernels import decode_attention as da
+from kernels import reference as ref
+from playbook import lab
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}
+
+
+def inputs(heads, kv_heads, n, d, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return tuple((torch.randn(*s, generator=g) * 2).to(device=DEVICE, dtype=dtype)
+                 for s in ((1, heads, d), (1, kv_heads, n, d), (1, kv_heads, n, d)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("heads,kv_heads,n,d", [(4, 4, 1, 16), (8, 2, 123, 32), (6, 1, 300, 64)])
+@pytest.mark.parametrize("splits", [None, 1, 3, 7])
+def test_both_versions_match_the_reference_on_odd_lengths(heads, kv_heads, n, d, dtype, splits):
+    q, k, v = inputs(heads, kv_heads, n, d, dtype)
+    want = ref.decode_attention(q, k, v).float()
+    for got in (da.decode_attention_v1(q, k, v, block_n=32), da.decode_attention_split(q, k, v, splits=splits, block_n=32)):
+        assert got.shape == q.shape and torch.isfinite(got).all()
+        assert (got.float() - want).abs().max() <= TOL[dtype] * max(1.0, want.abs().max())
+
+
+def test_program_counts_v1_per_head_and_split_for_four_waves():
+    q, k, _ = inputs(32, 8, 4096, 128, torch.float32)
+    assert da.programs("v1", q, k) == 32
+    assert da.programs("split", q, k, splits=17) == 32 * 17
+    assert da.default_splits(1, 32, 4096, 64, torch.device("cpu"), waves=4) == 1      # 4 nominal SMs on a CPU
+    assert da.default_splits(1, 32, 64, 64, torch.device("cpu"), waves=100) == 1      # never a chunk under a block
+
+
+def test_bad_shapes_are_refused():
+    q, k, v = inputs(6, 4, 10, 16, torch.float32)                                     # 6 heads over 4 KV heads
+    with pytest.raises(ValueError, match="H a multiple of KVH"):
+        da.decode_attention_v1(q, k, v)
+
+
+def test_gates_stop_on_a_wrong_kernel_and_revert_a_wrong_change():
+    lb = lab.Lab("cpu", say=lambda *_: None)
+    x = inputs(4, 2, 50, 16, torch.float32)
+    assert lb.correctness("ok", da.decode_attention_v1, ref.decode_attention, x)["ok"]
+    assert not lb.correctness("wrong", lambda q, k, v: da.decode_attention_v1(q, k, v) * 1.01,
+                              ref.decode_attention, x)["ok"]
+    assert not lb.correctness("nan", lambda q, k, v: da.decode_attention_v1(q, k, v) * float("nan"),
+                              ref.decode_attention, x)["ok"]
+    lb.change("start", da.decode_attention_v1, x, ref.decode_attention)
+    assert lb.change("broken", lambda q, k, v: q * 0, x, ref.decode_attention)["verdict"] == "reverted: wrong"
+    assert "| broken | - | reverted: wrong |" in lb.summary()
+
+
+def test_change_reverts_a_regression_over_two_percent():
+    lb = lab.Lab("cpu", say=lambda *_: None)
+    times = iter([100.0, 101.5, 110.0])                 # start; +1.5% slower: kept; 8% slower: reverted
+    lb.time_us = lambda fn, inputs: next(times)
+    x = inputs(4, 2, 8, 16, torch.float32)
+    assert lb.change("a", da.decode_attention_v1, x)["verdict"] == "start"
+    assert lb.change("b", da.decode_attention_v1, x)["verdict"].startswith("kept")
+    assert lb.change("c", da.decode_attention_v1, x)["verdict"].startswith("reverted: slower by 7.7%")
+    assert lb.best["change"] == "b"
+
+
+def test_parallelism_gate_on_a_gpu_like_device_and_the_decision_tree():
+    lb = lab.Lab("cpu", say=lambda *_: None)
+    lb.sms = 132
+    assert not lb.parallelism("v1", 32)["ok"] and lb.parallelism("split", 544)["ok"]
+    assert "bank conflicts" in lab.decide({"bank_conflicts": 4, "dram_pct": 90})
+    assert "memory-bound" in lab.decide({"dram_pct": 85, "occupancy_pct": 50})
+    assert "occupancy" in lab.decide({"dram_pct": 20, "occupancy_pct": 10})
+    csv = ('"ID","Kernel Name","Metric Name","Metric Unit","Metric Value"\n'
+           '"0","_decode_split","dram__throughput.avg.pct_of_peak_sustained_elapsed","%","81.5"\n'
+           '"0","_decode_split","gpu__time_duration.sum","nsecond","12,480"\n')
+    assert lab.parse_ncu(csv) == {"dram_pct": 81.5, "duration_us": 12.48}
+
+
+def test_the_lab_notebook_runs_headless_on_cpu(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "papermill", "notebooks/lab-custom-kernel.ipynb",
+                           str(tmp_path / "lab.ipynb"), "-p", "device", "cpu", "-p", "out_dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "lab.json").read_text())
+    gates = {g["gate"] for g in result["gates"]}
+    assert {"preflight", "build", "correctness", "parallelism", "performance", "profile", "sanitize"} <= gates
+    assert all(g["ok"] for g in result["gates"]) and len(result["history"]) == 5
+    assert all(r["v1_ok"] and r["split_ok"] for r in result["sweep"])
