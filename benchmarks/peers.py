@@ -9,7 +9,7 @@
 Each peer runs in its own subprocess with a time limit: a crash (torch's own CUDA graph modes
 segfaulted on our H200) is recorded as a crash with its signal, a hang as a timeout, and the next peer
 runs. Every peer builds the same workload (same seed, same weights), checks its outputs against eager's
-in the same process (the ladder's correctness gate), and is timed with CUDA events after warm-up.
+in the same process with the ladder's judge (an fp32 twin on the same rounded weights), and is timed with CUDA events after warm-up.
 Ratios are to eager's p50 and to the device's floor (max of weight bytes / copy bandwidth and
 FLOPs / matmul rate, measured once in the eager peer's process).
 """
@@ -44,6 +44,11 @@ def measure(peer, params, recipe, iters, warmup):
     wl, device = pipe.workload, pipe.device
     with torch.no_grad():
         reference = snapshot(wl())
+        # the ladder's judge: the same model in fp32 on the same rounded weights, and eager's own distance to it
+        twin = Pipeline.fresh(params, precise=True) if pipe.dtype != torch.float32 else None
+        precise = snapshot(twin.workload()) if twin else None
+        base_err = compare(reference, precise, torch.float32)["rel_err"] if twin else None
+        del twin
     out = {"peer": peer, "device": describe(device).get("name"), "torch": versions()["torch"]}
     t0 = time.perf_counter()
     if peer == "eager":
@@ -68,7 +73,7 @@ def measure(peer, params, recipe, iters, warmup):
     with torch.no_grad():
         got = snapshot(step())
     out["build_s"] = round(time.perf_counter() - t0, 2)
-    verdict = compare(got, reference, pipe.dtype)
+    verdict = compare(got, reference, pipe.dtype, precise=precise, baseline_err=base_err)
     out.update(correct=verdict["correct"], rel_err=verdict["rel_err"], problems=verdict["problems"])
     timing = bench.time_step(step, device, iters=iters, warmup=warmup)
     out.update({k: v for k, v in timing.as_dict().items() if k != "round_p50_ms"})

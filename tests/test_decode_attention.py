@@ -73,7 +73,8 @@ def test_parallelism_gate_on_a_gpu_like_device_and_the_decision_tree():
     lb = lab.Lab("cpu", say=lambda *_: None)
     lb.sms = 132
     assert not lb.parallelism("v1", 32)["ok"] and lb.parallelism("split", 544)["ok"]
-    assert "bank conflicts" in lab.decide({"bank_conflicts": 4, "dram_pct": 90})
+    assert "bank conflicts" in lab.decide({"bank_conflicts": 4, "dram_pct": 50, "occupancy_pct": 60})
+    assert "occupancy" in lab.decide({"bank_conflicts": 2e6, "dram_pct": 11, "occupancy_pct": 23})
     assert "memory-bound" in lab.decide({"dram_pct": 85, "occupancy_pct": 50})
     assert "occupancy" in lab.decide({"dram_pct": 20, "occupancy_pct": 10})
     csv = ('"ID","Kernel Name","Metric Name","Metric Unit","Metric Value"\n'
