@@ -27,7 +27,7 @@ def test_cudagraph_on_cpu_measures_compile_alone(tiny_run):
     r = run_phase("cudagraph", tiny_run, iters=10, warmup=2)
     assert r["status"] in ("kept", "rejected"), r["error"]
     assert r["correct"] and r["max_abs_diff"] < 1e-3
-    assert r["knobs"] == {"compile": True, "mode": "default", "capture": False}
+    assert r["knobs"] == {"compile": True, "mode": "default", "scope": "model", "capture": False}
     assert any("no CUDA graph" in n for n in r["notes"]) and r["compile_s"] > 0
     assert any((tiny_run.path / "inductor-cache").iterdir())        # the compile's caches live in the run
     assert r["previous_p50_ms"] > 0 and r["verdict"] in ("faster", "same", "slower")
