@@ -32,18 +32,16 @@ NCU_METRICS = {"dram_pct": "dram__throughput.avg.pct_of_peak_sustained_elapsed",
                "bank_conflicts": "l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum"}
 
 
-def _device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from .errors import PlaybookError
-        raise PlaybookError("device 'cuda' asked for but torch sees no GPU; use device='cpu' (Triton interpreter)")
-    return torch.device(name)
+def within(got, want, dtype):
+    """(ok, max abs diff): finite, and the max abs diff under the dtype's tolerance x max |reference|."""
+    worst = float((got.float() - want.float()).abs().max()) if torch.isfinite(got).all() else float("nan")
+    return worst == worst and worst <= TOLERANCE[dtype] * max(1.0, float(want.float().abs().max())), worst
 
 
 class Lab:
     def __init__(self, device="auto", say=print):
-        self.device = _device(device)
+        from .devices import resolve_device
+        self.device = resolve_device(device)
         if self.device.type == "cpu":
             os.environ.setdefault("TRITON_INTERPRET", "1")      # before kernels/ imports triton
         self.say = say
@@ -86,11 +84,9 @@ class Lab:
 
     # ---- 3. correctness --------------------------------------------------------------------------------
     def correctness(self, name, fn, reference, inputs):
-        got, want = fn(*inputs), reference(*inputs)
-        diff = (got.float() - want.float()).abs()
-        worst = float(diff.max()) if torch.isfinite(got).all() else float("nan")
+        got = fn(*inputs)
+        ok, worst = within(got, reference(*inputs), got.dtype)
         tol = TOLERANCE[got.dtype]
-        ok = worst == worst and worst <= tol * max(1.0, float(want.abs().max()))
         return self._gate("correctness", ok, f"{name} at {_shape(inputs)}: max abs diff {worst:.3g} "
                           f"(tolerance {tol:g} x max |ref|)", name=name, max_abs_diff=worst)
 
@@ -194,12 +190,10 @@ class Lab:
         rows = []
         for kv in kv_lens:
             x = decode_inputs(kv, self.device, dtype)
-            want = decode_attention(*x).float()
+            want = decode_attention(*x)
             row = {"kv_len": kv}
             for name, (fn, programs) in versions.items():
-                got = fn(*x).float()
-                row[f"{name}_ok"] = bool(torch.isfinite(got).all()) and float((got - want).abs().max()) <= \
-                    TOLERANCE[dtype] * max(1.0, float(want.abs().max()))
+                row[f"{name}_ok"] = within(fn(*x), want, dtype)[0]
                 row[f"{name}_us"] = self.time_us(fn, x)
                 row[f"{name}_programs"] = programs(*x[:2])
             if reference is not None:
@@ -209,7 +203,7 @@ class Lab:
 
     def results(self):
         return {"device": torch.cuda.get_device_name(self.device) if self.gpu else "cpu", "sms": self.sms,
-                "gates": [{k: v for k, v in g.items()} for g in self.gates],
+                "gates": list(self.gates),
                 "history": self.history}
 
 

@@ -119,9 +119,6 @@ class KVCache:
             return k, v
         return torch.cat([self.keys[layer_idx], k], dim=2), torch.cat([self.values[layer_idx], v], dim=2)
 
-    def denoising(self):
-        return KVCache(False, self.keys, self.values)
-
 
 def _mask(allowed, attn_implementation, dtype):
     """allowed: [B, Q, K] bool -> the mask a Hugging Face attention wants: bool for SDPA, additive for eager."""
@@ -139,7 +136,7 @@ def _layer(layer, h, mask, cos_sin, cache):
 class Denoise(nn.Module):
     """The hot loop: num_steps Euler steps of the action expert against a filled prefix cache."""
 
-    def __init__(self, expert, p, num_steps, horizon):
+    def __init__(self, expert, num_steps, horizon):
         super().__init__()
         width = expert.config.hidden_size
         self.expert = expert
@@ -196,7 +193,7 @@ class Pi0(nn.Module):
         self.lm = GemmaModel(gemma_config(p, *p.lm, p.vocab))
         expert = GemmaModel(gemma_config(p, *p.expert, vocab=1))
         expert.embed_tokens = None                             # the expert embeds actions, not tokens
-        self.denoise = Denoise(expert, p, num_steps, horizon)
+        self.denoise = Denoise(expert, num_steps, horizon)
         self.skipped_cameras = ()                              # the knob: camera slots whose work is dropped
 
     def embed_prefix(self, images, image_masks, prompt, prompt_mask):
@@ -254,7 +251,7 @@ def floors(model, p, o, dtype):
     """(weight bytes read, matmul FLOPs) of one inference: vision and prefix once, the expert per step.
     The embedding table is a lookup (48 rows read), left out of both."""
     size = torch.finfo(dtype).bits // 8
-    cams = o["cameras"] if model.skipped_cameras else CAMERA_SLOTS
+    cams = CAMERA_SLOTS - len(model.skipped_cameras)
     image_tokens = (p.image // p.patch) ** 2
     vision = _params(model.vision) + _params(model.projector)
     lm = _params(model.lm) - model.lm.embed_tokens.weight.numel()
