@@ -9,6 +9,7 @@
 #   bash benchmarks/gpu_session.sh lab              # notebooks/lab-custom-kernel.ipynb on the GPU
 #   bash benchmarks/gpu_session.sh peers pi0|llama  # benchmarks/peers.py: eager, compile modes, the recipe
 #   bash benchmarks/gpu_session.sh check            # python -m playbook check on the llama 1b recipe
+#   bash benchmarks/gpu_session.sh rerecord         # llama 1b: phases tuning + verify again on this machine, then check
 # Run from the repo root with .whl/ carried along (../shared/device/fetch-wheels.sh liger-kernel).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -44,6 +45,7 @@ if [[ $part == profile ]]; then
 fi
 if [[ $part == pi0 ]]; then
   run=$PWD/reports/pi0-full      # 3 cameras, action_horizon 10, 10 steps: the published H200 setting
+  [[ -d $run || ${1:-} != --resume ]] || cp -r benchmarks/results/pi0-full "$run"   # go on from the committed run
   timeout "${LADDER_S:-540}" python3 -m playbook run --workload pi0 --preset full --device cuda --target-ms 25 \
     --option cameras=3 --option action_horizon=10 --option num_steps=10 --iters 50 --warmup 10 --out "$run" "$@" \
     2>&1 | grep -v IPKernelApp | tee -a "$OUT/pi0-ladder.log"
@@ -53,15 +55,27 @@ if [[ $part == lab ]]; then
   python3 -m papermill notebooks/lab-custom-kernel.ipynb "$OUT/lab-custom-kernel.ipynb" -p device cuda \
     -p out_dir "$OUT" 2>&1 | grep -v IPKernelApp | tail -3
 fi
-if [[ $part == peers ]]; then     # peers [pi0|llama] [limit_s]
+if [[ $part == peers ]]; then     # peers [pi0|llama] [limit_s]: built together, timed one at a time
   if [[ ${1:-pi0} == pi0 ]]; then
+    recipe=reports/pi0-full/recipe.json; [[ -f $recipe ]] || recipe=benchmarks/results/pi0-full/recipe.json
     python3 benchmarks/peers.py --workload pi0 --preset full --option cameras=3 --option action_horizon=10 \
-      --option num_steps=10 --recipe reports/pi0-full/recipe.json --iters 50 --limit-s "${2:-100}" \
+      --option num_steps=10 --recipe $recipe --iters 50 --together --limit-s "${2:-420}" \
       --out "$OUT/peers-pi0-full.json" 2>&1 | tee "$OUT/peers-pi0.log"
   else
     python3 benchmarks/peers.py --workload llama --preset 1b --recipe benchmarks/results/llama-1b/recipe.json \
-      --iters 100 --limit-s "${2:-150}" --out "$OUT/peers-llama-1b.json" 2>&1 | tee "$OUT/peers-llama.log"
+      --iters 100 --together --limit-s "${2:-300}" --out "$OUT/peers-llama-1b.json" 2>&1 | tee "$OUT/peers-llama.log"
   fi
+fi
+if [[ $part == rerecord ]]; then  # the recipe measured on this machine, then guarded here
+  run=$PWD/reports/llama-1b
+  [[ -d $run ]] || cp -r benchmarks/results/llama-1b "$run"
+  rm -f "$run/phases/06-tuning.json" "$run/phases/07-verify.json"
+  python3 -m playbook run --out "$run" --resume --phases tuning,verify 2>&1 | grep -v IPKernelApp | tee "$OUT/rerecord.log"
+  for i in 1 2; do
+    python3 -m playbook check --recipe "$run/recipe.json" --json "$OUT/check$i.json" 2>&1 | grep -v Warning \
+      | tee -a "$OUT/check.log"
+  done
+  tar czf "$OUT/llama-1b-run.tgz" --exclude inductor-cache -C "$PWD/reports" llama-1b
 fi
 if [[ $part == check ]]; then
   python3 -m playbook check --recipe benchmarks/results/llama-1b/recipe.json --json "$OUT/check.json" 2>&1 \

@@ -6,7 +6,8 @@
         --recipe reports/<pi0 run>/recipe.json --out benchmarks/results/peers-pi0-full.json
     python benchmarks/peers.py --table benchmarks/results/peers-*.json      # the README table and plot
 
-Each peer runs in its own subprocess with a time limit: a crash (torch's own CUDA graph modes
+Each peer runs in its own subprocess with a time limit (--together: all built at once, each in its
+own process, then timed one at a time, so that pi0's long whole-model compiles fit one sitting): a crash (torch's own CUDA graph modes
 segfaulted on our H200) is recorded as a crash with its signal, a hang as a timeout, and the next peer
 runs. Every peer builds the same workload (same seed, same weights), checks its outputs against eager's
 in the same process with the ladder's judge (an fp32 twin on the same rounded weights), and is timed with CUDA events after warm-up.
@@ -31,8 +32,8 @@ MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagrap
 PEERS = ("eager",) + tuple(f"compile-{m}" for m in MODES) + ("playbook",)
 
 
-def measure(peer, params, recipe, iters, warmup):
-    """Run in the peer's own process: build, check against eager, time. Returns a JSON-ready dict."""
+def measure(peer, params, recipe, iters, warmup, wait=False):
+    """Run in the peer's own process: build, check against eager, (wait for its turn,) time."""
     import torch
 
     from playbook import bench
@@ -53,7 +54,6 @@ def measure(peer, params, recipe, iters, warmup):
     t0 = time.perf_counter()
     if peer == "eager":
         step = wl
-        out["ceilings"] = measure_ceilings(device)
         out["weight_bytes"], out["flops"] = wl.weight_bytes, wl.flops
     elif peer == "playbook":
         from playbook.reuse import load_recipe
@@ -75,34 +75,104 @@ def measure(peer, params, recipe, iters, warmup):
     out["build_s"] = round(time.perf_counter() - t0, 2)
     verdict = compare(got, reference, pipe.dtype, precise=precise, baseline_err=base_err)
     out.update(correct=verdict["correct"], rel_err=verdict["rel_err"], problems=verdict["problems"])
+    if wait:                      # built beside other peers: time only when it is this one's turn alone
+        print("PEER_BUILT", flush=True)
+        sys.stdin.readline()
+    if peer == "eager":
+        out["ceilings"] = measure_ceilings(device)
     timing = bench.time_step(step, device, iters=iters, warmup=warmup)
     out.update({k: v for k, v in timing.as_dict().items() if k != "round_p50_ms"})
     return out
 
 
-def run_peer(peer, args, limit_s, cache_dir):
-    """One peer in a subprocess: its result, or how it died."""
+def peer_command(peer, args):
     cmd = [sys.executable, __file__, "--one", peer, "--workload", args.workload, "--preset", args.preset,
            "--device", args.device, "--dtype", args.dtype, "--iters", str(args.iters), "--warmup", str(args.warmup)]
-    cmd += [x for o in args.option for x in ("--option", o)] + (["--recipe", args.recipe] if args.recipe else [])
+    return cmd + [x for o in args.option for x in ("--option", o)] + (["--recipe", args.recipe] if args.recipe else [])
+
+
+def _died(peer, proc, err_path, wall, what, timed_out=False):
+    tail = Path(err_path).read_text(errors="replace")[-800:]
+    if timed_out:
+        return {"peer": peer, "status": "timeout", "error": what, "wall_s": wall, "log_tail": tail}
+    if proc.returncode < 0:
+        status, error = "crash", f"killed by {signal.Signals(-proc.returncode).name}"
+    else:
+        status, error = "error", (tail.strip().splitlines() or ["exit %d" % proc.returncode])[-1]
+    return {"peer": peer, "status": status, "error": error, "wall_s": wall, "log_tail": tail}
+
+
+def run_group(peers, args, limit_s, cache_dir, log=lambda m: print(m, flush=True)):
+    """Peers in their own subprocesses, built together, then timed one at a time.
+
+    Each process builds its peer and checks it, prints PEER_BUILT and waits; once every process of the
+    group has built (or died, or run past limit_s), each is told to time in turn, alone on the device, so
+    a build never runs beside a measurement. A crash is recorded with its signal, a hang as a timeout."""
+    import queue
+    import threading
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir, PYTHONPATH=os.pathsep.join(
         [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-    t0 = time.perf_counter()
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s, env=env)
-    except subprocess.TimeoutExpired as e:
-        tail = (e.stderr or b"")[-800:]
-        return {"peer": peer, "status": "timeout", "error": f"no result within {limit_s} s",
-                "log_tail": tail.decode(errors="replace") if isinstance(tail, bytes) else tail}
-    wall = round(time.perf_counter() - t0, 1)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("PEER_RESULT ")]
-    if done.returncode == 0 and lines:
-        return {**json.loads(lines[-1][len("PEER_RESULT "):]), "status": "ok", "wall_s": wall}
-    if done.returncode < 0:
-        status, error = "crash", f"killed by {signal.Signals(-done.returncode).name}"
-    else:
-        status, error = "error", (done.stderr.strip().splitlines() or ["exit %d" % done.returncode])[-1]
-    return {"peer": peer, "status": status, "error": error, "wall_s": wall, "log_tail": done.stderr[-800:]}
+    events, procs, errs, t0 = queue.Queue(), {}, {}, time.perf_counter()
+    for peer in peers:
+        errs[peer] = tempfile.NamedTemporaryFile(prefix=f"peer-{peer}-", suffix=".err", delete=False).name
+        procs[peer] = subprocess.Popen(peer_command(peer, args) + ["--wait"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=open(errs[peer], "w"), text=True, env=env)
+
+        def pump(peer=peer):
+            for line in procs[peer].stdout:
+                if line.startswith(("PEER_BUILT", "PEER_RESULT ")):
+                    events.put((peer, line.strip()))
+            events.put((peer, "EXIT"))
+        threading.Thread(target=pump, daemon=True).start()
+
+    def wait_for(peer_set, word, deadline):
+        got = {}
+        while len(got) < len(peer_set) and time.perf_counter() < deadline:
+            try:
+                peer, line = events.get(timeout=max(0.1, deadline - time.perf_counter()))
+            except queue.Empty:
+                break
+            if peer in peer_set and peer not in got and (line.startswith(word) or line == "EXIT"):
+                got[peer] = line
+        return got
+
+    results, built = {}, wait_for(set(peers), "PEER_BUILT", t0 + limit_s)
+    build_wall = round(time.perf_counter() - t0, 1)
+    for peer in peers:
+        if peer not in built:                        # still building at the limit
+            procs[peer].kill()
+            procs[peer].wait()
+            results[peer] = _died(peer, procs[peer], errs[peer], build_wall, f"not built within {limit_s} s" + (
+                f" (built beside {len(peers) - 1} others)" if len(peers) > 1 else ""), timed_out=True)
+        elif built[peer] == "EXIT":                  # died while building: crashed or raised
+            procs[peer].wait(timeout=60)
+            results[peer] = _died(peer, procs[peer], errs[peer], build_wall, "")
+        if peer in results:
+            log(f"{peer}: {results[peer]['status']}: {results[peer]['error']}")
+    for peer in peers:
+        if peer in results:
+            continue
+        proc, t1 = procs[peer], time.perf_counter()
+        proc.stdin.write("GO\n")
+        proc.stdin.flush()
+        line = wait_for({peer}, "PEER_RESULT ", t1 + limit_s).get(peer, "EXIT")
+        proc.wait(timeout=60) if line != "EXIT" else None
+        if line.startswith("PEER_RESULT "):
+            results[peer] = {**json.loads(line[len("PEER_RESULT "):]), "status": "ok",
+                             "wall_s": round(build_wall + time.perf_counter() - t1, 1)}
+        else:
+            hung = proc.poll() is None
+            if hung:
+                proc.kill()
+                proc.wait()
+            results[peer] = _died(peer, proc, errs[peer], round(time.perf_counter() - t0, 1),
+                                  f"no timing within {limit_s} s", timed_out=hung)
+        r = results[peer]
+        log(f"{peer}: {r['status']}" + (f", p50 {r['p50_ms']:.3f} ms, correct {r['correct']}, built in "
+                                        f"{r['build_s']} s" if r["status"] == "ok" else f": {r['error']}"))
+    for path in errs.values():
+        os.unlink(path)
+    return [results[p] for p in peers]
 
 
 def add_ratios(results):
@@ -163,7 +233,10 @@ def main():
     ap.add_argument("--limit-s", type=int, default=300, help="time limit per peer, build included")
     ap.add_argument("--peers", default=",".join(PEERS))
     ap.add_argument("--out", default="")
+    ap.add_argument("--together", action="store_true",
+                    help="build every peer at once (each in its own process), then time them one at a time")
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--wait", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--table", nargs="*", help="print the Markdown table of these result files and plot them")
     args = ap.parse_args()
     if args.table:
@@ -174,24 +247,25 @@ def main():
     params = {"workload": args.workload, "preset": args.preset, "options": parse_options(args.option),
               "device": args.device, "dtype": args.dtype, "seed": 0}
     if args.one:
-        print("PEER_RESULT " + json.dumps(measure(args.one, params, args.recipe, args.iters, args.warmup)), flush=True)
+        print("PEER_RESULT " + json.dumps(measure(args.one, params, args.recipe, args.iters, args.warmup, args.wait)),
+              flush=True)
         return 0
-    results = []
+    peers = [p for p in args.peers.split(",") if p != "playbook" or args.recipe]
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        ap.error(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
     with tempfile.TemporaryDirectory(prefix="peers-inductor-") as cache:   # shared by the compiling peers
-        for peer in args.peers.split(","):
-            if peer == "playbook" and not args.recipe:
-                continue
-            r = run_peer(peer, args, args.limit_s, cache)
-            results.append(r)
-            print(f"{peer}: {r['status']}" + (f", p50 {r['p50_ms']:.3f} ms, correct {r['correct']}, built in "
-                                              f"{r['build_s']} s" if r["status"] == "ok" else f": {r['error']}"),
-                  flush=True)
+        if args.together:
+            results = run_group(peers, args, args.limit_s, cache)
+        else:
+            results = [r for peer in peers for r in run_group([peer], args, args.limit_s, cache)]
     floor = add_ratios(results)
     label = f"{args.workload} {args.preset}" + "".join(f" {o}" for o in args.option)
     ok = [r for r in results if r["status"] == "ok"]
     out = {"label": label, "params": params, "date": dt.date.today().isoformat(),
            "device": ok[0]["device"] if ok else None, "torch": ok[0]["torch"] if ok else None,
-           "iters": args.iters, "limit_s": args.limit_s, "floor_ms": floor, "peers": results}
+           "iters": args.iters, "limit_s": args.limit_s, "builds": "together" if args.together else "one at a time",
+           "floor_ms": floor, "peers": results}
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     return 0

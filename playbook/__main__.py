@@ -32,7 +32,8 @@ def parser():
     run.add_argument("--iters", type=int, default=100, help="timed iterations per measurement")
     run.add_argument("--warmup", type=int, default=10, help="untimed iterations before timing")
     run.add_argument("--out", default=None, help="run directory (default reports/<timestamp>-<workload>-<preset>)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out, skipping recorded phases")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out, skipping recorded phases (with --target-ms: a new "
+                          "target; phases skipped because the old one was met are tried)")
     run.add_argument("--phases", default="", help="only these phases, comma-separated (e.g. baseline,fusion,verify)")
 
     gate = sub.add_parser("gate", help="exit 0 if p50 <= target, 1 if above, 2 if no p50 was found")

@@ -2,6 +2,7 @@
 
     python -m playbook run --workload tiny --device cpu            # -> reports/<run>/report.html
     python -m playbook run --out reports/<run> --resume            # skip phases already recorded
+    python -m playbook run --out reports/<run> --resume --target-ms 20   # lower a met target and go on
 
 Each notebook runs in a fresh kernel and rebuilds the kept recipe from recipe.json. A notebook that
 raises is recorded as a failed phase and the chain goes on; once a kept phase meets the target the
@@ -40,11 +41,17 @@ def record(run, name, status, error=None, note=None):
     return result
 
 
-def open_chain_run(params, out=None, resume=False):
+def open_chain_run(params, out=None, resume=False, log=print):
     if resume:
         if not out:
             raise PlaybookError("--resume needs --out DIR, the run directory to continue")
-        return Run.open(out)
+        run = Run.open(out)
+        target = runs.check_target(params.get("target_ms"))
+        if target and target != run.params.get("target_ms"):
+            # a met target lowered (or a missed one raised): phases skipped for it are tried again
+            log(f"target changed from {run.params.get('target_ms')} to {target} ms")
+            run.update(target_ms=target)
+        return run
     if out and (Path(out) / "run.json").exists():
         raise PlaybookError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
     return runs.open_run(out or "", **params)
@@ -64,7 +71,7 @@ def select(books, phases):
 def run_chain(params, out=None, resume=False, log=print, phases=None):
     import papermill as pm
     books = select(phase_notebooks(), phases)
-    run = open_chain_run(params, out, resume)
+    run = open_chain_run(params, out, resume, log)
     if "baseline" not in [b[1] for b in books] and not run.phase("baseline"):
         raise PlaybookError("--phases without baseline needs a run that has one: add baseline, or --resume a run")
     target = run.params.get("target_ms")
@@ -73,12 +80,14 @@ def run_chain(params, out=None, resume=False, log=print, phases=None):
     (run.path / "notebooks").mkdir(exist_ok=True)
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env_path] if env_path else []))
+    stale = False       # once a phase runs again, every later (cumulative) phase's record is stale
     for i, (number, name, path) in enumerate(books, 1):
         head = f"[{i}/{len(books)}] {path.stem}"
         done = run.phase(name)
-        if resume and done:
+        if resume and done and not stale and not _target_skip_to_retry(run, done):
             log(f"{head}: already recorded ({done['status']}), skipped")
             continue
+        stale = True
         kept = last_kept_p50(run)
         if target and kept is not None and kept <= target and name not in ("baseline", "verify"):
             record(run, name, "skipped", note=f"target {target} ms already met ({kept:.3f} ms)")
@@ -99,6 +108,14 @@ def run_chain(params, out=None, resume=False, log=print, phases=None):
     html = report.write(run.path)
     log(f"report: {html}")
     return run
+
+
+def _target_skip_to_retry(run, done):
+    """A phase skipped because the target was met, in a run whose (changed) target is no longer met."""
+    if done["status"] != "skipped" or not any("already met" in n for n in done.get("notes") or []):
+        return False
+    target, kept = run.params.get("target_ms"), last_kept_p50(run)
+    return not (target and kept is not None and kept <= target)
 
 
 def _notebook_error(e):

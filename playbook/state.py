@@ -129,6 +129,7 @@ class Run:
 
     def _write_recipe(self, steps, p50_ms):
         recipe = self.recipe()
+        recipe["workload"] = self.workload_params()
         recipe["phases"] = sorted(steps, key=lambda s: s["phase"])
         recipe.update(p50_ms=p50_ms, **self.fingerprint())
         recipe.pop("verified", None)                 # a changed recipe is no longer the one verify measured
@@ -144,13 +145,14 @@ class Run:
     def record_verified(self, result):
         """verify's numbers on the recipe, the best-known-config record `python -m playbook check` guards."""
         recipe = self.recipe()
-        recipe.update(self.fingerprint())
+        recipe.update(workload=self.workload_params(), **self.fingerprint())
         recipe["verified"] = {k: result.get(k) for k in ("p50_ms", "p95_ms", "iters", "correct", "rel_err",
                                                           "baseline_same_run_p50_ms", "speedup_vs_baseline")}
         write_json(self.path / "recipe.json", recipe)
 
     def workload_params(self):
-        return {k: self.params.get(k) for k in ("workload", "preset", "model", "device", "dtype")}
+        return {**{k: self.params.get(k) for k in ("workload", "preset", "model", "device", "dtype")},
+                "options": self.params.get("options") or {}}
 
     # --- reference outputs ---------------------------------------------
     def save_reference(self, leaves, name="reference"):

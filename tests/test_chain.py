@@ -94,3 +94,23 @@ def test_target_met_skips_to_verify(tmp_path):
     verify = json.loads((tmp_path / "met" / "phases" / "07-verify.json").read_text())
     assert cudagraph["status"] == "skipped" and "already met" in cudagraph["notes"][0]
     assert verify["target_met"] is True
+
+
+def test_a_lowered_target_resumes_the_phases_it_skipped(tmp_path):
+    out = tmp_path / "lowered"
+    done = ladder("--out", str(out), "--target-ms", "10000", "--phases", "baseline,cudagraph,verify")
+    assert done.returncode == 0, done.stderr
+    for ref in out.glob("reference*.pt"):       # a run copied without its .pt files, as committed results are
+        ref.unlink()
+    done = ladder("--out", str(out), "--resume", "--target-ms", "0.0001", "--phases", "baseline,cudagraph,verify")
+    assert done.returncode == 0, done.stderr
+    assert "target changed from 10000.0 to 0.0001 ms" in done.stdout
+    assert "00-baseline: already recorded" in done.stdout
+    assert "01-cudagraph: running" in done.stdout and "07-verify: running" in done.stdout   # verify was stale
+    cudagraph = json.loads((out / "phases" / "01-cudagraph.json").read_text())
+    verify = json.loads((out / "phases" / "07-verify.json").read_text())
+    assert cudagraph["status"] in ("kept", "rejected") and verify["target_met"] is False
+    assert verify["correct"] is True and (out / "reference.pt").exists()
+    executed = (out / "notebooks" / "01-cudagraph.ipynb").read_text()
+    assert "reference outputs missing from the run directory: rebuilding them" in executed
+    assert json.loads((out / "recipe.json").read_text())["workload"]["options"] == {}

@@ -176,7 +176,8 @@ def run_phase(name, run, iters=100, warmup=10):
 
 def _try(mod, run, result, iters, warmup):
     recipe_steps = run.steps_before(mod.NAME)
-    judges = run.judges()
+    from .baseline import judges as baseline_judges
+    judges = baseline_judges(run)
     base = Pipeline.from_recipe(run.params, recipe_steps)
     ctx = Context(run, base, recipe_steps)
     try:

@@ -7,6 +7,7 @@ from .. import bench
 from ..compare import compare
 from ..pipeline import Pipeline
 from . import fill_timing, profile_into
+from .baseline import judges
 
 NUMBER = 7
 NAME = "verify"
@@ -17,7 +18,7 @@ def run(run, result, iters, warmup):
     steps = run.recipe()["phases"]
     final_pipe = Pipeline.from_recipe(run.params, steps)
     final = final_pipe.build()
-    verdict = compare(final.outputs(), dtype=final_pipe.dtype, **run.judges())
+    verdict = compare(final.outputs(), dtype=final_pipe.dtype, **judges(run))
     base = Pipeline.fresh(run.params).build()
     timings = bench.time_side_by_side({"baseline": base.step, "final": final.step}, final_pipe.device,
                                       iters=iters, warmup=warmup)
