@@ -50,6 +50,8 @@ def measure(peer, params, recipe, iters, warmup, wait=False):
         precise = snapshot(twin.workload()) if twin else None
         base_err = compare(reference, precise, torch.float32)["rel_err"] if twin else None
         del twin
+        if device.type == "cuda":
+            torch.cuda.empty_cache()      # the twin's memory back to the device: peers built together share it
     out = {"peer": peer, "device": describe(device).get("name"), "torch": versions()["torch"]}
     t0 = time.perf_counter()
     if peer == "eager":

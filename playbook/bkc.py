@@ -8,9 +8,18 @@ what was tried and not kept, and the commands that reuse and guard the recipe. R
 JSON only.
 """
 import json
+from pathlib import Path
 
 from .phases import get_phase
 
+
+
+def shown(path):
+    """A path as a command run from the current folder would name it: relative where it lies below."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 def _knobs(knobs):
     short = {}
@@ -42,9 +51,9 @@ def render(run):
               f"driver {fp.get('driver')}, triton {fp.get('triton')}, transformers {fp.get('transformers')}",
               f"- workload: {(p.get('workload_info') or {}).get('description') or title}, dtype {p.get('dtype')}",
               "", "### What to run", "", "```bash",
-              f"python -m playbook check --recipe {run.path / 'recipe.json'}      # exit 1 on a regression > 2%",
+              f"python -m playbook check --recipe {shown(run.path / 'recipe.json')}      # exit 1 on a regression > 2%",
               "```", "", "```python", "import playbook",
-              f"fast = playbook.apply(model, example_inputs, {str(run.path / 'recipe.json')!r})",
+              f"fast = playbook.apply(model, example_inputs, {str(shown(run.path / 'recipe.json'))!r})",
               "out = fast(*example_inputs)", "```", "",
               "### The knobs, why, and what losing each costs", ""]
     for step in recipe["phases"]:

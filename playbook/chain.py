@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import report, runs
 from .errors import PlaybookError, choose
-from .phases import NAMES, get_phase, last_kept_p50, result_template
+from .phases import NAMES, get_phase, last_kept_p50, next_action, result_template
 from .state import Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,11 +50,20 @@ def open_chain_run(params, out=None, resume=False, log=print):
         if target and target != run.params.get("target_ms"):
             # a met target lowered (or a missed one raised): phases skipped for it are tried again
             log(f"target changed from {run.params.get('target_ms')} to {target} ms")
-            run.update(target_ms=target)
+            retarget(run, target)
         return run
     if out and (Path(out) / "run.json").exists():
         raise PlaybookError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
     return runs.open_run(out or "", **params)
+
+
+def retarget(run, target):
+    """A new target for a recorded run: what each recorded phase says to do next is said again for it."""
+    run.update(target_ms=target)
+    for result in run.phases():
+        if result["status"] in ("kept", "rejected", "failed"):
+            result["next_action"] = next_action(run, result)
+            run.write_phase(result)
 
 
 def select(books, phases):

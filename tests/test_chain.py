@@ -114,3 +114,19 @@ def test_a_lowered_target_resumes_the_phases_it_skipped(tmp_path):
     executed = (out / "notebooks" / "01-cudagraph.ipynb").read_text()
     assert "reference outputs missing from the run directory: rebuilding them" in executed
     assert json.loads((out / "recipe.json").read_text())["workload"]["options"] == {}
+
+
+def test_retarget_says_again_what_each_recorded_phase_leads_to(tmp_path):
+    from playbook.chain import retarget
+    from playbook.phases import get_phase, next_action, result_template
+    from playbook.state import Run
+    run = Run.create(tmp_path / "r", {"workload": "tiny", "device": "cpu", "dtype": "float32", "target_ms": 10.0})
+    for name, p50 in (("baseline", 40.0), ("cudagraph", 5.0)):
+        result = result_template(get_phase(name), run)
+        result.update(status="kept", p50_ms=p50)
+        result["next_action"] = next_action(run, result)
+        run.write_phase(result)
+    assert run.phase("cudagraph")["next_action"] == "target met: skip to verify"
+    retarget(run, 1.0)
+    assert Run.open(tmp_path / "r").params["target_ms"] == 1.0
+    assert run.phase("cudagraph")["next_action"].startswith("go on to phase 2 attention")
