@@ -89,6 +89,7 @@ def run_chain(params, out=None, resume=False, log=print, phases=None):
     (run.path / "notebooks").mkdir(exist_ok=True)
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env_path] if env_path else []))
+    os.environ["PLAYBOOK_PROGRESS"] = "0"      # headless: no progress bars in the executed notebooks
     stale = False       # once a phase runs again, every later (cumulative) phase's record is stale
     for i, (number, name, path) in enumerate(books, 1):
         head = f"[{i}/{len(books)}] {path.stem}"
@@ -137,4 +138,4 @@ def notebook_parameters(run):
     return {"workload": p["workload"], "preset": p.get("preset") or "", "model": p.get("model") or "",
             "options": p.get("options") or {},
             "device": p["device"], "dtype": p["dtype"], "target_ms": p.get("target_ms") or 0.0,
-            "run_dir": str(run.path.resolve()), "iters": p["iters"], "warmup": p["warmup"]}
+            "run_dir": str(run.path.resolve()), "iters": p["iters"], "warmup": p["warmup"], "interactive": False}

@@ -2,6 +2,7 @@
 
     run = open_run(run_dir, phase="cudagraph", workload=workload, ...)   # the notebook's parameters
     result = run_and_show("cudagraph", run, iters=iters, warmup=warmup)
+    phase_panel("cudagraph", run_dir, workload=workload, ...)            # interactive: the same, from a form
 
 With an empty run_dir, 00-baseline starts a new run under reports/ and every later notebook picks the
 newest run there with the same workload parameters, so the ladder can be walked by hand in JupyterLab.
@@ -10,6 +11,7 @@ from . import report, runs
 from .errors import PlaybookError
 from .phases import run_phase
 from .state import Run
+from .panel import phase_panel  # noqa: F401  (the notebooks import it from here)
 
 
 def latest_run(params):
@@ -29,8 +31,8 @@ def open_run(run_dir="", phase="baseline", **params):
     return latest_run(params)
 
 
-def run_and_show(name, run, iters=100, warmup=10):
-    result = run_phase(name, run, iters=iters, warmup=warmup)
+def run_and_show(name, run, iters=100, warmup=10, knobs_to_try=None):
+    result = run_phase(name, run, iters=iters, warmup=warmup, knobs_to_try=knobs_to_try)
     show(run, result)
     return result
 
@@ -48,3 +50,8 @@ def show(run, result):
     for fig in figs:
         display(fig)
         report.close(fig)
+    table = run.path / "gemm_tuning.csv"
+    if result["name"] == "gemm" and table.exists():       # every GEMM shape on every backend
+        import pandas as pd
+        display(Markdown(f"GEMM shapes and backends (`{table.name}`):"))
+        display(pd.read_csv(table))

@@ -24,6 +24,7 @@ from .. import bench
 from ..compare import compare
 from ..errors import PlaybookError, choose
 from ..pipeline import Pipeline
+from ..progress import steps
 
 NAMES = ("baseline", "cudagraph", "attention", "gemm", "fusion", "kernels", "tuning", "verify")
 
@@ -141,10 +142,28 @@ def last_kept_p50(run):
     return kept[-1]["p50_ms"] if kept else None
 
 
-def run_phase(name, run, iters=100, warmup=10):
-    """Run one phase and record it; never raises for a failure inside the phase."""
+def check_knobs_to_try(name, knobs_to_try):
+    """The knob sets a notebook asked for, by their names in the phase's CHOICES; [] means every one."""
+    if not knobs_to_try:
+        return []
+    wanted = [knobs_to_try] if isinstance(knobs_to_try, str) else list(knobs_to_try)
     mod = get_phase(name)
+    choices = getattr(mod, "CHOICES", {})
+    if not choices:
+        raise PlaybookError(f"phase {name} has no knobs to choose from: leave knobs_to_try empty")
+    for want in wanted:
+        choose(f"{name} knob set", want, list(choices))
+    return wanted
+
+
+def run_phase(name, run, iters=100, warmup=10, knobs_to_try=None):
+    """Run one phase and record it; never raises for a failure inside the phase. knobs_to_try: names
+    from the phase's CHOICES to try (the others are not built); empty: every candidate it offers."""
+    mod = get_phase(name)
+    knobs_to_try = check_knobs_to_try(name, knobs_to_try)
     result = result_template(mod, run)
+    if knobs_to_try:
+        result["knobs_to_try"] = knobs_to_try
     # Inductor's FX-graph and autotune caches live in the run, so --resume and re-runs skip recompiles.
     # Set, not defaulted: importing torch's Inductor already fills in its /tmp default.
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(run.path.resolve() / "inductor-cache")
@@ -152,7 +171,7 @@ def run_phase(name, run, iters=100, warmup=10):
         if hasattr(mod, "run"):
             mod.run(run, result, iters=iters, warmup=warmup)
         else:
-            _try(mod, run, result, iters, warmup)
+            _try(mod, run, result, iters, warmup, knobs_to_try)
     except PlaybookError:
         raise
     except Exception as e:                                        # recorded, and the chain goes on
@@ -174,7 +193,7 @@ def run_phase(name, run, iters=100, warmup=10):
     return result
 
 
-def _try(mod, run, result, iters, warmup):
+def _try(mod, run, result, iters, warmup, knobs_to_try=()):
     recipe_steps = run.steps_before(mod.NAME)
     from .baseline import judges as baseline_judges
     judges = baseline_judges(run)
@@ -182,6 +201,14 @@ def _try(mod, run, result, iters, warmup):
     ctx = Context(run, base, recipe_steps)
     try:
         candidates = mod.candidates(ctx)
+        if knobs_to_try:
+            left_out = sorted({mod.label(k) for k in candidates} - set(knobs_to_try))
+            candidates = [k for k in candidates if mod.label(k) in knobs_to_try]
+            if left_out:
+                result["notes"].append(f"not tried (not in knobs_to_try): {', '.join(left_out)}")
+            if not candidates:
+                raise Skip(f"none of knobs_to_try ({', '.join(knobs_to_try)}) is offered here"
+                           + (f"; offered: {', '.join(left_out)}" if left_out else ""))
     except Skip as why:
         result.update(ctx.info)
         result.update(status="skipped", next_action="", error=None)
@@ -190,8 +217,8 @@ def _try(mod, run, result, iters, warmup):
         return
     result.update(ctx.info)
     contenders, records = {"previous": base.build()}, []     # contenders: "previous" and candidate indices
-    for i, knobs in enumerate(candidates):
-        record = {"knobs": knobs, "error": None}
+    for i, knobs in enumerate(steps(candidates, f"{mod.NAME}: building candidates")):
+        record = {"knobs": knobs, "label": mod.label(knobs) if hasattr(mod, "label") else None, "error": None}
         print(f"[{mod.NAME}] candidate {i + 1}/{len(candidates)} {json.dumps(knobs)[:120]}: building", flush=True)
         try:
             pipe = Pipeline.from_recipe(run.params, recipe_steps, extra=(mod.NAME, knobs))

@@ -16,6 +16,14 @@ KEEP_IF = "not_slower"
 FORCE_IF_FASTER = 0.05        # force the measured-best backend only when it beats torch's pick by 5%
 
 
+CHOICES = {"sdpa": "attention through SDPA, torch picks the backend",
+           "sdpa + measured backend": "attention through SDPA, forced to the backend measured fastest here"}
+
+
+def label(knobs):
+    return "sdpa + measured backend" if knobs.get("sdpa_backend") else "sdpa"
+
+
 def candidates(ctx):
     pipe = ctx.fresh_pipeline()
     wl, model = pipe.workload, pipe.workload.model

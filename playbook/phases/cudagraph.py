@@ -17,6 +17,19 @@ WHAT = "torch.compile (mode default) plus a manual CUDA graph, to remove launch 
 KEEP_IF = "not_slower"
 
 
+# The knob sets this phase may try, by the name a notebook's knobs_to_try (and its panel) uses.
+CHOICES = {"compile + loop capture": "compile, then capture the hot loop alone (Step A; models with a hot loop)",
+           "compile + whole capture": "compile, then capture the whole step in one CUDA graph (Step B)",
+           "eager + capture": "capture the untouched eager step: the graph alone, no compiler",
+           "compile only": "torch.compile without a graph (what a CPU runs)"}
+
+
+def label(knobs):
+    if not knobs.get("compile"):
+        return "eager + capture"
+    return {"loop": "compile + loop capture", True: "compile + whole capture"}.get(knobs.get("capture"), "compile only")
+
+
 def candidates(ctx):
     wl = ctx.pipe.workload
     scope = "regions" if wl.regions else "model"

@@ -19,6 +19,14 @@ WHAT = "fuse sibling projections (Q/K/V, gate/up) into one GEMM each"
 KEEP_IF = "not_slower"
 
 
+CHOICES = {"fuse projections": "Q/K/V and gate/up projections fused into one GEMM each",
+           "fuse projections + model knobs": "the same, plus the workload's own knobs (pi0: skip masked cameras)"}
+
+
+def label(knobs):
+    return "fuse projections + model knobs" if knobs.get("model_knobs") else "fuse projections"
+
+
 def candidates(ctx):
     pipe = ctx.fresh_pipeline()
     wl, model = pipe.workload, pipe.workload.model

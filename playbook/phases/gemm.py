@@ -17,6 +17,14 @@ KEEP_IF = "not_slower"
 MARGIN = 0.02
 
 
+CHOICES = {"blas library": "prefer the BLAS library measured faster on this step's shapes (cuBLASLt)",
+           "inductor gemm autotune": "let Inductor choose ATen or a Triton template per GEMM shape"}
+
+
+def label(knobs):
+    return "blas library" if knobs.get("blas") else "inductor gemm autotune"
+
+
 def candidates(ctx):
     pipe = ctx.fresh_pipeline()
     wl = pipe.workload

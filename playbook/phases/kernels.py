@@ -35,6 +35,21 @@ def triton_here(device):
             "(set TRITON_INTERPRET=1 to check their correctness here; the interpreter's time is not a speed)")
 
 
+CHOICES = {"inductor fusion": "Inductor's fusion settings (aggressive fusion, epilogue fusion)",
+           "triton kernels": "our Triton kernels for norms and gated activations",
+           "triton kernels + inductor fusion": "both",
+           "aiter kernels": "aiter's RMSNorm and activation ops (ROCm, unverified on hardware)"}
+
+
+def label(knobs):
+    swap = knobs.get("swap")
+    if swap == "aiter":
+        return "aiter kernels"
+    if swap:
+        return "triton kernels + inductor fusion" if knobs.get("inductor_fusion") else "triton kernels"
+    return "inductor fusion"
+
+
 def candidates(ctx):
     from ..rewrites import aiter_ops, kernel_swap
     out, notes = [], []

@@ -26,6 +26,18 @@ KNOBS = {
 }
 
 
+CHOICES = {"coordinate descent": "coordinate_descent_tuning: tune each Triton kernel's launch settings",
+           "max-autotune": "max_autotune: benchmark GEMM templates and kernel configs at build time",
+           "max-autotune + coordinate descent": "both"}
+
+
+def label(knobs):
+    tune = set(knobs.get("tune") or [])
+    if {"max_autotune", "coordinate_descent_tuning"} <= tune:
+        return "max-autotune + coordinate descent"
+    return "max-autotune" if "max_autotune" in tune else "coordinate descent"
+
+
 def candidates(ctx):
     if not ctx.pipe.compile:
         raise Skip("the kept recipe does not compile: Inductor's tuning knobs do not apply")
