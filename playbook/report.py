@@ -1,10 +1,14 @@
-"""The report of a run: the progress table, the p50 plot, the environment, the executed notebooks.
+"""The report of a run: the verdict, the progress table, the p50 waterfall, traces, the environment,
+and every executed phase notebook rendered beside it.
 
-    python -m playbook report reports/<run>        # writes report.md and report.html there
+    python -m playbook report reports/<run>        # writes report.md, report.html, notebooks/*.html there
     progress_table(run)                            # | Phase | p50 (ms) | vs Baseline | vs Target | Next Action |
 
 Everything is rendered from the JSON in the run directory; no number is parsed back out of text.
-report.html is self-contained: its figures are embedded, nothing is loaded from the network.
+report.html is self-contained: its figures are embedded, nothing is loaded from the network, and no
+script runs. Each executed notebook is rendered to notebooks/NN-name.html with its code cells hidden
+(nbconvert's basic template in our own page: no CDN script or style) and linked from the index.
+report.md carries the same content for a pull request.
 """
 import base64
 import html
@@ -43,6 +47,29 @@ def rows(run):
                     "vs_baseline": vs_base, "vs_target": vs_target, "next_action": p["next_action"] or "-",
                     "raw": p})
     return out
+
+
+def verdict(run):
+    """(met: True, False or None when there is no target, one line): the run's answer at a glance."""
+    target = run.params.get("target_ms")
+    final = run.phase("verify")
+    base = run.phase("baseline")
+    if final and final["p50_ms"] is not None:
+        p50, what = final["p50_ms"], "verified"
+        correct = final.get("correct")
+    else:
+        kept = [p for p in run.phases() if p["status"] == "kept" and p["p50_ms"] is not None]
+        if not kept:
+            return None, "nothing measured yet"
+        p50, what, correct = kept[-1]["p50_ms"], f"last kept phase ({kept[-1]['name']}), not yet verified", True
+    speed = f", {base['p50_ms'] / p50:.2f}x the baseline" if base and base.get("p50_ms") else ""
+    if correct is False:
+        return False, f"Not correct: the verified recipe fails the correctness check ({p50:.3f} ms p50{speed})"
+    if not target:
+        return None, f"No target set: {p50:.3f} ms p50, {what}{speed}"
+    met = p50 <= target
+    word = "Target met" if met else "Target missed"
+    return met, f"{word}: {p50:.3f} ms p50 against {target:g} ms, {what}{speed}"
 
 
 def progress_table(run):
@@ -225,6 +252,38 @@ def plot_p50(run):
     return fig
 
 
+def plot_waterfall(run):
+    """The p50 waterfall: from the baseline, each kept phase's step down (or up), rejected phases as
+    hatched bars that were not applied, the verified recipe as the last full bar; the target as a line."""
+    ps = [p for p in run.phases() if p["p50_ms"] is not None]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    level, labels = None, []
+    for i, p in enumerate(ps):
+        v = p["p50_ms"]
+        if p["name"] in ("baseline", "verify") or level is None:
+            ax.bar(i, v, color="#2b7bba" if p["name"] == "baseline" else "#1b9e77")
+            ax.text(i, v, f"{v:.3g}", ha="center", va="bottom", fontsize=7)
+            level = v if p["name"] == "baseline" else level
+        elif p["status"] == "kept":
+            ax.bar(i, level - v, bottom=v, color="#1b9e77" if v <= level else "#d95f02")
+            ax.text(i, v, f"{v:.3g}", ha="center", va="top", fontsize=7)
+            level = v
+        else:
+            lo, hi = sorted((level, v))
+            ax.bar(i, hi - lo or level * 0.002, bottom=lo, color="none", edgecolor="#d95f02", hatch="//")
+            ax.text(i, hi, f"{v:.3g} ({p['status']})", ha="center", va="bottom", fontsize=7, color="#d95f02")
+        labels.append(f"{p['phase']} {p['name']}")
+    ax.set_xticks(range(len(ps)), labels, rotation=20)
+    ax.set_ylabel("p50 latency (ms)")
+    target = run.params.get("target_ms")
+    if target:
+        ax.axhline(target, color="green", linestyle="--", label=f"target {target:g} ms")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("p50 waterfall: each kept phase's change from the recipe before it", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 CATEGORY_COLORS = {"gemm": "#2b7bba", "attention": "#e6550d", "norm": "#31a354", "elementwise": "#9e9ac8",
                    "memcpy": "#fdae6b", "other": "#bdbdbd", "launch": "#636363"}
 
@@ -304,9 +363,46 @@ def notebooks(run):
     return sorted((run.path / "notebooks").glob("*.ipynb"))
 
 
+def notebook_page(nb_path):
+    """An executed notebook as one offline HTML page: outputs and Markdown, code cells hidden."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    nb = nbformat.read(str(nb_path), as_version=4)
+    exporter = HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nb)
+    body = re.sub(r"<script\b.*?</script>", "", body, flags=re.S)        # widget state and the like: no scripts
+    title = html.escape(nb_path.stem)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 3px 6px; }}
+pre {{ background: #f6f6f6; padding: 6px; overflow-x: auto; }} img {{ max-width: 100%; }}
+.jp-Cell {{ margin: 0.6em 0; }} .jp-RenderedText pre {{ font-size: 12px; }}
+</style></head><body>
+<p><a href="../report.html">&larr; report</a> &middot; executed notebook <code>{title}.ipynb</code>, code cells hidden</p>
+{body}
+</body></html>
+"""
+
+
+def render_notebooks(run):
+    """notebooks/NN-name.html beside each executed notebook; {stem: file name or the error}."""
+    out = {}
+    for nb in notebooks(run):
+        try:
+            page = nb.with_suffix(".html")
+            page.write_text(notebook_page(nb))
+            out[nb.stem] = page.name
+        except Exception as e:  # noqa: BLE001  (a notebook that cannot be rendered costs its page, not the report)
+            out[nb.stem] = f"not rendered: {type(e).__name__}: {e}"
+    return out
+
+
 def figures(run):
     """{file name under figures/: png bytes}: p50 per phase, categories per phase, one timeline per trace."""
-    out = {"p50.png": png(plot_p50(run))}
+    out = {"waterfall.png": png(plot_waterfall(run)), "p50.png": png(plot_p50(run))}
     if any(p.get("category_ms") for p in run.phases()):
         out["categories.png"] = png(plot_categories(run))
     for p, path in traced(run):
@@ -318,21 +414,34 @@ def timeline_name(p):
     return f"timeline-{p['phase']:02d}-{p['name']}.png"
 
 
-def markdown(run, names):
+def _phase_notebook(p, pages):
+    return next((stem for stem in pages if stem[3:] == p["name"]), None)
+
+
+def markdown(run, names, pages=None):
+    pages = pages or {}
+    met, line = verdict(run)
+    mark = {True: "✅", False: "❌", None: "ℹ️"}[met]
     parts = [f"# Inference playbook report: {run.params['workload']} {run.params.get('preset') or ''}", "",
-             progress_table(run), "", "![p50 per phase](figures/p50.png)", ""]
+             f"**{mark} {line}**", "", progress_table(run), "",
+             "![p50 waterfall](figures/waterfall.png)", "", "![p50 per phase](figures/p50.png)", ""]
     if "categories.png" in names:
         parts += ["![time by category per phase](figures/categories.png)", ""]
     parts += ["## Phases", ""]
     for p in run.phases():
         parts.append(phase_summary(p))
+        stem = _phase_notebook(p, pages)
+        if stem and pages[stem].endswith(".html"):
+            parts.append(f"- executed notebook: [notebooks/{pages[stem]}](notebooks/{pages[stem]}) "
+                         f"([.ipynb](notebooks/{stem}.ipynb))")
         if timeline_name(p) in names:
             parts += ["", f"![one step of {p['name']}](figures/{timeline_name(p)})"]
         parts.append("")
     parts += ["## Environment", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in environment(run)]
-    nbs = notebooks(run)
-    if nbs:
-        parts += ["", "## Executed notebooks", ""] + [f"- [{nb.stem}](notebooks/{nb.name})" for nb in nbs]
+    if pages:
+        parts += ["", "## Executed notebooks", ""]
+        for stem, page in pages.items():
+            parts.append(f"- [{stem}](notebooks/{page})" if page.endswith(".html") else f"- {stem}: {page}")
     return "\n".join(parts) + "\n"
 
 
@@ -371,46 +480,75 @@ def _img(pngs, name, alt, id_=""):
     return f"<img{ident} alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(pngs[name]).decode()}'>"
 
 
-def html_page(run, pngs):
-    esc = html.escape
+def html_page(run, pngs, pages=None):
+    esc, pages = html.escape, pages or {}
+    met, line = verdict(run)
     table = "".join(
         f"<tr class='{r['raw']['status']}'><td>{esc(r['phase'])}</td><td>{r['p50']}</td><td>{esc(r['vs_baseline'])}</td>"
-        f"<td>{esc(r['vs_target'])}</td><td>{esc(r['next_action'])}</td></tr>" for r in rows(run))
+        f"<td class='target-{'met' if r['vs_target'] == 'met' else 'open'}'>{esc(r['vs_target'])}</td>"
+        f"<td>{esc(r['next_action'])}</td></tr>" for r in rows(run))
     env = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in environment(run))
-    phases = "".join(f"<div class='phase'><ul>{_md_to_html(phase_summary(p))}</ul>"
-                     f"{_img(pngs, timeline_name(p), 'one step of ' + p['name'])}</div>" for p in run.phases())
-    nbs = "".join(f"<li><a href='notebooks/{esc(nb.name)}'>{esc(nb.stem)}</a></li>" for nb in notebooks(run))
+
+    def nb_link(p):
+        stem = _phase_notebook(p, pages)
+        if not stem:
+            return ""
+        page = pages[stem]
+        return (f"<p class='nb'><a href='notebooks/{esc(page)}'>executed notebook {esc(stem)}</a></p>"
+                if page.endswith(".html") else f"<p class='nb'>{esc(stem)}: {esc(page)}</p>")
+    phases = "".join(f"<div class='phase' id='phase-{p['phase']}'><ul>{_md_to_html(phase_summary(p))}</ul>"
+                     f"{nb_link(p)}{_img(pngs, timeline_name(p), 'one step of ' + p['name'])}</div>"
+                     for p in run.phases())
+    side = "".join(f"<li><a href='notebooks/{esc(page)}'>{esc(stem)}</a></li>" if page.endswith(".html")
+                   else f"<li>{esc(stem)} ({esc(page)})</li>" for stem, page in pages.items())
     title = esc(f"Inference playbook report: {run.params['workload']} {run.params.get('preset') or ''}")
+    cls = {True: "met", False: "missed", None: "none"}[met]
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+body {{ font-family: system-ui, sans-serif; margin: 0; color: #222; }}
+.layout {{ display: flex; align-items: flex-start; }}
+main {{ flex: 1; max-width: 1100px; padding: 1em 2em; min-width: 0; }}
+nav {{ position: sticky; top: 0; width: 230px; padding: 1em; background: #f7f7f7; border-right: 1px solid #ddd;
+       min-height: 100vh; box-sizing: border-box; font-size: 14px; }}
+nav ul {{ padding-left: 1.1em; }}
 table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
 tr.rejected td, tr.failed td {{ color: #a33; }} tr.skipped td {{ color: #888; }}
+td.target-met {{ background: #e3f4e6; font-weight: bold; }}
+#verdict {{ padding: 0.7em 1em; border-radius: 6px; font-size: 1.15em; font-weight: bold; }}
+#verdict.met {{ background: #e3f4e6; border: 2px solid #1b9e77; }} #verdict.missed {{ background: #fbe9e2; border: 2px solid #d95f02; }}
+#verdict.none {{ background: #eef2f7; border: 2px solid #2b7bba; }}
 .phase {{ border-left: 3px solid #2b7bba; padding-left: 1em; margin: 1em 0; }}
-code {{ background: #f4f4f4; }}
-</style></head><body>
+img {{ max-width: 100%; }} code {{ background: #f4f4f4; }}
+</style></head><body><div class="layout">
+<nav><b>Executed notebooks</b><ul id="notebooks">{side}</ul>
+<b>Sections</b><ul><li><a href="#progress">Progress</a></li><li><a href="#phases">Phases</a></li>
+<li><a href="#environment">Environment</a></li></ul></nav>
+<main>
 <h1>{title}</h1>
+<p id="verdict" class="{cls}">{esc(line)}</p>
 <h2>Progress</h2>
 <table id="progress"><tr><th>Phase</th><th>p50 (ms)</th><th>vs Baseline</th><th>vs Target</th><th>Next Action</th></tr>{table}</table>
+{_img(pngs, "waterfall.png", "p50 waterfall", "waterfall-plot")}
 {_img(pngs, "p50.png", "p50 per phase", "p50-plot")}
 {_img(pngs, "categories.png", "time by category per phase", "categories-plot")}
-<h2>Phases</h2>{phases}
+<h2 id="phases">Phases</h2>{phases}
 <h2>Environment</h2><table id="environment">{env}</table>
-<h2>Executed notebooks</h2><ul>{nbs}</ul>
+</main></div>
 </body></html>
 """
 
 
 def write(run_dir):
-    """Write report.md, report.html, the figures (figures/*.png) and bkc.md into the run directory."""
+    """Write report.md, report.html, the figures (figures/*.png), notebooks/*.html and bkc.md into the run."""
     run = Run.open(run_dir)
     pngs = figures(run)
     (run.path / "figures").mkdir(exist_ok=True)
     for name, data in pngs.items():
         (run.path / "figures" / name).write_bytes(data)
-    (run.path / "report.md").write_text(markdown(run, pngs))
-    (run.path / "report.html").write_text(html_page(run, pngs))
+    pages = render_notebooks(run)
+    (run.path / "report.md").write_text(markdown(run, pngs, pages))
+    (run.path / "report.html").write_text(html_page(run, pngs, pages))
     try:
         bkc.write(run)
     except PlaybookError as e:                  # a corrupt recipe must not cost the report of what was measured
