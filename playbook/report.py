@@ -62,7 +62,10 @@ def verdict(run):
         if not kept:
             return None, "nothing measured yet"
         p50, what, correct = kept[-1]["p50_ms"], f"last kept phase ({kept[-1]['name']}), not yet verified", True
-    speed = f", {base['p50_ms'] / p50:.2f}x the baseline" if base and base.get("p50_ms") else ""
+    if final and final.get("speedup_vs_baseline"):       # measured beside the untouched model, one process
+        speed = f", {final['speedup_vs_baseline']:.2f}x the untouched model measured beside it"
+    else:
+        speed = f", {base['p50_ms'] / p50:.2f}x the baseline" if base and base.get("p50_ms") else ""
     if correct is False:
         return False, f"Not correct: the verified recipe fails the correctness check ({p50:.3f} ms p50{speed})"
     if not target:

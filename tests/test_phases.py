@@ -28,7 +28,8 @@ def test_cudagraph_on_cpu_measures_compile_alone(tiny_run):
     assert r["status"] in ("kept", "rejected"), r["error"]
     assert r["correct"] and r["max_abs_diff"] < 1e-3
     assert r["knobs"] == {"compile": True, "mode": "default", "scope": "model", "capture": False}
-    assert any("no CUDA graph" in n for n in r["notes"]) and r["compile_s"] > 0
+    # compile_s is the first call's time: near 0 when Dynamo reuses a graph compiled earlier in this process
+    assert any("no CUDA graph" in n for n in r["notes"]) and r["compile_s"] is not None and r["compile_s"] >= 0
     assert any((tiny_run.path / "inductor-cache").iterdir())        # the compile's caches live in the run
     assert r["previous_p50_ms"] > 0 and r["verdict"] in ("faster", "same", "slower")
     assert (r["status"] == "kept") == (r["verdict"] != "slower")
