@@ -36,7 +36,15 @@ def test_every_ladder_phase_names_its_knob_sets_and_labels_each_candidate():
         check_knobs_to_try("verify", ["anything"])
 
 
-def test_the_panel_button_runs_the_phase_like_the_headless_path(tmp_path):
+@pytest.fixture
+def fresh_dynamo():
+    """Dynamo reuses a graph compiled earlier in the process: later tests that count compiles must not see ours."""
+    import torch
+    yield
+    torch._dynamo.reset()
+
+
+def test_the_panel_button_runs_the_phase_like_the_headless_path(tmp_path, fresh_dynamo):
     run_dir = tmp_path / "run"
     panel, _, out = build("baseline", str(run_dir), workload="tiny", device="cpu", iters=10, warmup=2)
     panel.children[2].click()                          # "Run baseline"

@@ -126,3 +126,21 @@ def test_an_exception_outside_the_candidates_is_recorded_failed(tmp_path, monkey
     r = run_phase("cudagraph", run, iters=10, warmup=2)
     assert r["status"] == "failed" and r["error"] == "RuntimeError: driver went away" and "traceback" in r
     assert run.phase("baseline")["status"] == "kept"       # nothing already measured is lost
+
+
+def test_a_forced_sdpa_backend_is_compiled_without_inductors_graph_cache():
+    """The cache key does not include the SDPA backend picked while tracing: a forced backend must not
+    be served the graph compiled for torch's own pick (seen on pi0 full on the H200)."""
+    from playbook.compare import compare, snapshot
+    from playbook.pipeline import Pipeline
+    params = {"workload": "tiny", "preset": "tiny", "device": "cpu", "dtype": "float32", "seed": 0}
+    reference = snapshot(Pipeline.fresh(params).build().outputs())
+    steps = [{"phase": 1, "name": "cudagraph", "knobs": {"compile": True, "mode": "default", "scope": "model",
+                                                         "capture": False}}]
+    pipe = Pipeline.from_recipe(params, steps, extra=("attention", {"route": {"hf": [], "rewrite": []},
+                                                                     "sdpa_backend": "math"}))
+    assert pipe.inductor.get("fx_graph_cache") is False and "SDPA backend forced: math" in pipe.notes
+    got = pipe.build().outputs()
+    assert compare(got, reference, pipe.dtype)["correct"]
+    import torch
+    torch._dynamo.reset()             # Dynamo would serve this graph to a later test's compile
