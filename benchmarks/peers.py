@@ -158,7 +158,8 @@ def run_group(peers, args, limit_s, cache_dir, log=lambda m: print(m, flush=True
         proc.stdin.write("GO\n")
         proc.stdin.flush()
         line = wait_for({peer}, "PEER_RESULT ", t1 + limit_s).get(peer, "EXIT")
-        proc.wait(timeout=60) if line != "EXIT" else None
+        if line != "EXIT":
+            proc.wait(timeout=60)
         if line.startswith("PEER_RESULT "):
             results[peer] = {**json.loads(line[len("PEER_RESULT "):]), "status": "ok",
                              "wall_s": round(build_wall + time.perf_counter() - t1, 1)}

@@ -24,23 +24,23 @@ def judges(run):
     if run.phase(NAME) and not (run.path / "reference.pt").exists():
         print("reference outputs missing from the run directory: rebuilding them from the untouched model "
               f"(seed {run.params.get('seed', 0)})", flush=True)
-        save_references(run)
+        pipe = Pipeline.fresh(run.params)
+        reference, dtype = snapshot(pipe.build().outputs()), pipe.dtype
+        del pipe                                  # before the fp32 twin is built beside it
+        save_references(run, reference, dtype)
     return run.judges()
 
 
-def save_references(run, pipe=None, runner=None):
-    """reference.pt (the untouched model's outputs) and, for bf16/fp16, reference_fp32.pt; returns the reference."""
-    pipe = pipe or Pipeline.fresh(run.params)
-    runner = runner or pipe.build()
-    reference = snapshot(runner.outputs())
+def save_references(run, reference, dtype):
+    """reference.pt (the untouched model's outputs) and, for bf16/fp16, reference_fp32.pt with the
+    untouched model's own distance to it (baseline_precise_err in run.json)."""
     run.save_reference(reference)
-    if pipe.dtype != torch.float32:
+    if dtype != torch.float32:
         precise_pipe = Pipeline.fresh(run.params, precise=True)
         precise = snapshot(precise_pipe.build().outputs())
         del precise_pipe
         run.save_reference(precise, "reference_fp32")
         run.update(baseline_precise_err=compare(reference, precise, torch.float32)["rel_err"])
-    return reference
 
 
 def run(run, result, iters, warmup):
@@ -53,7 +53,7 @@ def run(run, result, iters, warmup):
     if not again["correct"]:
         raise PlaybookError("the timed step is not repeatable: two calls on the same inputs gave different "
                             f"outputs ({'; '.join(again['problems'])}); make the step free of hidden state")
-    save_references(run, pipe, runner)
+    save_references(run, reference, pipe.dtype)
     if pipe.dtype != torch.float32:
         result["notes"].append(f"the untouched model in {run.params['dtype']} is "
                                f"{run.params['baseline_precise_err']:.3g} (relative) from its fp32 twin on the "
