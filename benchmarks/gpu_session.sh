@@ -10,6 +10,9 @@
 #   bash benchmarks/gpu_session.sh peers pi0|llama  # benchmarks/peers.py: eager, compile modes, the recipe
 #   bash benchmarks/gpu_session.sh check            # python -m playbook check on the llama 1b recipe
 #   bash benchmarks/gpu_session.sh rerecord         # llama 1b: phases tuning + verify again on this machine, then check
+#   bash benchmarks/gpu_session.sh ladder-time      # whole ladders, uninterrupted, cold compile cache: llama 1b then
+#                                                   # pi0 full, in the background (setsid); each call waits up to
+#                                                   # WAIT_S (570 s) and copies what is done to $OUT: call it again
 # Run from the repo root with .whl/ carried along (../shared/device/fetch-wheels.sh liger-kernel).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -76,6 +79,28 @@ if [[ $part == rerecord ]]; then  # the recipe measured on this machine, then gu
       | tee -a "$OUT/check.log"
   done
   tar czf "$OUT/llama-1b-run.tgz" --exclude inductor-cache -C "$PWD/reports" llama-1b
+fi
+if [[ $part == ladder-time-run ]]; then   # (the background half of ladder-time)
+  python3 benchmarks/ladder_time.py --workload llama --preset 1b --device cuda --target-ms 0.9 --iters 200 \
+    --warmup 20 --out "$PWD/reports/lt-llama-1b" --json "$PWD/reports/ladder-time.json" > reports/lt-llama.log 2>&1
+  python3 benchmarks/ladder_time.py --workload pi0 --preset full --device cuda --target-ms 20 --option cameras=3 \
+    --option action_horizon=10 --option num_steps=10 --iters 50 --warmup 10 --budget-min "${PI0_BUDGET_MIN:-9.5}" \
+    --out "$PWD/reports/lt-pi0-full" --json "$PWD/reports/ladder-time.json" > reports/lt-pi0.log 2>&1
+  touch reports/lt-done
+fi
+if [[ $part == ladder-time ]]; then
+  mkdir -p reports
+  if [[ ! -f reports/lt-started ]]; then
+    touch reports/lt-started
+    OUT=/tmp/unused setsid nohup bash benchmarks/gpu_session.sh ladder-time-run > reports/lt-session.log 2>&1 &
+  fi
+  end=$((SECONDS + ${WAIT_S:-570}))
+  while [[ ! -f reports/lt-done && $SECONDS -lt $end ]]; do sleep 5; done
+  cp reports/lt-*.log "$OUT/" 2>/dev/null; cp reports/ladder-time.json "$OUT/" 2>/dev/null
+  for r in lt-llama-1b lt-pi0-full; do
+    [[ -f reports/$r/report.html ]] && tar czf "$OUT/$r.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C reports "$r"
+  done
+  [[ -f reports/lt-done ]] && echo "ladder-time: done" || echo "ladder-time: still running; call again at once"
 fi
 if [[ $part == check ]]; then
   python3 -m playbook check --recipe benchmarks/results/llama-1b/recipe.json --json "$OUT/check.json" 2>&1 \

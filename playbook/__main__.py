@@ -4,6 +4,7 @@
     python -m playbook run --workload llama --preset 1b --target-ms 1.2
     python -m playbook run --workload pi0 --preset full --option cameras=3 --option action_horizon=10 --target-ms 25
     python -m playbook run --out reports/<run> --resume
+    python -m playbook run --workload llama --budget-min 4      # plan the chain within four minutes
     python -m playbook gate --target-ms 25 --run reports/<run>
     python -m playbook report reports/<run>
     python -m playbook check --recipe reports/<run>/recipe.json [--tolerance 2]
@@ -34,6 +35,9 @@ def parser():
     run.add_argument("--out", default=None, help="run directory (default reports/<timestamp>-<workload>-<preset>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out, skipping recorded phases (with --target-ms: a new "
                           "target; phases skipped because the old one was met are tried)")
+    run.add_argument("--budget-min", type=float, default=None,
+                     help="minutes for the whole chain: each phase gets a share of what is left (verify's held "
+                          "back); a phase whose share is spent is skipped and says why")
     run.add_argument("--phases", default="", help="only these phases, comma-separated (e.g. baseline,fusion,verify)")
 
     gate = sub.add_parser("gate", help="exit 0 if p50 <= target, 1 if above, 2 if no p50 was found")
@@ -79,7 +83,8 @@ def main(argv=None):
             workload, preset = resolve_auto_workload(args)
             params = dict(workload=workload, preset=preset, model=args.model, options=args.option, device=args.device,
                           dtype=args.dtype, target_ms=args.target_ms, iters=args.iters, warmup=args.warmup)
-            run = run_chain(params, out=args.out, resume=args.resume, phases=args.phases)
+            run = run_chain(params, out=args.out, resume=args.resume, phases=args.phases,
+                            budget_min=args.budget_min)
             failed = [p["name"] for p in run.phases() if p["status"] == "failed"]
             return 1 if failed else 0
         if args.command == "gate":

@@ -12,9 +12,10 @@ import os
 import time
 from pathlib import Path
 
-from . import report, runs
+from . import plan, report, runs
 from .errors import PlaybookError, choose
-from .phases import NAMES, get_phase, last_kept_p50, next_action, result_template
+from .phases import NAMES, get_phase
+from .record import last_kept_p50, next_action, result_template
 from .state import Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +35,7 @@ def phase_notebooks():
 def record(run, name, status, error=None, note=None):
     """Write a phase result the notebook could not write itself (it raised, or was skipped)."""
     result = result_template(get_phase(name), run)
-    result.update(status=status, error=error, next_action="")
+    result.update(status=status, error=error, next_action="", time_s={"total": 0.0})
     if note:
         result["notes"].append(note)
     run.write_phase(result)
@@ -77,19 +78,86 @@ def select(books, phases):
     return [b for b in books if b[1] in names]
 
 
-def run_chain(params, out=None, resume=False, log=print, phases=None):
+class _Lines:
+    """A file-like sink for the notebook's printed lines (the phase's progress), forwarded to log."""
+
+    def __init__(self, log, prefix="    "):
+        self.log, self.prefix, self.buf = log, prefix, ""
+
+    def write(self, text):
+        self.buf += text
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            if line.strip():
+                self.log(self.prefix + line)
+
+    def flush(self):
+        pass
+
+
+# The kernel's own start-up warnings (TCP without encryption, debugger streams) are not the user's work.
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+# What a kernel started ahead does while the phase before it runs: import the playbook and torch, start
+# the GPU, build the run's untouched workload (each pipeline of the phase then starts from a copy of it).
+PREWARM = """import playbook.notebook, playbook.panel
+import torch
+if torch.cuda.is_available():
+    torch.cuda.init()
+from playbook.pipeline import prebuild
+from playbook.state import Run
+prebuild(Run.open({run_dir!r}).params)
+"""
+
+
+class WarmKernel:
+    """A fresh notebook kernel started ahead of its phase, importing the playbook and building the untouched
+    workload (silently) while the phase before it runs, so a phase does not wait for a kernel's start.
+    Each phase still gets a fresh process of its own; papermill runs the notebook in it and this object
+    shuts it down. The preload is queued before the notebook's cells: they run after it, in order."""
+
+    def __init__(self, run):
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+        self.km = AsyncKernelManager(kernel_name="python3")
+        run_sync(self.km.start_kernel)(cwd=str(ROOT), extra_arguments=KERNEL_ARGS)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.execute(PREWARM.format(run_dir=str(run.path.resolve())), silent=True, store_history=False)
+
+    def hand_over(self):
+        """The kernel manager for papermill (execute_notebook(km=...)), its preload channel closed."""
+        self.kc.stop_channels()
+        return self.km
+
+    def shutdown(self):
+        from jupyter_core.utils import run_sync
+        try:
+            run_sync(self.km.shutdown_kernel)(now=True)
+        except Exception:  # noqa: BLE001  (a kernel that already died has nothing left to stop)
+            pass
+
+
+def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min=None):
+    """Walk the ladder. budget_min: minutes for the whole chain; each phase gets a share of what is
+    left (verify's share held back), and a phase whose share is spent is skipped with the reason."""
     import papermill as pm
     books = select(phase_notebooks(), phases)
     run = open_chain_run(params, out, resume, log)
     if "baseline" not in [b[1] for b in books] and not run.phase("baseline"):
         raise PlaybookError("--phases without baseline needs a run that has one: add baseline, or --resume a run")
+    budget = check_budget(budget_min)
+    if budget:
+        run.update(budget_min=budget_min)
     target = run.params.get("target_ms")
     log(f"run {run.path} ({run.params['workload']} {run.params.get('preset')}, {run.params['device']}, "
-        f"{run.params['dtype']}, target {target or 'none'} ms): {len(books)} phases")
+        f"{run.params['dtype']}, target {target or 'none'} ms"
+        f"{f', budget {budget_min:g} min' if budget else ''}): {len(books)} phases")
     (run.path / "notebooks").mkdir(exist_ok=True)
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env_path] if env_path else []))
     os.environ["PLAYBOOK_PROGRESS"] = "0"      # headless: no progress bars in the executed notebooks
+    started = time.time()
+    warm = None         # the next phase's kernel, started while this one runs
     stale = False       # once a phase runs again, every later (cumulative) phase's record is stale
     for i, (number, name, path) in enumerate(books, 1):
         head = f"[{i}/{len(books)}] {path.stem}"
@@ -103,21 +171,67 @@ def run_chain(params, out=None, resume=False, log=print, phases=None):
             record(run, name, "skipped", note=f"target {target} ms already met ({kept:.3f} ms)")
             log(f"{head}: skipped, target already met")
             continue
+        if budget:
+            share, why = plan.share(run, name, [b[1] for b in books[i - 1:]], budget - (time.time() - started))
+            if why:
+                record(run, name, "skipped", note=why)
+                log(f"{head}: skipped, {why}")
+                continue
+            run.update(budgets={**(run.params.get("budgets") or {}), name: share})
         t0 = time.time()
         log(f"{head}: running ...")
+        kernel, ahead = warm or WarmKernel(run), warm is not None
+        warm = WarmKernel(run) if i < len(books) else None
         try:
             pm.execute_notebook(str(path), str(run.path / "notebooks" / path.name), cwd=str(ROOT),
                                 parameters=notebook_parameters(run), progress_bar=False,
-                                kernel_name="python3", log_output=False)
+                                kernel_name="python3", log_output=False, stdout_file=_Lines(log),
+                                km=kernel.hand_over())
         except Exception as e:   # papermill wraps the cell's exception; the phase is recorded, the chain goes on
             if not run.phase(name):   # a result the notebook wrote before raising is kept as measured
                 record(run, name, "failed", error=_notebook_error(e))
+        finally:
+            kernel.shutdown()
         r = run.phase(name) or record(run, name, "failed", error="the notebook wrote no result")
+        r = record_wall_time(run, r, time.time() - t0, ahead)
         p50 = f"p50 {r['p50_ms']:.3f} ms" if r["p50_ms"] is not None else "no p50"
-        log(f"{head}: {r['status']}, {p50}{', ' + r['error'] if r['error'] else ''} ({time.time() - t0:.0f} s)")
+        log(f"{head}: {r['status']}, {p50}{', ' + r['error'] if r['error'] else ''} "
+            f"({report.time_line(r['time_s'])})")
+    if warm:
+        warm.shutdown()
+    t0 = time.time()
     html = report.write(run.path)
-    log(f"report: {html}")
+    run.update(chain_s={"total": round(time.time() - started, 1), "report": round(time.time() - t0, 1)})
+    log(f"report: {html} ({time.time() - t0:.0f} s); the chain took {time.time() - started:.0f} s")
     return run
+
+
+def check_budget(budget_min):
+    """--budget-min as seconds, or None; a bad value is refused before anything runs."""
+    if budget_min in (None, "", 0):
+        return None
+    try:
+        value = float(budget_min)
+    except (TypeError, ValueError):
+        raise PlaybookError(f"budget {budget_min!r} is not a number of minutes (e.g. --budget-min 5)") from None
+    if not value > 0 or value == float("inf"):
+        raise PlaybookError(f"budget {budget_min!r} must be a positive, finite number of minutes")
+    return value * 60
+
+
+def record_wall_time(run, result, wall_s, ahead=False):
+    """The phase's time_s as the chain saw it: the notebook's own sections, plus `papermill` (executing
+    cells, writing the notebook) and `total`, the wall time of the whole notebook. ahead: the kernel
+    was started while the phase before ran; its start is then `start_ahead`, outside the total."""
+    inner = dict(result.get("time_s") or {})
+    if ahead and "start" in inner:
+        inner["start_ahead"] = inner.pop("start")
+        inner["total"] = inner.get("total", 0.0) - inner["start_ahead"]
+    inner["papermill"] = round(max(0.0, wall_s - inner.get("total", 0.0)), 2)
+    inner["total"] = round(wall_s, 2)
+    result["time_s"] = inner
+    run.write_phase(result)
+    return result
 
 
 def _target_skip_to_retry(run, done):

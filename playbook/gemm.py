@@ -114,9 +114,11 @@ def _runner(name, device, a, w, b):
     raise ValueError(f"unknown GEMM backend {name!r}")
 
 
-def measure(shapes, device, ceilings=None, progress=print):
-    """Rows of shape x backend: us, TFLOP/s, GB/s, % of the device's floor for that shape."""
+def measure(shapes, device, ceilings=None, progress=print, backends=None):
+    """Rows of shape x backend: us, TFLOP/s, GB/s, the shape's floor (floor_us) and % of it reached.
+    backends: the names to time (default: every one here)."""
     ceilings = ceilings or {}
+    names = backends or backends_here(device)
     rows = []
     for i, s in enumerate(shapes):
         a, w, b = _operands(s, device)
@@ -125,8 +127,9 @@ def measure(shapes, device, ceilings=None, progress=print):
         nbytes = (s["M"] * s["K"] + s["N"] * s["K"] + s["M"] * s["N"]) * a.element_size()
         floor_us = max(nbytes / (ceilings["copy_gbps"] * 1e9) * 1e6 if ceilings.get("copy_gbps") else 0,
                        flops / (ceilings["matmul_tflops"] * 1e12) * 1e6 if ceilings.get("matmul_tflops") else 0)
-        for name in backends_here(device):
-            row = dict(s, backend=name, us=None, tflops=None, gbps=None, pct_of_floor=None, error=None)
+        for name in names:
+            row = dict(s, backend=name, us=None, tflops=None, gbps=None, floor_us=round(floor_us, 3) or None,
+                       pct_of_floor=None, error=None)
             restore = lambda: None  # noqa: E731
             try:
                 fn, restore = _runner(name, device, a, w, b)
@@ -143,7 +146,13 @@ def measure(shapes, device, ceilings=None, progress=print):
                 restore()
             rows.append(row)
         progress(f"gemm shape {i + 1}/{len(shapes)}: M={s['M']} N={s['N']} K={s['K']} x{s['count']}: " +
-                 ", ".join(f"{r['backend']} {r['us']} us" for r in rows[-len(backends_here(device)):]))
+                 ", ".join(f"{r['backend']} {r['us']} us" for r in rows[-len(names):]))
+    mark_best(rows)
+    return rows
+
+
+def mark_best(rows):
+    """Set each row's "best": the fastest backend of its shape."""
     best = {}
     for r in rows:
         key = (r["M"], r["N"], r["K"], r["dtype"], r["bias"])
@@ -151,7 +160,6 @@ def measure(shapes, device, ceilings=None, progress=print):
             best[key] = r
     for r in rows:
         r["best"] = best.get((r["M"], r["N"], r["K"], r["dtype"], r["bias"])) is r
-    return rows
 
 
 def step_total(rows, backend):
@@ -165,7 +173,26 @@ def step_total(rows, backend):
     return total
 
 
-COLUMNS = ["M", "N", "K", "dtype", "bias", "count", "backend", "us", "tflops", "gbps", "pct_of_floor", "best", "error"]
+def headroom(rows, backend):
+    """[(shape row, us a step this backend is above the shape's floor)], largest first: what any other
+    backend could save at most, shape by shape (count included)."""
+    out = [(r, r["count"] * max(0.0, r["us"] - r["floor_us"])) for r in rows
+           if r["backend"] == backend and r["us"] is not None and r.get("floor_us")]
+    return sorted(out, key=lambda x: -x[1])
+
+
+def saving(rows, base, other):
+    """us a step saved by running each shape on `other` where it beats `base` (per-shape choice)."""
+    by = {}
+    for r in rows:
+        if r["us"] is not None:
+            by.setdefault((r["M"], r["N"], r["K"], r["dtype"], r["bias"]), {})[r["backend"]] = r
+    return sum(b[base]["count"] * max(0.0, b[base]["us"] - b[other]["us"]) for b in by.values()
+               if base in b and other in b)
+
+
+COLUMNS = ["M", "N", "K", "dtype", "bias", "count", "backend", "us", "tflops", "gbps", "floor_us", "pct_of_floor",
+           "best", "error"]
 # aiter's GEMM configs (REFERENCE.md): the shapes its tuner reads, and the columns of what it writes, which
 # tuned_gemm reads back from the CSV(s) named in AITER_CONFIG_GEMM_BF16.
 AITER_UNTUNED = ["M", "N", "K", "bias", "dtype", "outdtype", "scaleAB", "bpreshuffle"]

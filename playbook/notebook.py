@@ -2,16 +2,15 @@
 
     run = open_run(run_dir, phase="cudagraph", workload=workload, ...)   # the notebook's parameters
     result = run_and_show("cudagraph", run, iters=iters, warmup=warmup)
-    phase_panel("cudagraph", run_dir, workload=workload, ...)            # interactive: the same, from a form
+    # the ipywidgets panel (playbook/panel.py) calls the same two functions from its Run button
 
 With an empty run_dir, 00-baseline starts a new run under reports/ and every later notebook picks the
 newest run there with the same workload parameters, so the ladder can be walked by hand in JupyterLab.
 """
-from . import report, runs
+from . import clock, report, runs
 from .errors import PlaybookError
-from .phases import run_phase
+from .ladder import run_phase
 from .state import Run
-from .panel import phase_panel  # noqa: F401  (the notebooks import it from here)
 
 
 def latest_run(params):
@@ -33,7 +32,10 @@ def open_run(run_dir="", phase="baseline", **params):
 
 def run_and_show(name, run, iters=100, warmup=10, knobs_to_try=None):
     result = run_phase(name, run, iters=iters, warmup=warmup, knobs_to_try=knobs_to_try)
-    show(run, result)
+    with clock.section("render"):
+        show(run, result)
+    result["time_s"] = clock.time_s()          # now with the rendering, and the total to this point
+    run.write_phase(result)
     return result
 
 

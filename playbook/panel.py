@@ -11,6 +11,7 @@ import json
 
 from . import runs
 from .errors import PlaybookError
+from .notebook import open_run, run_and_show
 from .phases import get_phase
 from .workloads import WORKLOADS, presets
 
@@ -69,7 +70,6 @@ def build(phase, run_dir="", workload="tiny", preset="", model="", options=None,
     out = W.Output()
 
     def on_click(_):
-        from .notebook import open_run, run_and_show
         out.clear_output()
         button.disabled = True
         with out:

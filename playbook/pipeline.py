@@ -6,16 +6,26 @@
 
 A phase changes a pipeline in one of three ways: it rewrites the model (attention, fusion, kernels),
 it sets Inductor options (kernels, tuning), or it chooses how the step runs (cudagraph: compile the
-whole model or the workload's regions, capture the whole step or its hot loop). Building applies them all at once, so any recipe can be rebuilt in a fresh process.
+whole model or the workload's regions, capture the whole step or its hot loop). Building applies
+them all at once, so any recipe can be rebuilt in a fresh process.
+
+The untouched workload is built once per process and each pipeline gets its own copy of it (a copy on
+the device, not a second random init): a phase builds the kept recipe and several candidates, and
+the weights are the same for all. Time goes to the clock's "build" and "compile" sections.
 """
+import copy
+import json
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from . import capture
+from . import capture, clock
 from .devices import resolve_device, resolve_dtype, sync, vendor
+from .phases import get_phase
 from .workloads import build_workload
+
+_pristine = {}      # {workload key: the untouched workload}, built once per process, copied for each pipeline
 
 for _name in ("recompile_limit", "cache_size_limit"):   # every build compiles anew: allow many entries
     if hasattr(torch._dynamo.config, _name):
@@ -43,21 +53,26 @@ class Pipeline:
         device = resolve_device(params["device"])
         dtype = resolve_dtype(params["dtype"], device)
         build_dtype, via = (torch.float32, dtype) if precise else (dtype, None)
-        wl = build_workload(params["workload"], params.get("preset") or "", params.get("model") or "",
-                            device, build_dtype, seed=params.get("seed", 0), weights_via=via,
-                            options=params.get("options"))
+
+        def build():
+            return build_workload(params["workload"], params.get("preset") or "", params.get("model") or "",
+                                  device, build_dtype, seed=params.get("seed", 0), weights_via=via,
+                                  options=params.get("options"))
+        with clock.section("build"):
+            # The fp32 twin is built once a run (by the baseline): it is not kept for copying.
+            wl = build() if precise else untouched_copy(params, build)
         return cls(workload=wl, device=device, dtype=build_dtype)
 
     @classmethod
     def from_recipe(cls, params, steps, extra=None):
         """steps: the recipe's kept phases; extra: (name, knobs) of the phase being tried."""
-        from .phases import get_phase
         pipe = cls.fresh(params)
-        for step in steps:
-            get_phase(step["name"]).apply(pipe, step["knobs"])
-        if extra:
-            pipe.notes = []                 # the notes of the phase being tried, not of the recipe
-            get_phase(extra[0]).apply(pipe, extra[1])
+        with clock.section("build"):
+            for step in steps:
+                get_phase(step["name"]).apply(pipe, step["knobs"])
+            if extra:
+                pipe.notes = []                 # the notes of the phase being tried, not of the recipe
+                get_phase(extra[0]).apply(pipe, extra[1])
         return pipe
 
     @property
@@ -65,7 +80,39 @@ class Pipeline:
         return vendor(self.device)
 
     def build(self, warmup=3):
-        return Runner(self, warmup)
+        with clock.section("compile"):          # compile, warm up, capture
+            return Runner(self, warmup)
+
+
+def prebuild(params):
+    """Build the untouched workload now, so this process's pipelines start from a copy of it (the chain
+    calls it in a kernel it starts ahead of its phase). A failure is left for the phase to meet."""
+    t0 = time.perf_counter()
+    try:
+        Pipeline.fresh(params)
+    except Exception:  # noqa: BLE001  (the phase builds it again and records the error where it belongs)
+        _pristine.clear()
+    clock.ahead("build_ahead", time.perf_counter() - t0)
+
+
+def untouched_copy(params, build):
+    """A copy of the untouched workload, built on the first call in this process and copied after that
+    (a device-to-device copy of the weights and inputs). A workload that cannot be deep-copied (a user's
+    module holding something uncopyable) is built anew each time."""
+    key = json.dumps({k: params.get(k) for k in ("workload", "preset", "model", "options", "device", "dtype",
+                                                  "seed")}, sort_keys=True, default=str)
+    if key not in _pristine:
+        _pristine.clear()                   # one workload per process: a new run's replaces the old one
+        _pristine[key] = build()
+    if _pristine[key] is None:
+        return build()
+    try:
+        return copy.deepcopy(_pristine[key])
+    except Exception as e:  # noqa: BLE001  (the copy is a shortcut; building anew is always right)
+        print(f"the untouched workload cannot be copied ({type(e).__name__}: {e}); building it anew each time",
+              flush=True)
+        _pristine[key] = None
+        return build()
 
 
 def _with_sdpa_backend(model, backend):

@@ -19,6 +19,14 @@ from .state import Run, new_run_id
 from .workloads import check, default_preset
 
 REPORTS = Path(os.environ.get("PLAYBOOK_REPORTS", "reports"))
+# Inductor's compile caches, shared by the runs of this machine: a graph compiled once (the kept recipe,
+# in every later phase and run) is loaded, not compiled again. The key is the graph, the settings and
+# the torch version, so sharing is safe; PLAYBOOK_COMPILE_CACHE moves it (a fresh folder: a cold start).
+COMPILE_CACHE = Path.home() / ".cache" / "inference-playbook" / "inductor"
+
+
+def compile_cache():
+    return str(Path(os.environ.get("PLAYBOOK_COMPILE_CACHE") or COMPILE_CACHE).resolve())
 WORKLOAD_KEYS = ("workload", "preset", "model", "options", "device", "dtype")
 
 
@@ -95,5 +103,5 @@ def open_run(run_dir="", **params):
     path = Path(run_dir) if run_dir else REPORTS / new_run_id(p["workload"], p["preset"])
     device = resolve_device(p["device"])
     p.update(run_id=path.name, created=dt.datetime.now().isoformat(timespec="seconds"),
-             versions=versions(), device_info=describe(device))
+             versions=versions(), device_info=describe(device), compile_cache=compile_cache())
     return Run.create(path, p)

@@ -54,7 +54,7 @@ def test_report_html_in_headless_chromium(missed_run):
         table = find("id", "progress")
         assert driver.execute_script(VISIBLE, table)
         header = [th.text for th in table.find_elements("css selector", "tr:first-child th")]
-        assert header == ["Phase", "p50 (ms)", "vs Baseline", "vs Target", "Next Action"]
+        assert header == ["Phase", "p50 (ms)", "vs Baseline", "vs Target", "Next Action", "Time (s)"]
         body = [tr.text for tr in table.find_elements("css selector", "tr")[1:]]
         assert [r.split("\n")[0].split(" (")[0] for r in body] == ["0 baseline", "1 cudagraph", "7 verify"]
         images = driver.find_elements("tag name", "img")
@@ -79,7 +79,7 @@ def test_report_html_in_headless_chromium(missed_run):
 
 def test_report_md_carries_the_same_content(missed_run):
     md = (missed_run / "report.md").read_text()
-    assert "Target missed" in md and "| Phase | p50 (ms) | vs Baseline | vs Target | Next Action |" in md
+    assert "Target missed" in md and "| Phase | p50 (ms) | vs Baseline | vs Target | Next Action | Time (s) |" in md
     for fig in ("waterfall.png", "p50.png", "categories.png", "timeline-01-cudagraph.png"):
         assert f"(figures/{fig})" in md and (missed_run / "figures" / fig).stat().st_size > 1000
     assert "[notebooks/01-cudagraph.html](notebooks/01-cudagraph.html)" in md

@@ -28,7 +28,7 @@ def test_chain_writes_phases_notebooks_and_report(chain_run):
         assert (out / "notebooks" / f"{name}.ipynb").exists()
         assert f"{name}: running" in log                                   # progress is shown
     md = (out / "report.md").read_text()
-    assert "| Phase | p50 (ms) | vs Baseline | vs Target | Next Action |" in md
+    assert "| Phase | p50 (ms) | vs Baseline | vs Target | Next Action | Time (s) |" in md
     for row in ("| 0 baseline (kept) |", "| 1 cudagraph (", "| 7 verify (kept) |"):
         assert row in md
     html = (out / "report.html").read_text()
@@ -36,6 +36,26 @@ def test_chain_writes_phases_notebooks_and_report(chain_run):
     assert "http://" not in html and "https://" not in html                # opens offline
     verify = json.loads((out / "phases" / "07-verify.json").read_text())
     assert verify["correct"] is True
+
+
+def test_every_phase_says_where_its_time_went_and_the_terminal_shows_the_work(chain_run):
+    out, log = chain_run
+    for path in sorted((out / "phases").glob("*.json")):
+        p = json.loads(path.read_text())
+        t = p["time_s"]
+        assert t["total"] >= 0 and all(v >= 0 for v in t.values()), (p["name"], t)
+        if p["status"] != "skipped" or p.get("skip_reason"):          # the notebook ran: its sections are there
+            assert "papermill" in t and ("start" in t or "start_ahead" in t), (p["name"], t)
+            assert sum(v for k, v in t.items() if k not in ("total", "start_ahead", "build_ahead")) <= t["total"] + 0.5
+    cudagraph = json.loads((out / "phases" / "01-cudagraph.json").read_text())
+    assert cudagraph["time_s"]["compile"] > 0 and "fx_graph_miss" in cudagraph["compile_cache"]
+    assert "[cudagraph] candidate 1/1" in log and "s in all: compile" in log     # progress and time, line by line
+    assert "USDT" not in log and "profiler_start" not in log and "IPKernelApp" not in log
+    executed = json.loads((out / "notebooks" / "01-cudagraph.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert "profiler_start" not in text and "[cudagraph] candidate 1/1" in text
+    assert (out / "figures" / "time.png").stat().st_size > 1000
+    assert json.loads((out / "run.json").read_text())["chain_s"]["total"] > 0
 
 
 def test_every_measured_phase_is_traced_and_plotted(chain_run):
@@ -118,7 +138,8 @@ def test_a_lowered_target_resumes_the_phases_it_skipped(tmp_path):
 
 def test_retarget_says_again_what_each_recorded_phase_leads_to(tmp_path):
     from playbook.chain import retarget
-    from playbook.phases import get_phase, next_action, result_template
+    from playbook.phases import get_phase
+    from playbook.record import next_action, result_template
     from playbook.state import Run
     run = Run.create(tmp_path / "r", {"workload": "tiny", "device": "cpu", "dtype": "float32", "target_ms": 10.0})
     for name, p50 in (("baseline", 40.0), ("cudagraph", 5.0)):

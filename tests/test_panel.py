@@ -8,7 +8,8 @@ import pytest
 
 from playbook.errors import PlaybookError
 from playbook.panel import build, values
-from playbook.phases import check_knobs_to_try, get_phase
+from playbook.ladder import check_knobs_to_try
+from playbook.phases import get_phase
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,9 +1,10 @@
 """The ladder's decisions, phase by phase, on the tiny workload (no papermill: see test_chain.py)."""
 import json
+from pathlib import Path
 
 import pytest
 
-from playbook.phases import run_phase
+from playbook.ladder import run_phase
 from playbook.runs import open_run
 
 
@@ -30,7 +31,7 @@ def test_cudagraph_on_cpu_measures_compile_alone(tiny_run):
     assert r["knobs"] == {"compile": True, "mode": "default", "scope": "model", "capture": False}
     # compile_s is the first call's time: near 0 when Dynamo reuses a graph compiled earlier in this process
     assert any("no CUDA graph" in n for n in r["notes"]) and r["compile_s"] is not None and r["compile_s"] >= 0
-    assert any((tiny_run.path / "inductor-cache").iterdir())        # the compile's caches live in the run
+    assert any(Path(tiny_run.params["compile_cache"]).iterdir())    # the compile's caches, shared by runs
     assert r["previous_p50_ms"] > 0 and r["verdict"] in ("faster", "same", "slower")
     assert (r["status"] == "kept") == (r["verdict"] != "slower")
     recipe = json.loads((tiny_run.path / "recipe.json").read_text()) if r["status"] == "kept" else None
@@ -128,19 +129,48 @@ def test_an_exception_outside_the_candidates_is_recorded_failed(tmp_path, monkey
     assert run.phase("baseline")["status"] == "kept"       # nothing already measured is lost
 
 
-def test_a_forced_sdpa_backend_is_compiled_without_inductors_graph_cache():
-    """The cache key does not include the SDPA backend picked while tracing: a forced backend must not
-    be served the graph compiled for torch's own pick (seen on pi0 full on the H200)."""
+def test_a_forced_sdpa_backend_gets_its_own_compile_cache_entry(tmp_path, monkeypatch):
+    """Inductor's FX-graph cache key does not include the SDPA backend picked while tracing: a forced
+    backend must not be served the graph compiled for torch's own pick (seen on pi0 full on the H200),
+    and the cache must still serve the forced graph itself the next time (the recipe's later phases)."""
+    import torch
+    from torch._dynamo.utils import counters
     from playbook.compare import compare, snapshot
     from playbook.pipeline import Pipeline
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor-cache"))
     params = {"workload": "tiny", "preset": "tiny", "device": "cpu", "dtype": "float32", "seed": 0}
     reference = snapshot(Pipeline.fresh(params).build().outputs())
     steps = [{"phase": 1, "name": "cudagraph", "knobs": {"compile": True, "mode": "default", "scope": "model",
                                                          "capture": False}}]
-    pipe = Pipeline.from_recipe(params, steps, extra=("attention", {"route": {"hf": [], "rewrite": []},
-                                                                     "sdpa_backend": "math"}))
-    assert pipe.inductor.get("fx_graph_cache") is False and "SDPA backend forced: math" in pipe.notes
-    got = pipe.build().outputs()
-    assert compare(got, reference, pipe.dtype)["correct"]
-    import torch
+    forced = ("attention", {"route": {"hf": [], "rewrite": []}, "sdpa_backend": "math"})
+
+    def build(extra):
+        torch._dynamo.reset()                       # Dynamo's in-process reuse would hide the cache
+        counters.clear()
+        pipe = Pipeline.from_recipe(params, steps, extra=extra)
+        assert compare(pipe.build().outputs(), reference, pipe.dtype)["correct"]
+        return pipe, counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"]
+    build(None)                                     # torch's own pick: compiled and cached
+    pipe, hits, misses = build(forced)
+    assert "SDPA backend forced: math" in pipe.notes and (hits, misses) == (0, 1)
+    _, hits, misses = build(forced)
+    assert (hits, misses) == (1, 0)
     torch._dynamo.reset()             # Dynamo would serve this graph to a later test's compile
+
+
+def test_a_phase_stops_building_at_its_budget_and_says_what_it_left_out(tiny_run, monkeypatch):
+    from playbook.phases import attention
+    real = attention.candidates
+    monkeypatch.setattr(attention, "candidates", lambda ctx: real(ctx)[:1] * 3)
+    monkeypatch.setattr(attention, "BUDGET_S", 0.001, raising=False)
+    r = run_phase("attention", tiny_run, iters=5, warmup=1)
+    assert len(r["candidates"]) == 1 and len(r["budget"]["left_out"]) == 2, r.get("error")
+    assert r["budget"]["budget_s"] == 0.0 and any("time budget" in n for n in r["notes"])
+    assert r["time_s"]["total"] >= r["time_s"]["build"] > 0 and r["candidates"][0]["build_s"] > 0
+    tiny_run.drop("attention")
+
+
+def test_slow_steps_are_traced_fewer_times():
+    from playbook.record import trace_steps
+    assert trace_steps(1.2) == {"steps": 5, "warmup": 2} and trace_steps(None)["steps"] == 5
+    assert trace_steps(210.0) == {"steps": 1, "warmup": 1} and trace_steps(60.0)["steps"] == 4

@@ -8,7 +8,7 @@ import playbook
 from playbook import bench, bkc, prompt, reuse
 from playbook.__main__ import main
 from playbook.errors import PlaybookError
-from playbook.phases import run_phase
+from playbook.ladder import run_phase
 from playbook.pipeline import Pipeline
 from playbook.runs import open_run
 

@@ -79,7 +79,5 @@ def apply(pipe, knobs):
     pipe.sdpa_backend = knobs.get("sdpa_backend")
     if pipe.sdpa_backend:
         pipe.notes.append(f"SDPA backend forced: {pipe.sdpa_backend}")
-        # Inductor bakes the backend chosen while tracing into the graph, and its FX-graph cache key does
-        # not include that choice: a graph traced without the forcing (torch's pick) would be reused. On
-        # pi0 full the forced candidate "compiled" in 0.08 s and ran torch's cuDNN pick. So no cache here.
-        pipe.inductor["fx_graph_cache"] = False
+        # the FX-graph cache's key must tell graphs traced under different backends apart
+        pipe.inductor["post_grad_custom_post_pass"] = attention.backend_cache_key(pipe.sdpa_backend)

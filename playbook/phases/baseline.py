@@ -6,12 +6,12 @@ the device's copy bandwidth and matmul rate (run.json "ceilings"), which turn p5
 """
 import torch
 
-from .. import bench
+from .. import bench, clock
 from ..compare import check_inputs, compare, snapshot
 from ..devices import measure_ceilings
 from ..errors import PlaybookError
 from ..pipeline import Pipeline
-from . import fill_timing, profile_into
+from ..record import fill_timing, profile_into
 
 NUMBER = 0
 NAME = "baseline"
@@ -61,8 +61,10 @@ def run(run, result, iters, warmup):
     run.update(workload_info={"description": wl.description, "weight_bytes": wl.weight_bytes,
                               "flops": wl.flops, "outputs": sorted(reference)})
     if not run.params.get("ceilings"):
-        run.update(ceilings=measure_ceilings(pipe.device))
-    bench_t = bench.time_step(runner.step, pipe.device, iters=iters, warmup=warmup)
+        with clock.section("time"):
+            run.update(ceilings=measure_ceilings(pipe.device))
+    with clock.section("time"):
+        bench_t = bench.time_step(runner.step, pipe.device, iters=iters, warmup=warmup)
     result.update(status="kept", correct=True, max_abs_diff=0.0, rel_err=0.0,
                   knobs={"compile": False, "capture": False})
     fill_timing(result, bench_t)

@@ -1,20 +1,29 @@
 """Phase 3 `gemm`: every GEMM shape of the step on every backend, then the best choice per shape or globally.
 
-The step's GEMMs (M, N, K, dtype, bias, count) are recorded and each shape is timed on each backend
-(playbook/gemm.py), into gemm_tuning.csv in the run. Then, measured against the kept recipe as a whole:
-- per shape, where a backend allows it: Inductor autotuning between ATen (BLAS) and its Triton
-  templates (`max_autotune_gemm`, backends "ATEN,TRITON"), when a Triton template won some shape;
-- globally, where it does not: the BLAS library torch prefers (cuBLASLt instead of cuBLAS; hipBLASLt
-  instead of rocBLAS on ROCm), when it wins the step's GEMM total.
+The step's GEMMs (M, N, K, dtype, bias, count) are recorded and each shape is timed on the BLAS
+libraries (playbook/gemm.py), into gemm_tuning.csv in the run. The phase decides before it builds:
+- each shape's floor (its bytes at the copy bandwidth, its FLOPs at the matmul rate) bounds what any
+  backend can save. When the step's GEMMs are within 2% of the kept recipe's p50 of their floors, no
+  backend can win beyond noise: the phase says so and compiles nothing;
+- otherwise Inductor's Triton templates are autotuned on the shapes with the most headroom first,
+  within the phase's time budget (the table says which were left out);
+- a candidate is built only when the table predicts it saves 2% of the kept recipe's p50:
+  per shape, Inductor autotuning between ATen (BLAS) and its Triton templates (`max_autotune_gemm`,
+  backends "ATEN,TRITON"); globally, the BLAS library torch prefers (cuBLASLt instead of cuBLAS;
+  hipBLASLt instead of rocBLAS on ROCm).
 """
-from ..gemm import aiter_tune, backends_here, measure, record_gemms, step_total, write_csv
+import time
+
+from ..bench import MIN_NOISE
+from ..gemm import aiter_tune, backends_here, headroom, mark_best, measure, record_gemms, saving, step_total, write_csv
 from . import Skip
 
 NUMBER = 3
 NAME = "gemm"
 WHAT = "every GEMM shape timed on every backend; the fastest chosen per shape (Inductor) or globally (BLAS)"
 KEEP_IF = "not_slower"
-MARGIN = 0.02
+BUDGET_S = 120          # building candidates; Triton's per-shape autotuning gets the same budget
+HEADROOM_SHARE = 0.9    # autotune Triton on the shapes that hold this share of the step's GEMM headroom
 
 
 CHOICES = {"blas library": "prefer the BLAS library measured faster on this step's shapes (cuBLASLt)",
@@ -25,42 +34,82 @@ def label(knobs):
     return "blas library" if knobs.get("blas") else "inductor gemm autotune"
 
 
+def _ms(us):
+    return round(us / 1e3, 4)
+
+
 def candidates(ctx):
     pipe = ctx.fresh_pipeline()
     wl = pipe.workload
     shapes = record_gemms(wl.model, wl.args, wl.kwargs)
     if not shapes:
         raise Skip("the step runs no GEMM (no mm/addmm dispatched)")
-    if "aiter" in backends_here(pipe.device):       # ROCm with amd-aiter: its configs for these shapes first
-        ctx.info["aiter_gemm_config"] = aiter_tune(shapes, ctx.run.path)[1] + " (unverified on hardware here)"
-    rows = measure(shapes, pipe.device, ctx.run.params.get("ceilings"))
-    write_csv(rows, ctx.run.path / "gemm_tuning.csv")
     names = backends_here(pipe.device)
-    totals = {n: step_total(rows, n) for n in names}
+    if "aiter" in names:       # ROCm with amd-aiter: its configs for these shapes first
+        ctx.info["aiter_gemm_config"] = aiter_tune(shapes, ctx.run.path)[1] + " (unverified on hardware here)"
+    blas = [n for n in names if n != "triton"]
+    ceilings = ctx.run.params.get("ceilings")
+    rows = measure(shapes, pipe.device, ceilings, backends=blas)
+    default = names[0]
+    kept_ms = ctx.kept_p50_ms
+    bar_us = MIN_NOISE * kept_ms * 1e3 if kept_ms else 0.0      # a saving under this is noise
+    room = headroom(rows, min(blas, key=lambda n: step_total(rows, n) or float("inf")))
+    room_us = sum(us for _, us in room)
+    prediction = {"kept_p50_ms": kept_ms, "win_needed_ms": _ms(bar_us), "headroom_ms": _ms(room_us)}
+    if "triton" in names and room and room_us >= bar_us:
+        rows += _triton_rows(room, pipe.device, ceilings, prediction)
+    mark_best(rows)
+    write_csv(rows, ctx.run.path / "gemm_tuning.csv")
+    totals = {n: step_total(rows, n) for n in blas}   # Triton is timed on the shapes with headroom only
     ctx.info.update(gemm_shapes=len(shapes), gemm_per_step=sum(s["count"] for s in shapes),
                     gemm_table="gemm_tuning.csv",
                     gemm_totals_us={n: (round(t, 2) if t is not None else None) for n, t in totals.items()},
-                    gemm_best={f"{r['M']}x{r['N']}x{r['K']}": r["backend"] for r in rows if r["best"]})
+                    gemm_best={f"{r['M']}x{r['N']}x{r['K']}": r["backend"] for r in rows if r["best"]},
+                    gemm_prediction=prediction)
     if pipe.device.type != "cuda":
         raise Skip("one GEMM backend on a CPU (ATen's); the table is in gemm_tuning.csv. Backend choice "
                    "needs a GPU (cuBLAS/cuBLASLt and Triton on CUDA, rocBLAS/hipBLASLt/aiter on ROCm)")
+    if room and room_us < bar_us:
+        raise Skip(f"no backend can win: the step's GEMMs are {_ms(room_us)} ms above their floors on the best "
+                   f"BLAS library, under the {_ms(bar_us)} ms (2% of the kept recipe's {kept_ms} ms) a win needs; "
+                   "nothing compiled")
     out = []
-    default = names[0]
     lt = names[1] if len(names) > 1 and names[1] in ("cublaslt", "hipblaslt") else None
-    if lt and totals.get(lt) and totals.get(default) and totals[lt] < totals[default] * (1 - MARGIN):
-        out.append({"blas": "cublaslt"})
-    if any(r["best"] and r["backend"] == "triton" for r in rows):
-        if ctx.pipe.compile:
-            out.append({"gemm_autotune": "ATEN,TRITON"})
-        else:
-            ctx.info["gemm_note"] = "a Triton template won a shape, but the kept recipe does not compile"
+    if lt and totals.get(lt) and totals.get(default):
+        prediction["blas_library_saves_ms"] = _ms(totals[default] - totals[lt])
+        if totals[default] - totals[lt] >= max(bar_us, MIN_NOISE * totals[default]):
+            out.append({"blas": "cublaslt"})
+    if "triton" in names and any(r["backend"] == "triton" and r["us"] is not None for r in rows):
+        best_blas = lt if lt and totals.get(lt) and totals[lt] < (totals.get(default) or 0) else default
+        saves = saving(rows, best_blas, "triton")
+        prediction["triton_per_shape_saves_ms"] = _ms(saves)
+        if saves >= bar_us:
+            if ctx.pipe.compile:
+                out.append({"gemm_autotune": "ATEN,TRITON"})
+            else:
+                ctx.info["gemm_note"] = "a Triton template wins shapes, but the kept recipe does not compile"
     if "aiter" in names:
         ctx.info["gemm_note_rocm"] = ("aiter's tuned GEMM was timed per shape; routing the model's GEMMs "
                                       "through it is not offered as a candidate yet (unverified on hardware)")
     if not out:
-        raise Skip(f"the default ({default}) is the fastest choice for this step's GEMMs "
-                   f"(step totals in us: {ctx.info['gemm_totals_us']}); table in gemm_tuning.csv")
+        raise Skip(f"no backend is predicted to save the {_ms(bar_us)} ms a win needs over the kept recipe "
+                   f"({kept_ms} ms): {prediction}; the default ({default}) stays. Table in gemm_tuning.csv")
     return out
+
+
+def _triton_rows(room, device, ceilings, prediction):
+    """Triton's autotuned time for the shapes with the most headroom, within the phase's budget."""
+    total, covered, t0, rows, left = sum(us for _, us in room), 0.0, time.perf_counter(), [], []
+    for row, us in room:
+        if covered >= HEADROOM_SHARE * total or time.perf_counter() - t0 > BUDGET_S:
+            left.append(f"{row['M']}x{row['N']}x{row['K']}")
+            continue
+        shape = {k: row[k] for k in ("M", "N", "K", "dtype", "bias", "count")}
+        rows += measure([shape], device, ceilings, backends=["triton"])
+        covered += us
+    prediction["triton_shapes_left_out"] = left
+    prediction["triton_autotune_s"] = round(time.perf_counter() - t0, 1)
+    return rows
 
 
 def apply(pipe, knobs):

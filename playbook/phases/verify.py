@@ -3,10 +3,10 @@
 The final number is taken side by side with a fresh baseline in this one process, so the speedup is
 a ratio measured under the same conditions, not two numbers from different processes.
 """
-from .. import bench
+from .. import bench, clock
 from ..compare import compare
 from ..pipeline import Pipeline
-from . import fill_timing, profile_into
+from ..record import fill_timing, profile_into
 from .baseline import judges
 
 NUMBER = 7
@@ -20,8 +20,9 @@ def run(run, result, iters, warmup):
     final = final_pipe.build()
     verdict = compare(final.outputs(), dtype=final_pipe.dtype, **judges(run))
     base = Pipeline.fresh(run.params).build()
-    timings = bench.time_side_by_side({"baseline": base.step, "final": final.step}, final_pipe.device,
-                                      iters=iters, warmup=warmup)
+    with clock.section("time"):
+        timings = bench.time_side_by_side({"baseline": base.step, "final": final.step}, final_pipe.device,
+                                          iters=iters, warmup=warmup)
     t = timings["final"]
     fill_timing(result, t)
     profile_into(run, result, final.step, final_pipe.device)

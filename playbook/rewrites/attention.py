@@ -49,6 +49,23 @@ def sdpa_context(name):
     return sdpa_kernel([backend_enum(name)]) if name else sdpa_kernel(list(SDPBackend.__members__.values()))
 
 
+def backend_cache_key(name):
+    """An Inductor post-grad pass that changes nothing and whose uuid names the forced SDPA backend.
+    Inductor bakes the backend chosen while tracing into the graph, but its FX-graph cache key does not
+    include that choice: on pi0 full a forced candidate "compiled" in 0.08 s and ran torch's own pick
+    (cuDNN). A custom pass's uuid is part of the key, so graphs traced under different backends are
+    cached apart and the cache stays on for the rest of the recipe."""
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    class BackendKey(CustomGraphPass):
+        def __call__(self, graph):
+            return None
+
+        def uuid(self):
+            return f"playbook-sdpa-backend-{name}"
+    return BackendKey()
+
+
 # ---- Hugging Face models: the attention-implementation switch -------------------------------------------
 
 def hf_models(model):

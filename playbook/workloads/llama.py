@@ -68,8 +68,9 @@ def build(preset, device, dtype, seed=0, weights_via=None):
     p = PRESETS[preset]
     cfg = config(p)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).to(dtype=weights_via or dtype).to(dtype=dtype)
-    model = model.to(device).eval()
+    with torch.device(device):            # random init where the model lives: not gigabytes of CPU init
+        model = LlamaForCausalLM(cfg)
+    model = model.to(dtype=weights_via or dtype).to(dtype=dtype).eval()
     cache = StaticCache(config=cfg, max_cache_len=p.max_cache)
     gen = torch.Generator().manual_seed(seed + 1)
     prompt = torch.randint(0, p.vocab, (1, p.prompt + 1), generator=gen).to(device)

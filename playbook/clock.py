@@ -1,0 +1,102 @@
+"""Where a phase's wall time goes: named sections, summed into the phase JSON's `time_s`.
+
+    from playbook import clock
+    clock.reset()                          # at the start of a phase
+    with clock.section("compile"):         # nested sections charge the innermost one only
+        ...
+    clock.time_s()                         # {"start": 4.1, "build": 2.0, "compile": 31.5, ..., "total": 52.3}
+
+`start` is the time from the process's start (a notebook kernel's launch) to the moment the playbook
+was imported (the interpreter, torch, the kernel): time a kernel then sits idle (a person reading, or
+a kernel the chain started ahead) is not counted. `other` is what no section claimed. `total` is
+`start` plus the time since the phase began. The compile caches' hits and misses (Inductor's FX graph cache, AOTAutograd's
+cache) since reset() come from torch's own counters: `clock.cache_counts()`.
+"""
+import os
+import time
+from contextlib import contextmanager
+
+SECTIONS = ("start", "build", "decide", "compile", "check", "time", "trace", "render")
+
+_state = {"t0": None, "spent": {}, "stack": [], "counters": {}, "ready": None, "ahead": {}}
+
+
+def process_start():
+    """The wall-clock time this process started (a notebook kernel's launch), or now if unknown."""
+    try:
+        with open(f"/proc/{os.getpid()}/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+def mark_ready():
+    """The playbook's imports are done (called once, when playbook.ladder is imported)."""
+    if _state["ready"] is None:
+        _state["ready"] = time.time()
+
+
+def ahead(name, seconds):
+    """Work this process did before its phase began, while the phase before it ran (the chain's kernel
+    started ahead builds the untouched workload): shown as name, outside the total."""
+    _state["ahead"][name] = _state["ahead"].get(name, 0.0) + seconds
+
+
+def reset():
+    """Start a phase's clock: `start` is charged from the process's start to the imports' end."""
+    now = time.time()
+    ready = min(_state["ready"] or now, now)
+    _state.update(t0=now, spent={"start": max(0.0, ready - process_start())}, stack=[],
+                  counters=_cache_counters())
+
+
+@contextmanager
+def section(name):
+    """Charge the wall time inside to name (and not to an enclosing section)."""
+    if name not in SECTIONS:
+        raise ValueError(f"unknown clock section {name!r}; one of {SECTIONS}")
+    t = time.perf_counter()
+    _state["stack"].append([name, 0.0])          # [name, time spent in nested sections]
+    try:
+        yield
+    finally:
+        _, nested = _state["stack"].pop()
+        elapsed = time.perf_counter() - t
+        _state["spent"][name] = _state["spent"].get(name, 0.0) + elapsed - nested
+        if _state["stack"]:
+            _state["stack"][-1][1] += elapsed
+
+
+def time_s():
+    """{section: seconds} so far, with `other` (unclaimed) and `total` (since the process started)."""
+    if _state["t0"] is None:
+        reset()
+    spent = {k: round(v, 2) for k, v in _state["spent"].items() if k in SECTIONS}
+    total = time.time() - _state["t0"] + _state["spent"]["start"]
+    out = {k: spent[k] for k in SECTIONS if k in spent}
+    out["other"] = round(max(0.0, total - sum(_state["spent"].values())), 2)
+    out["total"] = round(total, 2)
+    out.update({k: round(v, 2) for k, v in _state["ahead"].items()})
+    return out
+
+
+def _cache_counters():
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return {}
+    return {"fx_graph_hit": counters["inductor"]["fxgraph_cache_hit"],
+            "fx_graph_miss": counters["inductor"]["fxgraph_cache_miss"],
+            "fx_graph_bypass": counters["inductor"]["fxgraph_cache_bypass"],
+            "aot_autograd_hit": counters["aot_autograd"]["autograd_cache_hit"],
+            "aot_autograd_miss": counters["aot_autograd"]["autograd_cache_miss"]}
+
+
+def cache_counts():
+    """Compile-cache hits and misses since reset(): a graph served from Inductor's FX graph cache (or
+    AOTAutograd's) was not compiled again."""
+    now, then = _cache_counters(), _state["counters"] or {}
+    return {k: v - then.get(k, 0) for k, v in now.items()}

@@ -1,0 +1,67 @@
+"""Planning a chain within a time budget, from what this run has measured so far.
+
+    share, why = share(run, "kernels", ["kernels", "tuning", "verify"], seconds_left)
+
+`python -m playbook run --budget-min 5` gives the chain five minutes. Before each optimization phase
+the chain estimates what the phases left will cost, in units of this run's own phase 1 (`cudagraph`:
+one compile of the model and one capture), holds back what verify and the more valuable phases still
+to come will need, and gives the phase the rest as a time budget for building candidates (run.json
+"budgets", read by playbook/ladder.py).
+A phase whose part cannot cover its fixed cost (a kernel's start, the kept recipe's build) is skipped,
+and its JSON says why. baseline, cudagraph and verify always run.
+"""
+import statistics
+
+# NOTE: relative cost of each phase in units of phase 1's wall time, from the llama 1b ladder on the
+# H200 (2026-11-22: cudagraph 114 s; attention 52, gemm 170, fusion 105, kernels 180, tuning 216,
+# verify 86 s), rounded; gemm and tuning count what they may spend, not what they spent then.
+WEIGHT = {"cudagraph": 1.0, "attention": 0.5, "gemm": 0.8, "fusion": 0.9, "kernels": 1.3, "tuning": 1.6,
+          "verify": 0.8}
+ALWAYS = ("baseline", "cudagraph", "verify")    # phase 1 is the ladder's largest step, and the unit
+# NOTE: what a short budget keeps first, by what each phase gained over the recipe before it (H200,
+# 2026-11-22): fusion 1.19x (llama 1b) and 1.18x (pi0 full), tuning 1.09x (llama), gemm 1.05x (pi0),
+# kernels 1.0x (llama), attention rejected on pi0 and nothing to change on llama.
+PRIORITY = ("fusion", "tuning", "gemm", "kernels", "attention")
+
+
+def _totals(run):
+    return {p["name"]: (p.get("time_s") or {}).get("total") for p in run.phases() if (p.get("time_s") or {}).get("total")}
+
+
+def unit_s(run):
+    """Seconds of one unit: this run's phase 1 wall time (None before it ran)."""
+    return _totals(run).get("cudagraph")
+
+
+def fixed_s(run):
+    """A phase's cost before it builds anything: the kernel's start, papermill and rendering (median)."""
+    fixed = [sum((p.get("time_s") or {}).get(k, 0.0) for k in ("start", "papermill", "render"))
+             for p in run.phases() if (p.get("time_s") or {}).get("start") is not None]
+    return statistics.median(fixed) if fixed else 10.0
+
+
+def cost_s(run, name, unit):
+    return fixed_s(run) + WEIGHT.get(name, 1.0) * unit
+
+
+def share(run, name, later, seconds_left):
+    """(seconds this phase may spend building candidates or None for no limit, None) or (None, why it is
+    skipped). later: the names of this phase and those after it that the chain will run. Time is held
+    back for verify and for the phases still to come that gained more on the ladder so far (PRIORITY);
+    this phase gets what is left, up to one and a half times its estimate."""
+    if name in ALWAYS:
+        return None, None
+    unit = unit_s(run)
+    if unit is None:
+        return None, None
+    rank = PRIORITY.index(name) if name in PRIORITY else len(PRIORITY)
+    held = [n for n in later if n == "verify" or (n in PRIORITY and PRIORITY.index(n) < rank)]
+    reserve = sum(cost_s(run, n, unit) for n in held)
+    avail = seconds_left - reserve
+    fixed = fixed_s(run)
+    need = fixed + 0.5 * WEIGHT.get(name, 1.0) * unit        # start, and the kept recipe's build at least
+    if avail < need:
+        return None, (f"time budget: {max(seconds_left, 0):.0f} s left, {max(reserve, 0):.0f} s held for "
+                      f"{', '.join(held) or 'nothing'}, under the {need:.0f} s this phase needs at least "
+                      f"(estimated from this run's phase 1: {unit:.0f} s)")
+    return round(min(avail, 1.5 * cost_s(run, name, unit)) - fixed, 1), None

@@ -1,0 +1,62 @@
+"""Where a phase's time goes (playbook/clock.py) and how a chain plans within a budget (playbook/plan.py)."""
+import time
+
+import pytest
+
+from playbook import clock, plan
+from playbook.runs import open_run
+from test_state import phase
+
+
+def test_sections_charge_the_innermost_and_the_total_holds_them_all():
+    clock.reset()
+    with clock.section("build"):
+        time.sleep(0.05)
+        with clock.section("compile"):
+            time.sleep(0.1)
+    t = clock.time_s()
+    assert 0.09 <= t["compile"] < 0.3 and 0.04 <= t["build"] < 0.1        # build excludes the nested compile
+    assert t["total"] >= t["start"] + t["build"] + t["compile"] and t["other"] >= 0
+    with pytest.raises(ValueError, match="unknown clock section"):
+        with clock.section("compiling"):
+            pass
+
+
+def test_cache_counts_are_differences_since_the_reset():
+    from torch._dynamo.utils import counters
+    clock.reset()
+    counters["inductor"]["fxgraph_cache_hit"] += 2
+    assert clock.cache_counts()["fx_graph_hit"] == 2
+    clock.reset()
+    assert clock.cache_counts()["fx_graph_hit"] == 0
+
+
+def _run_with(tmp_path, run_params, totals):
+    run = open_run(str(tmp_path / "r"), **run_params)
+    for number, (name, total) in enumerate(totals):
+        run.write_phase({**phase(number, name, p50=1.0), "time_s": {"start": 5.0, "render": 1.0, "papermill": 1.0,
+                                                                      "total": total}})
+    return run
+
+
+def test_the_plan_runs_everything_with_time_to_spare(tmp_path, run_params):
+    run = _run_with(tmp_path, run_params, [("baseline", 20.0), ("cudagraph", 40.0)])
+    later = ["attention", "gemm", "fusion", "kernels", "tuning", "verify"]
+    share, why = plan.share(run, "attention", later, seconds_left=3000)
+    assert why is None and 0 < share <= 1.5 * (7.0 + 0.5 * 40) - 7.0
+    assert plan.share(run, "verify", ["verify"], seconds_left=0) == (None, None)        # verify always runs
+
+
+def test_a_short_budget_keeps_the_phases_that_gained_most(tmp_path, run_params):
+    run = _run_with(tmp_path, run_params, [("baseline", 20.0), ("cudagraph", 40.0)])
+    later = ["attention", "gemm", "fusion", "kernels", "tuning", "verify"]
+    share, why = plan.share(run, "attention", later, seconds_left=100)
+    assert share is None and "held for" in why and "fusion" in why and "verify" in why
+    share, why = plan.share(run, "fusion", later[2:], seconds_left=100)     # verify's 39 s held, fusion runs
+    assert why is None and share > 0
+    assert plan.share(run, "attention", later, seconds_left=100)[0] is None
+
+
+def test_no_estimate_before_phase_one(tmp_path, run_params):
+    run = _run_with(tmp_path, run_params, [("baseline", 20.0)])
+    assert plan.share(run, "attention", ["attention", "verify"], seconds_left=1) == (None, None)
