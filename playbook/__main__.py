@@ -35,7 +35,7 @@ def parser():
     run.add_argument("--out", default=None, help="run directory (default reports/<timestamp>-<workload>-<preset>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out, skipping recorded phases (with --target-ms: a new "
                           "target; phases skipped because the old one was met are tried)")
-    run.add_argument("--budget-min", type=float, default=None,
+    run.add_argument("--budget-min", default=None,
                      help="minutes for the whole chain: each phase gets a share of what is left (verify's held "
                           "back); a phase whose share is spent is skipped and says why")
     run.add_argument("--phases", default="", help="only these phases, comma-separated (e.g. baseline,fusion,verify)")

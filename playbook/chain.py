@@ -142,16 +142,16 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
     left (verify's share held back), and a phase whose share is spent is skipped with the reason."""
     import papermill as pm
     books = select(phase_notebooks(), phases)
+    budget = check_budget(budget_min)
     run = open_chain_run(params, out, resume, log)
     if "baseline" not in [b[1] for b in books] and not run.phase("baseline"):
         raise PlaybookError("--phases without baseline needs a run that has one: add baseline, or --resume a run")
-    budget = check_budget(budget_min)
     if budget:
-        run.update(budget_min=budget_min)
+        run.update(budget_min=budget / 60)
     target = run.params.get("target_ms")
     log(f"run {run.path} ({run.params['workload']} {run.params.get('preset')}, {run.params['device']}, "
         f"{run.params['dtype']}, target {target or 'none'} ms"
-        f"{f', budget {budget_min:g} min' if budget else ''}): {len(books)} phases")
+        f"{f', budget {budget / 60:g} min' if budget else ''}): {len(books)} phases")
     (run.path / "notebooks").mkdir(exist_ok=True)
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env_path] if env_path else []))
@@ -208,15 +208,8 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
 
 def check_budget(budget_min):
     """--budget-min as seconds, or None; a bad value is refused before anything runs."""
-    if budget_min in (None, "", 0):
-        return None
-    try:
-        value = float(budget_min)
-    except (TypeError, ValueError):
-        raise PlaybookError(f"budget {budget_min!r} is not a number of minutes (e.g. --budget-min 5)") from None
-    if not value > 0 or value == float("inf"):
-        raise PlaybookError(f"budget {budget_min!r} must be a positive, finite number of minutes")
-    return value * 60
+    minutes = runs.positive_number(budget_min, "budget", "minutes", "--budget-min 5")
+    return minutes and minutes * 60
 
 
 def record_wall_time(run, result, wall_s, ahead=False):

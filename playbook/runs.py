@@ -62,16 +62,21 @@ def parse_options(options):
     return out
 
 
-def check_target(target_ms):
-    if target_ms in (None, "", 0):
+def positive_number(value, what, unit, example):
+    """value as a positive, finite float, or None when it is not given; a bad one is refused by name."""
+    if value in (None, "", 0):
         return None
     try:
-        value = float(target_ms)
+        number = float(value)
     except (TypeError, ValueError):
-        raise PlaybookError(f"target {target_ms!r} is not a number of milliseconds (e.g. --target-ms 2.5)") from None
-    if not value > 0 or value == float("inf"):
-        raise PlaybookError(f"target {target_ms!r} must be a positive, finite number of milliseconds")
-    return value
+        raise PlaybookError(f"{what} {value!r} is not a number of {unit} (e.g. {example})") from None
+    if not number > 0 or number == float("inf"):
+        raise PlaybookError(f"{what} {value!r} must be a positive, finite number of {unit}")
+    return number
+
+
+def check_target(target_ms):
+    return positive_number(target_ms, "target", "milliseconds", "--target-ms 2.5")
 
 
 def resolve_params(workload="tiny", preset="", model="", device="auto", dtype="auto", target_ms=None,

@@ -17,6 +17,8 @@ def cli(*args):
     (["--workload", "tiny", "--dtype", "int3"], "unknown dtype 'int3'"),
     (["--workload", "tiny", "--target-ms", "fast"], "not a number of milliseconds"),
     (["--workload", "tiny", "--target-ms", "-1"], "positive"),
+    (["--workload", "tiny", "--budget-min", "soon"], "budget 'soon' is not a number of minutes"),
+    (["--workload", "tiny", "--budget-min", "0.0"], "budget '0.0' must be a positive"),
     (["--workload", "custom"], "needs --model package.module:function"),
     (["--workload", "custom", "--model", "nocolon"], "is not package.module:function"),
     (["--workload", "custom", "--model", "no_such_pkg.mod:f"], "cannot import"),
