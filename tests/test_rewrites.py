@@ -1,4 +1,5 @@
 """The model rewrites of phases 2, 4 and 5: each finds its sites, changes nothing but speed, or says why not."""
+import pytest
 import torch
 import torch.nn as nn
 
@@ -194,3 +195,23 @@ def test_aiter_flash_attention_dispatch_with_a_stand_in_module(monkeypatch):
     assert seen == [((1, 5, 8, 16), False), ((1, 5, 8, 16), True), ((1, 5, 8, 16), True)]   # the mask stayed on SDPA
     assert not aiter_ops.flash_applies(q, k, is_causal=True)         # causal with q_len != k_len: SDPA's alignment
     torch.library.opcheck(torch.ops.playbook.aiter_flash_attn, (q, k, v, 0.3, False))
+
+
+def test_a_preferred_sdpa_backend_falls_back_where_it_cannot_run():
+    """A recipe's forced backend must not fail a call it cannot take (flash with a compiled HF model's
+    explicit mask): the strict form (the probe) raises, the recipe's form runs the call on the next one."""
+    import torch.nn.functional as F
+    from playbook.rewrites.attention import sdpa_context
+    q = torch.randn(1, 2, 8, 16)
+    mask = torch.ones(8, 8, dtype=torch.bool).tril()
+    want = F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+    with pytest.raises(RuntimeError):
+        with sdpa_context("efficient"):                  # no memory-efficient kernel on a CPU
+            F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+    with sdpa_context("efficient", fallback=True):
+        got = F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+    compiled = torch.compile(lambda q, m: F.scaled_dot_product_attention(q, q, q, attn_mask=m), fullgraph=True)
+    with sdpa_context("efficient", fallback=True):
+        again = compiled(q, mask)
+    assert torch.allclose(got, want, atol=1e-6) and torch.allclose(again, want, atol=1e-5)
+    torch._dynamo.reset()

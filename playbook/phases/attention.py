@@ -78,6 +78,7 @@ def apply(pipe, knobs):
             raise RuntimeError(f"attention rewrite found {done}; the recipe recorded {route['rewrite']}")
     pipe.sdpa_backend = knobs.get("sdpa_backend")
     if pipe.sdpa_backend:
-        pipe.notes.append(f"SDPA backend forced: {pipe.sdpa_backend}")
+        pipe.notes.append(f"SDPA backend forced: {pipe.sdpa_backend} (calls it cannot take fall back to "
+                          "torch's other backends)")
         # the FX-graph cache's key must tell graphs traced under different backends apart
         pipe.inductor["post_grad_custom_post_pass"] = attention.backend_cache_key(pipe.sdpa_backend)

@@ -40,13 +40,24 @@ def backends_here(device):
     return names + (["aiter"] if torch.version.hip and flash_available() else [])
 
 
-def sdpa_context(name):
+def sdpa_context(name, fallback=False):
     """The context manager that forces one backend (nullcontext-like for None); "aiter" routes SDPA calls
-    to aiter's flash attention where it applies (rewrites/aiter_ops.py)."""
+    to aiter's flash attention where it applies (rewrites/aiter_ops.py). fallback=True puts the backend
+    first and keeps the others after it, so a call it cannot take (an explicit mask for flash, which a
+    compiled Hugging Face model can pass where its eager twin passed none) runs on the next one instead
+    of failing: what a recipe uses. The probe of the backend table uses the strict form."""
     if name == "aiter":
         from .aiter_ops import AiterSDPA
         return AiterSDPA()
-    return sdpa_kernel([backend_enum(name)]) if name else sdpa_kernel(list(SDPBackend.__members__.values()))
+    every = list(SDPBackend.__members__.values())
+    if not name:
+        return sdpa_kernel(every)
+    if not fallback:
+        return sdpa_kernel([backend_enum(name)])
+    order = [backend_enum(name)] + [b for b in every if b != backend_enum(name) and b != SDPBackend.ERROR]
+    if "set_priority" in inspect.signature(sdpa_kernel).parameters:     # torch >= 2.6: the order is kept
+        return sdpa_kernel(order, set_priority=True)
+    return sdpa_kernel(order)
 
 
 def backend_cache_key(name):
