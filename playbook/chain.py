@@ -157,7 +157,7 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env_path] if env_path else []))
     os.environ["PLAYBOOK_PROGRESS"] = "0"      # headless: no progress bars in the executed notebooks
     started = time.time()
-    warm = None         # the next phase's kernel, started while this one runs
+    warm = []           # the next phases' kernels, started while this one runs
     stale = False       # once a phase runs again, every later (cumulative) phase's record is stale
     for i, (number, name, path) in enumerate(books, 1):
         head = f"[{i}/{len(books)}] {path.stem}"
@@ -180,8 +180,10 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
             run.update(budgets={**(run.params.get("budgets") or {}), name: share})
         t0 = time.time()
         log(f"{head}: running ...")
-        kernel, ahead = warm or WarmKernel(run), warm is not None
-        warm = WarmKernel(run) if i < len(books) else None
+        ahead = bool(warm)
+        kernel = warm.pop(0) if warm else WarmKernel(run)
+        while len(warm) < min(ahead_depth(run), len(books) - i):
+            warm.append(WarmKernel(run))
         try:
             pm.execute_notebook(str(path), str(run.path / "notebooks" / path.name), cwd=str(ROOT),
                                 parameters=notebook_parameters(run), progress_bar=False,
@@ -197,13 +199,25 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
         p50 = f"p50 {r['p50_ms']:.3f} ms" if r["p50_ms"] is not None else "no p50"
         log(f"{head}: {r['status']}, {p50}{', ' + r['error'] if r['error'] else ''} "
             f"({report.time_line(r['time_s'])})")
-    if warm:
-        warm.shutdown()
+    for kernel in warm:
+        kernel.shutdown()
     t0 = time.time()
     html = report.write(run.path)
     run.update(chain_s={"total": round(time.time() - started, 1), "report": round(time.time() - t0, 1)})
     log(f"report: {html} ({time.time() - t0:.0f} s); the chain took {time.time() - started:.0f} s")
     return run
+
+
+AHEAD_BYTES = 4e9       # a workload whose weights are larger gets one kernel ahead: each holds a copy
+
+
+def ahead_depth(run):
+    """How many kernels to start ahead: two on a GPU run of a model under AHEAD_BYTES (known once the
+    baseline ran), so a phase that decides in seconds (attention with nothing to change: 1.5 s on llama
+    1b) does not leave the next one waiting for its kernel's imports (14 s); one otherwise (a CPU run's
+    cores are the timed step's)."""
+    weights = (run.params.get("workload_info") or {}).get("weight_bytes")
+    return 2 if run.params["device"] == "cuda" and weights and weights < AHEAD_BYTES else 1
 
 
 def check_budget(budget_min):
@@ -214,8 +228,9 @@ def check_budget(budget_min):
 
 def record_wall_time(run, result, wall_s, ahead=False):
     """The phase's time_s as the chain saw it: the notebook's own sections, plus `papermill` (executing
-    cells, writing the notebook) and `total`, the wall time of the whole notebook. ahead: the kernel
-    was started while the phase before ran; its start is then `start_ahead`, outside the total."""
+    cells, writing the notebook, and waiting for a kernel started ahead that is still preparing) and
+    `total`, the wall time of the whole notebook. ahead: the kernel was started while the phase before
+    ran; its start is then `start_ahead`, outside the total."""
     inner = dict(result.get("time_s") or {})
     if ahead and "start" in inner:
         inner["start_ahead"] = inner.pop("start")
