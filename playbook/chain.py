@@ -159,48 +159,50 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
     started = time.time()
     warm = []           # the next phases' kernels, started while this one runs
     stale = False       # once a phase runs again, every later (cumulative) phase's record is stale
-    for i, (number, name, path) in enumerate(books, 1):
-        head = f"[{i}/{len(books)}] {path.stem}"
-        done = run.phase(name)
-        if resume and done and not stale and not _target_skip_to_retry(run, done):
-            log(f"{head}: already recorded ({done['status']}), skipped")
-            continue
-        stale = True
-        kept = last_kept_p50(run)
-        if target and kept is not None and kept <= target and name not in ("baseline", "verify"):
-            record(run, name, "skipped", note=f"target {target} ms already met ({kept:.3f} ms)")
-            log(f"{head}: skipped, target already met")
-            continue
-        if budget:
-            share, why = plan.share(run, name, [b[1] for b in books[i - 1:]], budget - (time.time() - started))
-            if why:
-                record(run, name, "skipped", note=why)
-                log(f"{head}: skipped, {why}")
+    try:
+        for i, (number, name, path) in enumerate(books, 1):
+            head = f"[{i}/{len(books)}] {path.stem}"
+            done = run.phase(name)
+            if resume and done and not stale and not _target_skip_to_retry(run, done):
+                log(f"{head}: already recorded ({done['status']}), skipped")
                 continue
-            run.update(budgets={**(run.params.get("budgets") or {}), name: share})
-        t0 = time.time()
-        log(f"{head}: running ...")
-        ahead = bool(warm)
-        kernel = warm.pop(0) if warm else WarmKernel(run)
-        while len(warm) < min(ahead_depth(run), len(books) - i):
-            warm.append(WarmKernel(run))
-        try:
-            pm.execute_notebook(str(path), str(run.path / "notebooks" / path.name), cwd=str(ROOT),
-                                parameters=notebook_parameters(run), progress_bar=False,
-                                kernel_name="python3", log_output=False, stdout_file=_Lines(log),
-                                km=kernel.hand_over())
-        except Exception as e:   # papermill wraps the cell's exception; the phase is recorded, the chain goes on
-            if not run.phase(name):   # a result the notebook wrote before raising is kept as measured
-                record(run, name, "failed", error=_notebook_error(e))
-        finally:
+            stale = True
+            kept = last_kept_p50(run)
+            if target and kept is not None and kept <= target and name not in ("baseline", "verify"):
+                record(run, name, "skipped", note=f"target {target} ms already met ({kept:.3f} ms)")
+                log(f"{head}: skipped, target already met")
+                continue
+            if budget:
+                share, why = plan.share(run, name, [b[1] for b in books[i - 1:]], budget - (time.time() - started))
+                if why:
+                    record(run, name, "skipped", note=why)
+                    log(f"{head}: skipped, {why}")
+                    continue
+                run.update(budgets={**(run.params.get("budgets") or {}), name: share})
+            t0 = time.time()
+            log(f"{head}: running ...")
+            ahead = bool(warm)
+            kernel = warm.pop(0) if warm else WarmKernel(run)
+            while len(warm) < min(ahead_depth(run), len(books) - i):
+                warm.append(WarmKernel(run))
+            try:
+                pm.execute_notebook(str(path), str(run.path / "notebooks" / path.name), cwd=str(ROOT),
+                                    parameters=notebook_parameters(run), progress_bar=False,
+                                    kernel_name="python3", log_output=False, stdout_file=_Lines(log),
+                                    km=kernel.hand_over())
+            except Exception as e:   # papermill wraps the cell's exception; the phase is recorded, the chain goes on
+                if not run.phase(name):   # a result the notebook wrote before raising is kept as measured
+                    record(run, name, "failed", error=_notebook_error(e))
+            finally:
+                kernel.shutdown()
+            r = run.phase(name) or record(run, name, "failed", error="the notebook wrote no result")
+            r = record_wall_time(run, r, time.time() - t0, ahead)
+            p50 = f"p50 {r['p50_ms']:.3f} ms" if r["p50_ms"] is not None else "no p50"
+            log(f"{head}: {r['status']}, {p50}{', ' + r['error'] if r['error'] else ''} "
+                f"({report.time_line(r['time_s'])})")
+    finally:                # kernels started ahead are not left behind, whatever happened
+        for kernel in warm:
             kernel.shutdown()
-        r = run.phase(name) or record(run, name, "failed", error="the notebook wrote no result")
-        r = record_wall_time(run, r, time.time() - t0, ahead)
-        p50 = f"p50 {r['p50_ms']:.3f} ms" if r["p50_ms"] is not None else "no p50"
-        log(f"{head}: {r['status']}, {p50}{', ' + r['error'] if r['error'] else ''} "
-            f"({report.time_line(r['time_s'])})")
-    for kernel in warm:
-        kernel.shutdown()
     t0 = time.time()
     html = report.write(run.path)
     run.update(chain_s={"total": round(time.time() - started, 1), "report": round(time.time() - t0, 1)})
