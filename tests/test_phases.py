@@ -64,7 +64,9 @@ def test_fusion_saves_three_gemms_per_layer(tiny_run):
     assert r["weight_bytes"]["after"] == r["weight_bytes"]["before"] and len(r["knobs"]["groups"]) == 8
 
 
-def test_kernels_tries_triton_and_inductor_fusion(tiny_run):
+def test_kernels_tries_triton_and_inductor_fusion(tiny_run, monkeypatch):
+    from playbook.phases import kernels
+    monkeypatch.setattr(kernels, "BUDGET_S", None)         # every candidate, however slow this machine builds
     r = run_phase("kernels", tiny_run, iters=5, warmup=1)
     assert r["status"] in ("kept", "rejected"), r["error"]
     tried = [c["knobs"] for c in r["candidates"]]
@@ -152,7 +154,7 @@ def test_a_forced_sdpa_backend_gets_its_own_compile_cache_entry(tmp_path, monkey
         return pipe, counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"]
     build(None)                                     # torch's own pick: compiled and cached
     pipe, hits, misses = build(forced)
-    assert "SDPA backend forced: math" in pipe.notes and (hits, misses) == (0, 1)
+    assert any(n.startswith("SDPA backend forced: math") for n in pipe.notes) and (hits, misses) == (0, 1)
     _, hits, misses = build(forced)
     assert (hits, misses) == (1, 0)
     torch._dynamo.reset()             # Dynamo would serve this graph to a later test's compile
