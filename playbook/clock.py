@@ -71,12 +71,11 @@ def section(name):
 
 
 def time_s():
-    """{section: seconds} so far, with `other` (unclaimed) and `total` (since the process started)."""
+    """{section: seconds} so far, with `other` (unclaimed) and `total` (`start` plus the phase so far)."""
     if _state["t0"] is None:
         reset()
-    spent = {k: round(v, 2) for k, v in _state["spent"].items() if k in SECTIONS}
     total = time.time() - _state["t0"] + _state["spent"]["start"]
-    out = {k: spent[k] for k in SECTIONS if k in spent}
+    out = {k: round(_state["spent"][k], 2) for k in SECTIONS if k in _state["spent"]}
     out["other"] = round(max(0.0, total - sum(_state["spent"].values())), 2)
     out["total"] = round(total, 2)
     out.update({k: round(v, 2) for k, v in _state["ahead"].items()})

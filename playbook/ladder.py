@@ -32,16 +32,14 @@ from .record import fill_timing, floors, last_kept_p50, next_action, profile_int
 clock.mark_ready()          # what a phase's kernel imports ends here: its clock's `start`
 
 class Context:
-    """What candidates() may look at: the run, the device, the kept pipeline (not yet built), and what
-    the run has measured so far (the kept recipe's p50 and its last kept phase's record)."""
+    """What candidates() may look at: the run, the device, the kept pipeline (not yet built), and the
+    kept recipe's measured p50 (what a candidate must beat)."""
 
     def __init__(self, run, pipe, steps):
         self.run, self.pipe, self.steps = run, pipe, steps
         self.device, self.vendor = pipe.device, pipe.vendor
         self.info = {}              # what candidates() found (sites, tables): merged into the phase JSON
         self.kept_p50_ms = last_kept_p50(run)
-        kept = [p for p in run.phases() if p["status"] == "kept" and p["name"] != "verify"]
-        self.kept_phase = kept[-1] if kept else None
 
     def fresh_pipeline(self):
         """A new copy of the kept pipeline to probe (rewrite, count, measure) without touching ctx.pipe."""
