@@ -13,6 +13,9 @@
 #   bash benchmarks/gpu_session.sh ladder-time      # whole ladders, uninterrupted, cold compile cache: llama 1b then
 #                                                   # pi0 full, in the background (setsid); each call waits up to
 #                                                   # WAIT_S (570 s) and copies what is done to $OUT: call it again
+#   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
+#                                                   # ladder + peers each, GPUS at a time, in the background;
+#                                                   # each call waits up to WAIT_S and copies what is done
 # Run from the repo root with .whl/ carried along (../shared/device/fetch-wheels.sh liger-kernel).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -101,6 +104,26 @@ if [[ $part == ladder-time ]]; then
     [[ -f reports/$r/report.html ]] && tar czf "$OUT/$r.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C reports "$r"
   done
   [[ -f reports/lt-done ]] && echo "ladder-time: done" || echo "ladder-time: still running; call again at once"
+fi
+if [[ $part == user-models ]]; then
+  mkdir -p reports
+  if ! python3 -c "import torchvision" 2>/dev/null && ls .whl-extra/torchvision-*.whl >/dev/null 2>&1; then
+    # the image lacks torchvision: the wheel for its torch, carried in .whl-extra/ (not shadowing one it has)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-tv .whl-extra/torchvision-*.whl \
+      && export PYTHONPATH=/tmp/site-tv:$PYTHONPATH
+  fi
+  python3 -c "import torchvision; print('torchvision', torchvision.__version__)" 2>&1 | tail -1 | tee -a "$OUT/device.txt"
+  if [[ ! -f reports/um-started ]]; then
+    touch reports/um-started
+    setsid nohup bash -c "python3 benchmarks/user_models.py --out $PWD/reports/user-models --gpus ${GPUS:-1} $* \
+      > reports/um.log 2>&1; touch reports/um-done" > /dev/null 2>&1 &
+  fi
+  end=$((SECONDS + ${WAIT_S:-570}))
+  while [[ ! -f reports/um-done && $SECONDS -lt $end ]]; do sleep 5; done
+  cp reports/um.log "$OUT/" 2>/dev/null
+  tar czf "$OUT/user-models.tgz" --exclude checkpoints --exclude traces --exclude "*.pt" --exclude inductor-cache \
+    -C reports user-models 2>/dev/null
+  [[ -f reports/um-done ]] && echo "user-models: done" || echo "user-models: still running; call again at once"
 fi
 if [[ $part == check ]]; then
   python3 -m playbook check --recipe benchmarks/results/llama-1b/recipe.json --json "$OUT/check.json" 2>&1 \

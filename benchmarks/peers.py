@@ -4,6 +4,8 @@
         --out benchmarks/results/peers-llama-1b.json
     python benchmarks/peers.py --workload pi0 --preset full --option cameras=3 --option action_horizon=10 \
         --recipe reports/<pi0 run>/recipe.json --out benchmarks/results/peers-pi0-full.json
+    python benchmarks/peers.py --workload hf --model ./my-qwen --recipe reports/<run>/recipe.json --out q.json
+    python benchmarks/peers.py --workload custom --model mypkg.models:make --device cpu --dtype float32
     python benchmarks/peers.py --table benchmarks/results/peers-*.json      # the README table and plot
 
 Each peer runs in its own subprocess with a time limit (--together: all built at once, each in its
@@ -11,8 +13,9 @@ own process, then timed one at a time, so that pi0's long whole-model compiles f
 segfaulted on our H200) is recorded as a crash with its signal, a hang as a timeout, and the next peer
 runs. Every peer builds the same workload (same seed, same weights), checks its outputs against eager's
 in the same process with the ladder's judge (an fp32 twin on the same rounded weights), and is timed with CUDA events after warm-up.
-Ratios are to eager's p50 and to the device's floor (max of weight bytes / copy bandwidth and
-FLOPs / matmul rate, measured once in the eager peer's process).
+Ratios are to eager's p50 and to the device's floor (max of (weight + KV-cache bytes) / copy bandwidth
+and counted FLOPs / matmul rate, measured once in the eager peer's process). Any workload the ladder
+takes works here, `custom` and `hf` with their --model, on a GPU or on a CPU (--device cpu --dtype float32).
 """
 import argparse
 import datetime as dt
@@ -55,8 +58,10 @@ def measure(peer, params, recipe, iters, warmup, wait=False):
     out = {"peer": peer, "device": describe(device).get("name"), "torch": versions()["torch"]}
     t0 = time.perf_counter()
     if peer == "eager":
+        from playbook.workloads.base import counted_flops
         step = wl
-        out["weight_bytes"], out["flops"] = wl.weight_bytes, wl.flops
+        out["weight_bytes"], out["kv_bytes"] = wl.weight_bytes, wl.kv_bytes
+        out["flops"], out["flops_by"] = counted_flops(wl)
     elif peer == "playbook":
         from playbook.reuse import load_recipe
         data = load_recipe(recipe)
@@ -89,7 +94,7 @@ def measure(peer, params, recipe, iters, warmup, wait=False):
 
 def peer_command(peer, args):
     cmd = [sys.executable, __file__, "--one", peer, "--workload", args.workload, "--preset", args.preset,
-           "--device", args.device, "--dtype", args.dtype, "--iters", str(args.iters), "--warmup", str(args.warmup)]
+           "--model", args.model, "--device", args.device, "--dtype", args.dtype, "--iters", str(args.iters), "--warmup", str(args.warmup)]
     return cmd + [x for o in args.option for x in ("--option", o)] + (["--recipe", args.recipe] if args.recipe else [])
 
 
@@ -183,7 +188,8 @@ def add_ratios(results):
     if not eager:
         return None
     c = eager["ceilings"]
-    floor = max(eager["weight_bytes"] / (c["copy_gbps"] * 1e9), (eager["flops"] or 0) / (c["matmul_tflops"] * 1e12)) * 1e3
+    nbytes = eager["weight_bytes"] + (eager.get("kv_bytes") or 0)
+    floor = max(nbytes / (c["copy_gbps"] * 1e9), (eager["flops"] or 0) / (c["matmul_tflops"] * 1e12)) * 1e3
     for r in results:
         if r["status"] == "ok":
             r["vs_eager"] = round(eager["p50_ms"] / r["p50_ms"], 2)
@@ -226,7 +232,9 @@ def table(files):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", default="llama")
-    ap.add_argument("--preset", default="1b")
+    ap.add_argument("--preset", default="", help="the workload's preset (default: the ladder's, 1b for llama on a GPU)")
+    ap.add_argument("--model", default="", help="custom: package.module:function; hf: a checkpoint folder or a "
+                                                "model type")
     ap.add_argument("--option", action="append", default=[])
     ap.add_argument("--recipe", default="", help="the playbook run's recipe.json (the 'playbook' peer)")
     ap.add_argument("--device", default="cuda")
@@ -246,9 +254,15 @@ def main():
         md, png = table(args.table)
         print(md + f"\n\n![peers]({png})")
         return 0
-    from playbook.runs import parse_options
-    params = {"workload": args.workload, "preset": args.preset, "options": parse_options(args.option),
-              "device": args.device, "dtype": args.dtype, "seed": 0}
+    from playbook.errors import PlaybookError
+    from playbook.runs import resolve_params
+    try:          # what the ladder refuses is refused here too, by name, before any peer starts
+        params = resolve_params(workload=args.workload, preset=args.preset, model=args.model, device=args.device,
+                                dtype=args.dtype, options=args.option, iters=args.iters, warmup=args.warmup)
+    except PlaybookError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.preset, args.model = params["preset"], params["model"]
     if args.one:
         print("PEER_RESULT " + json.dumps(measure(args.one, params, args.recipe, args.iters, args.warmup, args.wait)),
               flush=True)
@@ -263,7 +277,8 @@ def main():
         else:
             results = [r for peer in peers for r in run_group([peer], args, args.limit_s, cache)]
     floor = add_ratios(results)
-    label = f"{args.workload} {args.preset}" + "".join(f" {o}" for o in args.option)
+    label = " ".join(filter(None, (args.workload, Path(args.model).name if args.workload == "hf" else args.model,
+                                   args.preset))) + "".join(f" {o}" for o in args.option)
     ok = [r for r in results if r["status"] == "ok"]
     out = {"label": label, "params": params, "date": dt.date.today().isoformat(),
            "device": ok[0]["device"] if ok else None, "torch": ok[0]["torch"] if ok else None,

@@ -16,11 +16,13 @@ def result_template(mod, run):
 
 
 def floors(run, p50_ms):
-    """p50 against the bandwidth floor (weight bytes / copy bandwidth) and the compute floor."""
+    """p50 against the bandwidth floor ((weight + KV-cache bytes) / copy bandwidth) and the compute floor
+    (counted FLOPs / matmul rate)."""
     ceilings, wl = run.params.get("ceilings") or {}, run.params.get("workload_info") or {}
     out = {"bandwidth_floor_ms": None, "compute_floor_ms": None, "x_of_floor": None}
     if ceilings.get("copy_gbps") and wl.get("weight_bytes"):
-        out["bandwidth_floor_ms"] = round(wl["weight_bytes"] / (ceilings["copy_gbps"] * 1e9) * 1e3, 5)
+        nbytes = wl["weight_bytes"] + (wl.get("kv_bytes") or 0)
+        out["bandwidth_floor_ms"] = round(nbytes / (ceilings["copy_gbps"] * 1e9) * 1e3, 5)
     if ceilings.get("matmul_tflops") and wl.get("flops"):
         out["compute_floor_ms"] = round(wl["flops"] / (ceilings["matmul_tflops"] * 1e12) * 1e3, 5)
     floor = max([f for f in (out["bandwidth_floor_ms"], out["compute_floor_ms"]) if f] or [0])

@@ -16,7 +16,7 @@ import torch
 from .devices import describe, dtype_name, resolve_device, resolve_dtype
 from .errors import PlaybookError
 from .state import Run, new_run_id
-from .workloads import check, default_preset
+from .workloads import check, default_preset, normalize_model
 
 REPORTS = Path(os.environ.get("PLAYBOOK_REPORTS", "reports"))
 # Inductor's compile caches, shared by the runs of this machine: a graph compiled once (the kept recipe,
@@ -82,11 +82,12 @@ def check_target(target_ms):
 def resolve_params(workload="tiny", preset="", model="", device="auto", dtype="auto", target_ms=None,
                    iters=100, warmup=10, seed=0, options=None):
     """Validate everything a user can get wrong, before any model is built."""
+    model = normalize_model(workload, model)
     options = check(workload, preset, model, parse_options(options))
     dev = resolve_device(device)
     if int(iters) < 5 or int(warmup) < 0:
         raise PlaybookError(f"iters must be at least 5 and warmup at least 0 (got {iters}, {warmup})")
-    return {"workload": workload, "preset": preset or default_preset(workload, dev.type), "model": model or "",
+    return {"workload": workload, "preset": preset or default_preset(workload, dev.type, model), "model": model,
             "options": options,
             "device": dev.type, "dtype": dtype_name(resolve_dtype(dtype, dev)),
             "target_ms": check_target(target_ms), "iters": int(iters), "warmup": int(warmup), "seed": int(seed)}

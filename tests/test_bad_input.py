@@ -1,17 +1,35 @@
 """Every mistake a user can make is answered with a message that says what to do, and exit code 2."""
+import contextlib
+import io
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "playbook", *args], capture_output=True, text=True)
+    """The command line in this process (each refusal comes before anything is built or started)."""
+    from playbook.__main__ import main
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = main(list(args))
+    return SimpleNamespace(returncode=code, stderr=err.getvalue(), stdout=out.getvalue())
+
+
+def test_the_real_command_line_exits_2_with_the_message():
+    done = subprocess.run([sys.executable, "-m", "playbook", "run", "--workload", "lama"], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "unknown workload 'lama'" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--workload", "lama"], "unknown workload 'lama'; choose one of: tiny, llama, pi0, custom"),
+    (["--workload", "lama"], "unknown workload 'lama'; choose one of: tiny, llama, pi0, hf, custom"),
+    (["--workload", "hf"], "workload 'hf' needs --model"),
+    (["--workload", "hf", "--model", "qwen3000"], "unknown model type"),
+    (["--workload", "hf", "--model", "qwen2", "--option", "step=sample"], "unknown step"),
+    (["--workload", "llama", "--model", "qwen2"], "--model is for workloads custom and hf"),
     (["--workload", "llama", "--preset", "70b"], "choose one of: tiny, 1b"),
     (["--workload", "tiny", "--device", "tpu"], "unknown device 'tpu'; choose one of: auto, cpu, cuda"),
     (["--workload", "tiny", "--dtype", "int3"], "unknown dtype 'int3'"),

@@ -3,6 +3,7 @@ import torch
 
 from playbook.compare import compare, snapshot
 from playbook.workloads import build_workload
+from playbook.workloads.base import counted_flops
 
 
 @pytest.mark.parametrize("name,preset", [("tiny", "tiny"), ("llama", "tiny")])
@@ -12,7 +13,8 @@ def test_builtin_workloads_are_repeatable_and_state_their_floors(name, preset):
         first, second = snapshot(wl()), snapshot(wl())
     assert compare(second, first, torch.float32)["rel_err"] == 0.0     # the decode step writes the same slot
     assert first["output"].abs().max() > 0
-    assert wl.weight_bytes > 0 and wl.flops > 0 and wl.description
+    flops, how = counted_flops(wl)
+    assert wl.weight_bytes > 0 and flops > 0 and how == "FlopCounterMode on the step" and wl.description
 
 
 def test_llama_1b_geometry():

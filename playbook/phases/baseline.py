@@ -12,6 +12,7 @@ from ..devices import measure_ceilings
 from ..errors import PlaybookError
 from ..pipeline import Pipeline
 from ..record import fill_timing, profile_into
+from ..workloads.base import counted_flops
 
 NUMBER = 0
 NAME = "baseline"
@@ -58,8 +59,10 @@ def run(run, result, iters, warmup):
         result["notes"].append(f"the untouched model in {run.params['dtype']} is "
                                f"{run.params['baseline_precise_err']:.3g} (relative) from its fp32 twin on the "
                                "same weights; phases may be up to twice as far")
+    flops, flops_by = counted_flops(wl)
     run.update(workload_info={"description": wl.description, "weight_bytes": wl.weight_bytes,
-                              "flops": wl.flops, "outputs": sorted(reference)})
+                              "kv_bytes": wl.kv_bytes, "flops": flops, "flops_by": flops_by,
+                              "outputs": sorted(reference)})
     if not run.params.get("ceilings"):
         with clock.section("time"):
             run.update(ceilings=measure_ceilings(pipe.device))

@@ -2,26 +2,32 @@
 
     wl = build_workload("llama", preset="1b", device=torch.device("cuda"), dtype=torch.bfloat16)
     wl = build_workload("custom", model="mypkg.models:make", device=..., dtype=...)
+    wl = build_workload("hf", model="./my-qwen", options={"step": "decode"}, device=..., dtype=...)
 
     wl = build_workload("pi0", preset="full", options={"cameras": 3, "action_horizon": 10}, device=..., dtype=...)
 
 `tiny` (CPU-sized teaching model), `llama` (Hugging Face LlamaForCausalLM, random weights, one decode
-token against a static KV cache), `pi0` (the vision-language-action policy, one whole inference) and
-`custom` (package.module:function returning (model, example_inputs)). Options are workload-specific.
+token against a static KV cache), `pi0` (the vision-language-action policy, one whole inference), `hf`
+(any Hugging Face model: a checkpoint folder or a model type, decode/prefill/forward) and `custom`
+(package.module:function returning (model, example_inputs)). Options are workload-specific.
 """
 from ..errors import PlaybookError, choose
-from . import custom, llama, pi0, tiny
+from . import custom, hf, llama, pi0, tiny
 from .base import Workload
 
-WORKLOADS = {"tiny": tiny, "llama": llama, "pi0": pi0, "custom": custom}
+WORKLOADS = {"tiny": tiny, "llama": llama, "pi0": pi0, "hf": hf, "custom": custom}
+NEEDS_MODEL = ("custom", "hf")
 
 
 def presets(name):
     return list(WORKLOADS[name].PRESETS) if hasattr(WORKLOADS[name], "PRESETS") else []
 
 
-def default_preset(name, device_type):
-    """The preset a run picks when none is named: the largest one on a GPU, the smallest on a CPU."""
+def default_preset(name, device_type, model=""):
+    """The preset a run picks when none is named: the largest one on a GPU, the smallest on a CPU (hf:
+    "checkpoint" for a checkpoint folder, "small" on a GPU, "tiny" on a CPU)."""
+    if name == "hf":
+        return hf.default_preset(model, device_type)
     names = presets(name)
     if not names:
         return ""
@@ -43,9 +49,22 @@ def check(name, preset, model, options=None):
             raise PlaybookError("workload 'custom' needs --model package.module:function "
                                 "(a function returning (model, example_inputs))")
         custom.load(model)        # import now: a typo fails before anything runs
+    elif name == "hf":
+        hf.check_model(model)     # a folder without config.json or an unknown model type fails here
+        hf.check_preset(model, preset)
+    elif model:
+        raise PlaybookError(f"--model is for workloads {' and '.join(NEEDS_MODEL)}; workload {name!r} builds its own")
     elif preset and preset not in presets(name):
         choose(f"preset for workload {name!r}:", preset, presets(name))
     return options
+
+
+def normalize_model(name, model):
+    """The --model a run records: a checkpoint folder as an absolute path (notebooks run elsewhere)."""
+    if name == "hf" and hf.is_checkpoint(model):
+        from pathlib import Path
+        return str(Path(model).expanduser().resolve())
+    return model or ""
 
 
 def build_workload(name, preset="", model="", device=None, dtype=None, seed=0, weights_via=None,
@@ -56,7 +75,9 @@ def build_workload(name, preset="", model="", device=None, dtype=None, seed=0, w
     if name == "custom":
         return custom.build(model, device, dtype, seed=seed, weights_via=weights_via)
     extra = {"options": options} if hasattr(WORKLOADS[name], "check_options") else {}
-    return WORKLOADS[name].build(preset or default_preset(name, device.type), device, dtype, seed=seed,
+    if name == "hf":
+        extra["model"] = model
+    return WORKLOADS[name].build(preset or default_preset(name, device.type, model), device, dtype, seed=seed,
                                  weights_via=weights_via, **extra)
 
 

@@ -3,16 +3,17 @@
     wl = build(preset="1b", device=torch.device("cuda"), dtype=torch.bfloat16)
     logits = wl.model(*wl.args)        # [1, 1, vocab]: one token at batch 1 against a StaticCache
 
-The prompt is prefilled once when the workload is built (outside the timed region); every call then
-decodes the same next token at the same cache position, so repeated calls are identical and a captured
-graph can replay it. Preset `1b` is Llama-3.2-1B's geometry; `tiny` runs on a CPU.
+A named preset of the `hf` workload's decode step (workloads/hf.py): the prompt is prefilled once when
+the workload is built (outside the timed region); every call then decodes the same next token at the
+same cache position, so repeated calls are identical and a captured graph can replay it. Preset `1b`
+is Llama-3.2-1B's geometry; `tiny` runs on a CPU.
 """
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 
-from .base import Workload, count_weight_bytes, matmul_flops
+from .base import Workload, count_weight_bytes
+from .hf import decode_step, lookup_tables
 
 
 @dataclass(frozen=True)
@@ -42,48 +43,18 @@ def config(p: LlamaPreset):
                        rope_theta=500000.0, rms_norm_eps=1e-5)
 
 
-class DecodeStep(nn.Module):
-    """One decode token: the HF model plus its StaticCache, called with tensors only."""
-
-    def __init__(self, model, cache):
-        super().__init__()
-        self.model = model
-        self.cache = cache
-        # Recent transformers write at each layer's own counter (cumulative_length), not at
-        # cache_position; pin the counters so every call writes the same slot and is repeatable.
-        self.counters = [layer.cumulative_length for layer in getattr(cache, "layers", ())
-                         if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor)]
-
-    def forward(self, input_ids, cache_position):
-        # input_ids: [1, 1]; cache_position: [1]
-        for counter in self.counters:
-            counter.copy_(cache_position[0])
-        out = self.model(input_ids=input_ids, position_ids=cache_position[None], cache_position=cache_position,
-                         past_key_values=self.cache, use_cache=True)
-        return out.logits
-
-
 def build(preset, device, dtype, seed=0, weights_via=None):
-    from transformers import LlamaForCausalLM, StaticCache
+    from transformers import LlamaForCausalLM
     p = PRESETS[preset]
     cfg = config(p)
     torch.manual_seed(seed)
     with torch.device(device):            # random init where the model lives: not gigabytes of CPU init
         model = LlamaForCausalLM(cfg)
     model = model.to(dtype=weights_via or dtype).to(dtype=dtype).eval()
-    cache = StaticCache(config=cfg, max_cache_len=p.max_cache)
-    gen = torch.Generator().manual_seed(seed + 1)
-    prompt = torch.randint(0, p.vocab, (1, p.prompt + 1), generator=gen).to(device)
-    with torch.no_grad():
-        model(input_ids=prompt[:, :-1], cache_position=torch.arange(p.prompt, device=device),
-              past_key_values=cache, use_cache=True)
-    step = DecodeStep(model, cache).eval()
-    params = sum(w.numel() for n, w in model.named_parameters() if "embed_tokens" not in n or p.tied)
+    step, args, kv = decode_step(model, cfg, p.prompt, p.max_cache, device, seed)
     return Workload(
-        name="llama", preset=preset, model=step,
-        args=(prompt[:, -1:], torch.tensor([p.prompt], device=device)),
-        weight_bytes=count_weight_bytes(model, skip=() if p.tied else ("model.embed_tokens.weight",)),
-        flops=matmul_flops(params, tokens=1),
+        name="llama", preset=preset, model=step, args=args,
+        weight_bytes=count_weight_bytes(model, skip=lookup_tables(model)), kv_bytes=kv,
         description=f"LlamaForCausalLM ({preset}: hidden {p.hidden}, {p.layers} layers, {p.heads} heads, "
                     f"{p.kv_heads} KV heads), one decode token at position {p.prompt} of a "
                     f"{p.max_cache}-slot StaticCache, attention '{model.config._attn_implementation}'")

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import Workload, count_weight_bytes, matmul_flops
+from .base import Workload, count_weight_bytes
 
 
 @dataclass(frozen=True)
@@ -149,10 +149,8 @@ def build(preset, device, dtype, seed=0, weights_via=None):
     with torch.no_grad():
         model(prompt[:, :-1], torch.arange(cfg.prompt, device=device))   # prefill, outside the timed step
     args = (prompt[:, -1:], torch.tensor([cfg.prompt], device=device))
-    params = sum(p.numel() for n, p in model.named_parameters() if n != "embed_tokens.weight")
     return Workload(
         name="tiny", preset=preset, model=model, args=args,
         weight_bytes=count_weight_bytes(model, skip=("embed_tokens.weight",)),
-        flops=matmul_flops(params, tokens=1),
         description=f"tiny decoder, {cfg.layers} layers, dim {cfg.dim}, one decode token "
                     f"at position {cfg.prompt} of a {cfg.max_seq}-slot KV cache")

@@ -1,0 +1,123 @@
+"""The `hf` workload: checkpoints written by save_pretrained, model types with random weights, every step."""
+import pytest
+import torch
+
+from playbook.compare import compare, snapshot
+from playbook.errors import PlaybookError
+from playbook.runs import resolve_params
+from playbook.workloads import build_workload, hf
+from playbook.workloads.base import counted_flops
+
+CPU = torch.device("cpu")
+
+
+def save_checkpoint(tmp_path, model_type, **sizes):
+    """A tiny checkpoint folder the way a user has one: config.json plus safetensors, from save_pretrained."""
+    cfg = hf._size_config(model_type, dict(hf.PRESETS["tiny"], **sizes))
+    torch.manual_seed(3)
+    model = hf.model_class(cfg, hf.kind(cfg)).from_config(cfg)
+    folder = tmp_path / model_type
+    model.save_pretrained(folder)
+    return folder
+
+
+def repeatable(wl):
+    with torch.no_grad():
+        first, second = snapshot(wl()), snapshot(wl())
+    assert compare(second, first, torch.float32)["rel_err"] == 0.0, "two calls of the step differ"
+    assert all(torch.isfinite(t).all() and t.abs().max() > 0 for t in first.values())
+    return first
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_a_checkpoint_folder_loads_its_real_weights_and_decodes(tmp_path, family):
+    folder = save_checkpoint(tmp_path, family)
+    wl = build_workload("hf", model=str(folder), device=CPU, dtype=torch.float32, options={"position": "20"})
+    saved = hf.make_model(str(folder), hf.load_config(str(folder), "", {}), "causal", CPU, torch.float32, 0)
+    assert torch.equal(wl.model.model.lm_head.weight, saved.lm_head.weight)    # the checkpoint's, not a new init
+    out = repeatable(wl)
+    assert out["output"].shape[:2] == (1, 1)
+    cfg = saved.config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    assert wl.kv_bytes == 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 21 * 4
+    assert "checkpoint" in wl.description and "position 20" in wl.description
+
+
+def test_a_decode_step_matches_the_model_run_without_a_cache(tmp_path):
+    """The timed decode token's logits are the last logits of the whole sequence run from scratch."""
+    wl = build_workload("hf", "tiny", "qwen2", CPU, torch.float32, options={"position": "12"})
+    step = wl.model
+    vocab = step.model.config.vocab_size
+    prompt = torch.randint(0, vocab, (1, 13), generator=torch.Generator().manual_seed(1))   # the build's, seed 0
+    assert torch.equal(prompt[:, -1:], wl.args[0])
+    with torch.no_grad():
+        got = step(*wl.args)
+        whole = step.model(input_ids=prompt, use_cache=False).logits[:, -1:]
+    assert got.shape == (1, 1, vocab)
+    torch.testing.assert_close(got, whole, atol=1e-4, rtol=1e-4)
+
+
+def test_prefill_and_forward_steps(tmp_path):
+    wl = build_workload("hf", "tiny", "qwen2", CPU, torch.float32, options={"step": "prefill", "tokens": "24"})
+    assert repeatable(wl)["output"].shape[:2] == (1, 1)          # the last token's logits
+    enc = build_workload("hf", "tiny", "bert", CPU, torch.float32, options={"tokens": "16"})
+    assert repeatable(enc)["output"].shape == (1, 16, 256)
+    vit = build_workload("hf", "tiny", "vit", CPU, torch.float32, options={"image": "64"})
+    assert repeatable(vit)["output"].shape[0] == 1
+    t5 = build_workload("hf", "tiny", "t5", CPU, torch.float32, options={"tokens": "16"})
+    assert repeatable(t5)["output"].shape[:2] == (1, 1)           # one decoder token's logits
+    assert "encoder and one decoder token" in t5.description
+
+
+def test_flops_are_counted_on_the_real_step():
+    wl = build_workload("hf", "tiny", "qwen2", CPU, torch.float32, options={"step": "prefill", "tokens": "8"})
+    flops, how = counted_flops(wl)
+    lm = wl.model.model
+    layers = sum(m.weight.numel() for m in lm.model.layers.modules() if isinstance(m, torch.nn.Linear))
+    cfg, tokens = lm.config, 8
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    # the layers' projections for 8 tokens, one lm_head row (logits_to_keep=1), and attention's two
+    # matmuls (q k^T and p v) over 8 x 8 positions in every head of every layer
+    attention = cfg.num_hidden_layers * 2 * 2 * cfg.num_attention_heads * tokens * tokens * head_dim
+    assert how == "FlopCounterMode on the step"
+    assert flops == 2 * layers * tokens + 2 * lm.lm_head.weight.numel() + attention
+
+
+def test_llama_is_a_preset_of_the_same_decode_step():
+    from playbook.workloads.hf import DecodeStep
+    wl = build_workload("llama", "tiny", "", CPU, torch.float32)
+    assert isinstance(wl.model, DecodeStep) and wl.kv_bytes > 0
+
+
+@pytest.mark.parametrize("model,options,preset,message", [
+    ("qwen3000", {}, "", "unknown model type"),
+    ("qwen2", {"step": "think"}, "", "unknown step"),
+    ("qwen2", {"speed": "3"}, "", "unknown option 'speed'"),
+    ("qwen2", {"position": "-1"}, "", "whole number from 1"),
+    ("bert", {"step": "decode"}, "", "step=forward"),
+    ("qwen2", {"position": "300", "cache": "256"}, "", "raise option cache"),
+    ("qwen2", {}, "huge", "preset for workload 'hf'"),
+    ("", {}, "", "needs --model"),
+])
+def test_bad_hf_input_is_refused_by_name(model, options, preset, message):
+    with pytest.raises(PlaybookError, match=message):
+        build_workload("hf", preset, model, CPU, torch.float32, options=options)
+
+
+def test_a_folder_without_config_and_sizes_on_a_checkpoint_are_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PlaybookError, match="no config.json"):
+        resolve_params(workload="hf", model=str(tmp_path / "empty"), device="cpu")
+    folder = save_checkpoint(tmp_path, "qwen2")
+    with pytest.raises(PlaybookError, match="own sizes"):
+        build_workload("hf", "", str(folder), CPU, torch.float32, options={"layers": "4"})
+    with pytest.raises(PlaybookError, match="leave --preset out"):
+        resolve_params(workload="hf", model=str(folder), preset="small", device="cpu")
+
+
+def test_a_run_records_the_checkpoint_as_an_absolute_path(tmp_path, monkeypatch):
+    folder = save_checkpoint(tmp_path, "qwen2")
+    monkeypatch.chdir(tmp_path)
+    p = resolve_params(workload="hf", model="./qwen2", device="cpu")
+    assert p["model"] == str(folder.resolve()) and p["preset"] == "checkpoint"
+    assert resolve_params(workload="hf", model="gpt2", device="cpu")["preset"] == "tiny"
