@@ -16,6 +16,8 @@
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
 #                                                   # ladder + peers each, GPUS at a time, in the background;
 #                                                   # each call waits up to WAIT_S and copies what is done
+#                                                   # (UM_DIR: another folder under reports/; a new machine
+#                                                   # starts over, so name the models left with --only)
 # Run from the repo root with .whl/ carried along (../shared/device/fetch-wheels.sh liger-kernel).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -115,14 +117,14 @@ if [[ $part == user-models ]]; then
   python3 -c "import torchvision; print('torchvision', torchvision.__version__)" 2>&1 | tail -1 | tee -a "$OUT/device.txt"
   if [[ ! -f reports/um-started ]]; then
     touch reports/um-started
-    setsid nohup bash -c "python3 benchmarks/user_models.py --out $PWD/reports/user-models --gpus ${GPUS:-1} $* \
+    setsid nohup bash -c "python3 benchmarks/user_models.py --out $PWD/reports/${UM_DIR:-user-models} --gpus ${GPUS:-1} $* \
       > reports/um.log 2>&1; touch reports/um-done" > /dev/null 2>&1 &
   fi
   end=$((SECONDS + ${WAIT_S:-570}))
   while [[ ! -f reports/um-done && $SECONDS -lt $end ]]; do sleep 5; done
   cp reports/um.log "$OUT/" 2>/dev/null
   tar czf "$OUT/user-models.tgz" --exclude checkpoints --exclude traces --exclude "*.pt" --exclude inductor-cache \
-    -C reports user-models 2>/dev/null
+    -C reports "${UM_DIR:-user-models}" 2>/dev/null
   [[ -f reports/um-done ]] && echo "user-models: done" || echo "user-models: still running; call again at once"
 fi
 if [[ $part == check ]]; then

@@ -5,6 +5,7 @@
     python -m playbook run --workload pi0 --preset full --option cameras=3 --option action_horizon=10 --target-ms 25
     python -m playbook run --out reports/<run> --resume
     python -m playbook run --workload llama --budget-min 4      # plan the chain within four minutes
+    python -m playbook run --workload hf --model ./my-qwen --option step=prefill   # a Hugging Face checkpoint
     python -m playbook gate --target-ms 25 --run reports/<run>
     python -m playbook report reports/<run>
     python -m playbook check --recipe reports/<run>/recipe.json [--tolerance 2]
@@ -22,11 +23,13 @@ def parser():
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="walk the ladder with papermill into a report")
     run.add_argument("--workload", default="auto",
-                     help="tiny | llama | pi0 | custom (auto: llama 1b on a GPU, tiny on a CPU)")
+                     help="tiny | llama | pi0 | hf | custom (auto: llama 1b on a GPU, tiny on a CPU)")
     run.add_argument("--preset", default="", help="the workload's preset (tiny, 1b, ...)")
-    run.add_argument("--model", default="", help="for --workload custom: package.module:function")
+    run.add_argument("--model", default="", help="hf: a checkpoint folder or a model type (qwen2, bert, ...); "
+                                                 "custom: package.module:function")
     run.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                     help="a workload option, repeatable (pi0: cameras, prompt_len, action_horizon, num_steps)")
+                     help="a workload option, repeatable (pi0: cameras, prompt_len, action_horizon, num_steps; hf: "
+                          "step, position, tokens, cache and sizes)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda")
     run.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU, float32 on a CPU) | float32 | bfloat16 | float16")
     run.add_argument("--target-ms", default=None, help="p50 target in ms; the ladder stops once it is met")

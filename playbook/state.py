@@ -78,8 +78,14 @@ class Run:
         return cls(path, params)
 
     def update(self, **fields):
-        self.params.update(fields)
-        write_json(self.path / "run.json", self.params)
+        """Merge fields into run.json as it is on disk now: another process (a phase's notebook kernel)
+        may have written fields this object has not seen, and a stale copy must not erase them."""
+        path = self.path / "run.json"
+        if path.exists():
+            self.params = {**read_json(path, "run file"), **fields}
+        else:
+            self.params.update(fields)
+        write_json(path, self.params)
 
     # --- phases ---------------------------------------------------------
     def phase_path(self, number, name):

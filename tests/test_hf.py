@@ -121,3 +121,29 @@ def test_a_run_records_the_checkpoint_as_an_absolute_path(tmp_path, monkeypatch)
     p = resolve_params(workload="hf", model="./qwen2", device="cpu")
     assert p["model"] == str(folder.resolve()) and p["preset"] == "checkpoint"
     assert resolve_params(workload="hf", model="gpt2", device="cpu")["preset"] == "tiny"
+
+
+@pytest.mark.chain
+def test_a_checkpoint_goes_down_the_ladder_headless(tmp_path):
+    """papermill runs the phases on a save_pretrained folder; each one is kept, rejected or skipped with a
+    reason, never failed, and verify is correct against the checkpoint's own untouched outputs.
+    (The whole ladder of two families, decode and prefill, ran on this CPU: benchmarks/results/hf-cpu.json.)"""
+    import json
+    import subprocess
+    import sys
+    folder = save_checkpoint(tmp_path, "qwen2")
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "playbook", "run", "--workload", "hf", "--model", str(folder),
+                           "--option", "position=24", "--device", "cpu", "--iters", "10", "--warmup", "2",
+                           "--phases", "baseline,attention,fusion,verify", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    phases = {p.stem[3:]: json.loads(p.read_text()) for p in (out / "phases").glob("*.json")}
+    assert set(phases) == {"baseline", "attention", "fusion", "verify"}
+    for name, p in phases.items():
+        assert p["status"] in ("kept", "rejected", "skipped"), (name, p["error"])
+        assert p["status"] != "skipped" or p["notes"], name          # a skip says why
+    assert phases["fusion"]["status"] == "kept"                      # Qwen2's q/k/v and gate/up fused
+    assert phases["verify"]["correct"] is True
+    info = json.loads((out / "run.json").read_text())["workload_info"]
+    assert info["kv_bytes"] > 0 and info["flops_by"] == "FlopCounterMode on the step"

@@ -83,3 +83,15 @@ def test_a_rerun_phase_is_tried_without_its_old_step_and_dropped_when_not_kept(t
     assert [s["name"] for s in recipe["phases"]] == ["cudagraph"] and recipe["p50_ms"] == 1.0
     run.drop("fusion")                                   # never kept: nothing changes
     assert run.recipe() == recipe
+
+
+def test_an_update_keeps_what_another_process_wrote(tmp_path):
+    """The chain's Run and a notebook kernel's Run write the same run.json: neither erases the other's fields."""
+    from playbook.state import Run
+    chain = Run.create(tmp_path / "r", {"workload": "tiny", "device": "cpu"})
+    kernel = Run.open(tmp_path / "r")
+    kernel.update(workload_info={"flops": 1}, ceilings={"copy_gbps": 2.0})
+    chain.update(chain_s={"total": 3.0})
+    again = Run.open(tmp_path / "r").params
+    assert again["workload_info"] == {"flops": 1} and again["ceilings"] == {"copy_gbps": 2.0}
+    assert again["chain_s"] == {"total": 3.0}
