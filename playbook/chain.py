@@ -8,6 +8,7 @@ Each notebook runs in a fresh kernel and rebuilds the kept recipe from recipe.js
 raises is recorded as a failed phase and the chain goes on; once a kept phase meets the target the
 remaining optimization phases are recorded as skipped and verify runs.
 """
+import json
 import os
 import time
 from pathlib import Path
@@ -181,6 +182,7 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
                 run.update(budgets={**(run.params.get("budgets") or {}), name: share})
             t0 = time.time()
             log(f"{head}: running ...")
+            run.reload()            # what the phases before wrote (workload_info sets how many kernels go ahead)
             ahead = bool(warm)
             kernel = warm.pop(0) if warm else WarmKernel(run)
             while len(warm) < min(ahead_depth(run), len(books) - i):
@@ -196,7 +198,7 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
             finally:
                 kernel.shutdown()
             r = run.phase(name) or record(run, name, "failed", error="the notebook wrote no result")
-            r = record_wall_time(run, r, time.time() - t0, ahead)
+            r = record_wall_time(run, r, time.time() - t0, ahead, run.path / "notebooks" / path.name)
             p50 = f"p50 {r['p50_ms']:.3f} ms" if r["p50_ms"] is not None else "no p50"
             log(f"{head}: {r['status']}, {p50}{', ' + r['error'] if r['error'] else ''} "
                 f"({report.time_line(r['time_s'])})")
@@ -228,20 +230,38 @@ def check_budget(budget_min):
     return minutes and minutes * 60
 
 
-def record_wall_time(run, result, wall_s, ahead=False):
-    """The phase's time_s as the chain saw it: the notebook's own sections, plus `papermill` (executing
-    cells, writing the notebook, and waiting for a kernel started ahead that is still preparing) and
-    `total`, the wall time of the whole notebook. ahead: the kernel was started while the phase before
-    ran; its start is then `start_ahead`, outside the total."""
+def record_wall_time(run, result, wall_s, ahead=False, notebook=None):
+    """The phase's time_s as the chain saw it: the notebook's own sections, plus `kernel_wait` (its first
+    cell waited for a kernel started ahead that was still importing and prebuilding: the part of
+    start_ahead/build_ahead the phase before did not hide), `papermill` (the rest: executing cells,
+    writing the notebook) and `total`, the wall time of the whole notebook. ahead: the kernel was
+    started while the phase before ran; its start is then `start_ahead`, outside the total."""
     inner = dict(result.get("time_s") or {})
     if ahead and "start" in inner:
         inner["start_ahead"] = inner.pop("start")
         inner["total"] = inner.get("total", 0.0) - inner["start_ahead"]
-    inner["papermill"] = round(max(0.0, wall_s - inner.get("total", 0.0)), 2)
+    outside = max(0.0, wall_s - inner.get("total", 0.0))
+    wait = min(outside, kernel_wait(notebook)) if ahead and notebook else 0.0
+    if wait >= 0.05:
+        inner["kernel_wait"] = round(wait, 2)
+    inner["papermill"] = round(outside - wait, 2)
     inner["total"] = round(wall_s, 2)
     result["time_s"] = inner
     run.write_phase(result)
     return result
+
+
+def kernel_wait(notebook):
+    """Seconds from papermill's start of an executed notebook to its first cell's start (0 if unknown)."""
+    import datetime as dt
+    try:
+        nb = json.loads(Path(notebook).read_text())
+        begin = nb["metadata"]["papermill"]["start_time"]
+        first = next(c["metadata"]["papermill"]["start_time"] for c in nb["cells"]
+                     if c["metadata"].get("papermill", {}).get("start_time"))
+        return max(0.0, (dt.datetime.fromisoformat(first) - dt.datetime.fromisoformat(begin)).total_seconds())
+    except (OSError, ValueError, KeyError, StopIteration, TypeError):
+        return 0.0
 
 
 def _target_skip_to_retry(run, done):

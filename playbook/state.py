@@ -77,6 +77,13 @@ class Run:
             raise PlaybookError(f"run file {path / 'run.json'} is corrupt (no 'workload'); start a new run")
         return cls(path, params)
 
+    def reload(self):
+        """run.json as it is on disk now (a phase's notebook kernel writes fields the chain has not seen)."""
+        path = self.path / "run.json"
+        if path.exists():
+            self.params = read_json(path, "run file")
+        return self
+
     def update(self, **fields):
         """Merge fields into run.json as it is on disk now: another process (a phase's notebook kernel)
         may have written fields this object has not seen, and a stale copy must not erase them."""

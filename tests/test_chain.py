@@ -151,3 +151,21 @@ def test_retarget_says_again_what_each_recorded_phase_leads_to(tmp_path):
     retarget(run, 1.0)
     assert Run.open(tmp_path / "r").params["target_ms"] == 1.0
     assert run.phase("cudagraph")["next_action"].startswith("go on to phase 2 attention")
+
+
+def test_a_wait_for_the_kernel_started_ahead_is_named(tmp_path):
+    """The seconds a notebook's first cell waited for a kernel still preparing are `kernel_wait`, not papermill."""
+    from playbook.chain import record_wall_time
+    from playbook.state import Run
+    nb = tmp_path / "03-gemm.ipynb"
+    nb.write_text(json.dumps({"metadata": {"papermill": {"start_time": "2026-11-22T22:17:52.5+00:00"}},
+                              "cells": [{"cell_type": "markdown", "metadata": {}},
+                                        {"cell_type": "code", "metadata": {"papermill": {
+                                            "start_time": "2026-11-22T22:18:00.5+00:00"}}}]}))
+    run = Run.create(tmp_path / "r", {"workload": "tiny", "device": "cpu"})
+    result = {"phase": 3, "name": "gemm", "status": "skipped", "p50_ms": None, "correct": None, "error": None,
+              "notes": ["x"], "knobs": {}, "next_action": "", "time_s": {"start": 6.0, "decide": 1.0, "total": 7.0}}
+    for k in ("p95_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "iters", "max_abs_diff", "rel_err", "what"):
+        result.setdefault(k, None)
+    t = record_wall_time(run, result, 10.0, ahead=True, notebook=nb)["time_s"]
+    assert t["start_ahead"] == 6.0 and t["kernel_wait"] == 8.0 and t["papermill"] == 1.0 and t["total"] == 10.0

@@ -93,3 +93,28 @@ def test_the_lab_notebook_runs_headless_on_cpu(tmp_path):
     assert {"preflight", "build", "correctness", "parallelism", "performance", "profile", "sanitize"} <= gates
     assert all(g["ok"] for g in result["gates"]) and len(result["history"]) == 5
     assert all(r["v1_ok"] and r["split_ok"] for r in result["sweep"])
+
+
+@pytest.mark.parametrize("dtype,splits", [(torch.float32, None), (torch.bfloat16, 5), (torch.float32, 1)])
+@pytest.mark.parametrize("heads,kv_heads,slots,filled,d", [(4, 4, 64, 1, 16), (8, 2, 300, 129, 32),
+                                                           (6, 1, 257, 257, 64), (12, 4, 1000, 77, 32)])
+def test_the_filled_cache_kernel_reads_only_the_filled_slots(heads, kv_heads, slots, filled, d, dtype, splits):
+    q, k, v = inputs(heads, kv_heads, slots, d, dtype, seed=filled)
+    k[:, :, filled:], v[:, :, filled:] = float("nan"), float("nan")      # never written: must never be read
+    length = torch.tensor([filled], dtype=torch.int32, device=DEVICE)
+    want = ref.decode_attention(q, k[:, :, :filled], v[:, :, :filled]).float()
+    got = da.decode_attention_filled(q, k, v, length, splits=splits, block_n=32)
+    assert got.shape == q.shape and got.dtype == dtype and torch.isfinite(got).all()
+    assert (got.float() - want).abs().max() <= TOL[dtype] * max(1.0, want.abs().max())
+
+
+def test_the_filled_cache_kernel_follows_the_length_tensor_and_compiles():
+    """One compiled step, two positions: the count travels as a tensor, so nothing recompiles or re-reads."""
+    q, k, v = inputs(8, 2, 200, 32, torch.float32, seed=5)
+    length = torch.tensor([40], dtype=torch.int32, device=DEVICE)
+    step = torch.compile(lambda q, k, v, n: da.decode_attention_filled(q, k, v, n, scale=0.1), fullgraph=True)
+    for filled in (40, 171):
+        length.fill_(filled)
+        scores = torch.einsum("bhd,bhnd->bhn", q, k[:, :, :filled].repeat_interleave(4, 1)) * 0.1
+        want = torch.einsum("bhn,bhnd->bhd", scores.softmax(-1), v[:, :, :filled].repeat_interleave(4, 1))
+        torch.testing.assert_close(step(q, k, v, length), want, atol=1e-4, rtol=1e-4)

@@ -147,3 +147,37 @@ def test_a_checkpoint_goes_down_the_ladder_headless(tmp_path):
     assert phases["verify"]["correct"] is True
     info = json.loads((out / "run.json").read_text())["workload_info"]
     assert info["kv_bytes"] > 0 and info["flops_by"] == "FlopCounterMode on the step"
+
+
+@pytest.mark.parametrize("family,options", [("qwen2", {"position": "70", "cache": "256"}),
+                                            ("llama", {"position": "5", "heads": "8", "kv_heads": "2"})])
+def test_the_decode_kernel_reads_the_filled_cache_and_matches_sdpa(family, options):
+    """The HF decode step routed to kernels.decode_attention_filled gives SDPA's logits, eager and compiled,
+    and the slots past the position are never read (filled with NaN here)."""
+    import copy
+
+    from playbook.rewrites import attention, decode_kernel
+    wl = build_workload("hf", "tiny", family, CPU, torch.float32, options=options)
+    attention.route_hf(wl.model)
+    calls = attention.record_sdpa_calls(wl.model, wl.args, wl.kwargs)
+    assert decode_kernel.decode_sites(wl.model, calls) == ["model"]
+    with torch.no_grad():
+        want = wl.model(*wl.args)
+    routed = copy.deepcopy(wl.model)
+    assert decode_kernel.route(routed) == ["model"]
+    position = int(options["position"])
+    for layer in routed.cache.layers:
+        layer.keys[:, :, position + 1:] = float("nan")
+        layer.values[:, :, position + 1:] = float("nan")
+    with torch.no_grad():
+        got = routed(*wl.args)
+        compiled = torch.compile(routed)(*wl.args)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(compiled, want, atol=1e-4, rtol=1e-4)
+
+
+def test_a_prompt_is_not_taken_by_the_decode_kernel():
+    from playbook.rewrites import attention, decode_kernel
+    wl = build_workload("hf", "tiny", "qwen2", CPU, torch.float32, options={"step": "prefill", "tokens": "9"})
+    attention.route_hf(wl.model)
+    assert decode_kernel.decode_sites(wl.model, attention.record_sdpa_calls(wl.model, wl.args, wl.kwargs)) == []

@@ -95,3 +95,13 @@ def test_an_update_keeps_what_another_process_wrote(tmp_path):
     again = Run.open(tmp_path / "r").params
     assert again["workload_info"] == {"flops": 1} and again["ceilings"] == {"copy_gbps": 2.0}
     assert again["chain_s"] == {"total": 3.0}
+
+
+def test_reload_sees_what_another_process_wrote(tmp_path):
+    from playbook.state import Run
+    chain = Run.create(tmp_path / "r", {"workload": "tiny", "device": "cuda"})
+    Run.open(tmp_path / "r").update(workload_info={"weight_bytes": 10})
+    assert "workload_info" not in chain.params
+    assert chain.reload().params["workload_info"] == {"weight_bytes": 10}
+    from playbook.chain import ahead_depth
+    assert ahead_depth(chain) == 2          # a GPU run of a small model: two kernels ahead, now that it is known

@@ -4,10 +4,13 @@ Hugging Face models are switched with their own attention-implementation setting
 matmul-softmax-matmul attention (the `tiny` workload's, or a user's module) is rewritten by FX with the
 model's real mask and scale (playbook/rewrites/attention.py). The SDPA calls of one step are recorded
 and timed on every backend the device has (flash, memory-efficient, cuDNN, math); the fastest is tried
-as a forced backend beside torch's own pick. Correctness is gated against the baseline as always.
+as a forced backend beside torch's own pick. A Hugging Face decode step over a static cache is also
+offered our split-KV kernel that reads only the filled slots (playbook/rewrites/decode_kernel.py).
+Correctness is gated against the baseline as always.
 """
-from ..rewrites import attention, count_ops
+from ..rewrites import attention, count_ops, decode_kernel
 from . import Skip
+from .kernels import triton_here
 
 NUMBER = 2
 NAME = "attention"
@@ -17,10 +20,14 @@ FORCE_IF_FASTER = 0.05        # force the measured-best backend only when it bea
 
 
 CHOICES = {"sdpa": "attention through SDPA, torch picks the backend",
-           "sdpa + measured backend": "attention through SDPA, forced to the backend measured fastest here"}
+           "sdpa + measured backend": "attention through SDPA, forced to the backend measured fastest here",
+           "decode kernel": "a Hugging Face decode step's attention reads only the filled cache slots "
+                            "(kernels/decode_attention.py, split-KV, the count as a tensor)"}
 
 
 def label(knobs):
+    if knobs.get("decode_kernel"):
+        return "decode kernel"
     return "sdpa + measured backend" if knobs.get("sdpa_backend") else "sdpa"
 
 
@@ -62,6 +69,14 @@ def candidates(ctx):
         out.append({"route": route, "sdpa_backend": None})
     if force:
         out.append({"route": route, "sdpa_backend": best["backend"]})
+    sites = decode_kernel.decode_sites(model, calls)
+    why = triton_here(pipe.device)
+    if sites and not why:
+        out.append({"route": route, "sdpa_backend": None, "decode_kernel": True})
+        ctx.info["decode_kernel"] = (f"offered for {len(sites)} Hugging Face model(s): every attention call is one "
+                                     f"query over a {calls[0][0][1].shape[2]}-slot cache")
+    elif sites:
+        ctx.info["decode_kernel"] = f"not offered: {why}"
     if not out:
         raise Skip("attention already runs through SDPA and torch's own backend pick measured as fast as any "
                    "forced backend: nothing to change")
@@ -76,6 +91,8 @@ def apply(pipe, knobs):
         done = attention.rewrite_eager(model, only=set(route["rewrite"]))
         if sorted(done) != sorted(route["rewrite"]):
             raise RuntimeError(f"attention rewrite found {done}; the recipe recorded {route['rewrite']}")
+    if knobs.get("decode_kernel"):
+        pipe.info["decode_kernel"] = decode_kernel.route(model)
     pipe.sdpa_backend = knobs.get("sdpa_backend")
     if pipe.sdpa_backend:
         pipe.notes.append(f"SDPA backend forced: {pipe.sdpa_backend} (calls it cannot take fall back to "

@@ -138,8 +138,8 @@ def plot_categories(run):
     return fig
 
 
-TIME_COLORS = {"start": "#bdbdbd", "start_ahead": "#e0e0e0", "build_ahead": "#dadaeb", "papermill": "#969696", "build": "#9e9ac8",
-               "decide": "#fdae6b", "compile": "#d95f02", "check": "#31a354", "time": "#2b7bba",
+TIME_COLORS = {"start": "#bdbdbd", "start_ahead": "#e0e0e0", "build_ahead": "#dadaeb", "kernel_wait": "#fdd0a2",
+               "papermill": "#969696", "build": "#9e9ac8", "decide": "#fdae6b", "compile": "#d95f02", "check": "#31a354", "time": "#2b7bba",
                "trace": "#e6550d", "render": "#756bb1", "other": "#636363"}
 
 
