@@ -180,6 +180,12 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
                     log(f"{head}: skipped, {why}")
                     continue
                 run.update(budgets={**(run.params.get("budgets") or {}), name: share})
+            early = getattr(get_phase(name), "skip_before_start", None)
+            why = early and early(run.params)
+            if why:               # decided from the parameters: no kernel, no notebook
+                record(run, name, "skipped", note=why)
+                log(f"{head}: skipped before its kernel started, {why}")
+                continue
             t0 = time.time()
             log(f"{head}: running ...")
             run.reload()            # what the phases before wrote (workload_info sets how many kernels go ahead)

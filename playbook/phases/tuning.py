@@ -44,12 +44,20 @@ def label(knobs):
     return "max-autotune" if "max_autotune" in tune else "coordinate descent"
 
 
+NO_TRITON = ("Inductor's tuning knobs tune Triton kernels, which a CPU build does not generate (it emits C++); "
+             "nothing to tune here")
+
+
+def skip_before_start(params):
+    """Why the chain can skip this phase without starting its kernel (known from the run's parameters)."""
+    return NO_TRITON if params["device"] != "cuda" else None
+
+
 def candidates(ctx):
     if not ctx.pipe.compile:
         raise Skip("the kept recipe does not compile: Inductor's tuning knobs do not apply")
     if ctx.device.type != "cuda":
-        raise Skip("Inductor's tuning knobs tune Triton kernels, which a CPU build does not generate "
-                   "(it emits C++); nothing to tune here")
+        raise Skip(NO_TRITON)
     return [{"tune": ["coordinate_descent_tuning"]},
             {"tune": ["coordinate_descent_tuning", "max_autotune", "benchmark_kernel"]},
             {"tune": ["max_autotune"]}]

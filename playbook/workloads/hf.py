@@ -79,7 +79,13 @@ def check_model(model):
             raise PlaybookError(f"--model {model!r}: no config.json there; give the folder save_pretrained wrote "
                                 "(nothing is downloaded), or a model type such as qwen2")
         return
-    choose("model type for workload 'hf' (or a checkpoint folder)", model, model_types())
+    types = model_types()
+    if model not in types:
+        import difflib
+        near = difflib.get_close_matches(model, types, n=5) or ["llama", "qwen2", "mistral", "bert", "vit", "t5"]
+        raise PlaybookError(f"unknown model type {model!r} for workload 'hf' (and no folder of that name): "
+                            f"did you mean {', '.join(near)}? Give one of the {len(types)} model types transformers knows "
+                            "or a checkpoint folder")
 
 
 def check_options(options):
