@@ -168,10 +168,17 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
                 log(f"{head}: already recorded ({done['status']}), skipped")
                 continue
             stale = True
+            run.reload()            # what the phases before wrote (workload_info sets how many kernels go ahead)
             kept = last_kept_p50(run)
             if target and kept is not None and kept <= target and name not in ("baseline", "verify"):
                 record(run, name, "skipped", note=f"target {target} ms already met ({kept:.3f} ms)")
                 log(f"{head}: skipped, target already met")
+                continue
+            early = getattr(get_phase(name), "skip_before_start", None)
+            why = early and early(run.params)
+            if why:               # decided from the parameters: no kernel, no notebook
+                record(run, name, "skipped", note=why)
+                log(f"{head}: skipped before its kernel started, {why}")
                 continue
             if budget:
                 share, why = plan.share(run, name, [b[1] for b in books[i - 1:]], budget - (time.time() - started))
@@ -180,15 +187,8 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
                     log(f"{head}: skipped, {why}")
                     continue
                 run.update(budgets={**(run.params.get("budgets") or {}), name: share})
-            early = getattr(get_phase(name), "skip_before_start", None)
-            why = early and early(run.params)
-            if why:               # decided from the parameters: no kernel, no notebook
-                record(run, name, "skipped", note=why)
-                log(f"{head}: skipped before its kernel started, {why}")
-                continue
             t0 = time.time()
             log(f"{head}: running ...")
-            run.reload()            # what the phases before wrote (workload_info sets how many kernels go ahead)
             ahead = bool(warm)
             kernel = warm.pop(0) if warm else WarmKernel(run)
             while len(warm) < min(ahead_depth(run), len(books) - i):

@@ -36,6 +36,9 @@ def test_chain_writes_phases_notebooks_and_report(chain_run):
     assert "http://" not in html and "https://" not in html                # opens offline
     verify = json.loads((out / "phases" / "07-verify.json").read_text())
     assert verify["correct"] is True
+    tuning = json.loads((out / "phases" / "06-tuning.json").read_text())     # nothing to tune on a CPU:
+    assert tuning["status"] == "skipped" and "Triton" in tuning["notes"][0]  # decided with no kernel started
+    assert not (out / "notebooks" / "06-tuning.ipynb").exists() and "skipped before its kernel started" in log
 
 
 def test_every_phase_says_where_its_time_went_and_the_terminal_shows_the_work(chain_run):
