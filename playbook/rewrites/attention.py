@@ -92,6 +92,20 @@ def hf_models(model):
     return found
 
 
+def set_attn_implementation(m, name):
+    """An HF model's attention implementation, through its own setter where it has one, else on its config
+    and every sub-config (older transformers, or a setter that checks a fixed list of names)."""
+    if hasattr(m, "set_attn_implementation"):
+        try:
+            m.set_attn_implementation(name)
+            return
+        except (ValueError, KeyError):
+            pass
+    for cfg in [m.config] + [getattr(m.config, k) for k in vars(m.config)
+                             if hasattr(getattr(m.config, k), "_attn_implementation")]:
+        cfg._attn_implementation = name
+
+
 def route_hf(model, dry_run=False):
     """Switch every HF model inside to "sdpa"; returns [{path, was, now}]. dry_run: report only."""
     out = []
@@ -99,12 +113,7 @@ def route_hf(model, dry_run=False):
         was = m.config._attn_implementation
         now = was
         if was != "sdpa" and not dry_run:
-            if hasattr(m, "set_attn_implementation"):
-                m.set_attn_implementation("sdpa")
-            else:
-                for cfg in [m.config] + [getattr(m.config, k) for k in vars(m.config)
-                                         if hasattr(getattr(m.config, k), "_attn_implementation")]:
-                    cfg._attn_implementation = "sdpa"
+            set_attn_implementation(m, "sdpa")
             now = m.config._attn_implementation
         out.append({"path": path, "was": was, "now": "sdpa" if dry_run else now})
     return out

@@ -62,17 +62,11 @@ def decode_sites(model, calls):
 
 def route(model):
     """Every HF model inside model to the decode kernel; returns their paths."""
-    from .attention import hf_models
+    from .attention import hf_models, set_attn_implementation
     register()
     done = []
     for path, m in hf_models(model):
-        try:
-            m.set_attn_implementation(NAME)
-        except Exception:       # noqa: BLE001  (older transformers: no setter, or it checks a fixed list)
-            configs = [m.config] + [getattr(m.config, k) for k in vars(m.config)
-                                    if hasattr(getattr(m.config, k), "_attn_implementation")]
-            for cfg in configs:
-                cfg._attn_implementation = NAME
+        set_attn_implementation(m, NAME)
         if m.config._attn_implementation != NAME:
             raise RuntimeError(f"{type(m).__name__} did not take attention implementation {NAME!r}")
         done.append(path)

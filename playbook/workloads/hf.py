@@ -218,7 +218,8 @@ def lookup_tables(model):
 # ---- the steps --------------------------------------------------------------------------------------
 
 def _cache_counters(cache):
-    """Each cache layer's write counters: the tensor one and, for sliding layers, the Python int one."""
+    """The cache layers that write at their own counter (a tensor `cumulative_length`; sliding layers also
+    keep a Python int one): the layers DecodeStep pins."""
     return [layer for layer in getattr(cache, "layers", ())
             if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor)]
 
