@@ -58,8 +58,12 @@ def test_check_passes_here_and_fails_without_a_kept_knob(verified_run, tmp_path,
     stripped["phases"] = []                                         # the kept compile removed
     bad = tmp_path / "recipe.json"
     bad.write_text(json.dumps(stripped))
-    code, result = reuse.check(bad, tolerance_pct=CPU_TOLERANCE, iters=30, say=lambda m: None)
-    assert code == 1 and result["worse_pct"] > CPU_TOLERANCE and result["correct"]
+    # Without the compile the step is eager again: about 1.8x the recorded p50 here. The bar is tight (5%)
+    # because CI's shared CPU once timed eager 40% faster than the run beside it had; a lost knob still
+    # shows as far more than 5%, and the side-by-side ratio (the same eager model twice) says so too.
+    code, result = reuse.check(bad, tolerance_pct=5.0, iters=40, say=lambda m: None)
+    assert code == 1 and result["worse_pct"] > 5.0 and result["correct"]
+    assert result["speedup_vs_baseline"] < 0.8 * result["recorded_speedup"]
     capsys.readouterr()
 
 
