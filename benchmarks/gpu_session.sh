@@ -2,6 +2,7 @@
 # One GPU sitting on the device machine, in parts that each fit one call (10 minutes), results to $OUT.
 #   bash benchmarks/gpu_session.sh tests            # gpu-marked tests + kernel tests on CUDA
 #   bash benchmarks/gpu_session.sh kernels          # benchmarks/kernels.py
+#   bash benchmarks/gpu_session.sh gemv             # benchmarks/gemv.py: decode projections vs cuBLAS, Inductor
 #   bash benchmarks/gpu_session.sh sweep            # benchmarks/kernels_sweep.py: block/warp choices
 #   bash benchmarks/gpu_session.sh ladder [args]    # the ladder on llama 1b (--resume to go on)
 #   bash benchmarks/gpu_session.sh profile          # phases 0-1 on llama 1b, traced, then benchmarks/profile_check.py
@@ -30,6 +31,10 @@ python3 -c "import torch, transformers, triton; print('torch', torch.__version__
 if [[ $part == tests || $part == all ]]; then
   python3 -m pytest -q -m gpu tests 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt"
   python3 -m pytest -q tests/test_kernels.py 2>&1 | tail -3 | tee -a "$OUT/gpu-tests.txt"   # compiled, on CUDA
+fi
+if [[ $part == gemv ]]; then
+  python3 -m pytest -q tests/test_gemv.py 2>&1 | tail -2 | tee "$OUT/gemv-tests.txt"     # compiled, on CUDA
+  python3 benchmarks/gemv.py --out "$OUT/gemv" "$@" 2>&1 | tee "$OUT/gemv.log"
 fi
 if [[ $part == sweep ]]; then
   python3 benchmarks/kernels_sweep.py "$@" 2>&1 | tee "$OUT/sweep.log"

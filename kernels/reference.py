@@ -32,6 +32,19 @@ def gelu_tanh_and_mul(x):
     return (torch.nn.functional.gelu(gate, approximate="tanh") * up).to(x.dtype)
 
 
+def gemv(x, weight, bias=None, residual=None, norm_weight=None, eps=1e-6, offset=0.0):
+    """F.linear(rms_norm(x) if norm_weight is given else x, weight, bias) + residual, all in fp32, one
+    rounding at the end (the norm's output is not rounded to x's dtype in between, as an unfused
+    model's is: the fused kernel is the more precise of the two)."""
+    h = x.float()
+    if norm_weight is not None:
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps) * (offset + norm_weight.float())
+    y = torch.nn.functional.linear(h, weight.float(), None if bias is None else bias.float())
+    if residual is not None:
+        y = y + residual.float()
+    return y.to(x.dtype)
+
+
 # Tolerances the kernels are held to against these references (fp32 math, one rounding at the end).
 TOLERANCES = {torch.float32: dict(atol=1e-5, rtol=1e-5),
               torch.float16: dict(atol=2e-3, rtol=2e-3),
