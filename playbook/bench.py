@@ -6,7 +6,8 @@
 
 Each call is followed by a stream-level sync, so a sample is the latency of one batch-1 call, launch
 overhead included. Side-by-side timing alternates the contenders in rounds so that clock and thermal
-drift hit both alike; the spread of the per-round ratios is the noise a decision must beat.
+drift hit both alike; the spread of the per-round ratios is the noise a decision must beat. Timing waits
+for the chain's kernels started ahead to finish warming up (playbook/quiet.py).
 """
 import statistics
 import time
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .devices import sync
+from .quiet import quiet
 
 MIN_NOISE = 0.02   # the source's auto-revert threshold: differences under 2% are never called real
 
@@ -73,7 +75,7 @@ def warm_up(step, device, warmup):
 
 
 def time_step(step, device, iters=100, warmup=10):
-    with torch.no_grad():
+    with torch.no_grad(), quiet():
         warm_up(step, device, warmup)
         return summarize(_samples(step, device, iters))
 
@@ -83,7 +85,7 @@ def time_side_by_side(steps, device, iters=100, warmup=10, rounds=5):
     per_round = max(1, iters // rounds)
     samples = {name: [] for name in steps}
     round_p50 = {name: [] for name in steps}
-    with torch.no_grad():
+    with torch.no_grad(), quiet():
         for step in steps.values():
             warm_up(step, device, warmup)
         for _ in range(rounds):

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from . import plan, report, runs
+from . import plan, quiet, report, runs
 from .errors import PlaybookError, choose
 from .phases import NAMES, get_phase
 from .record import last_kept_p50, next_action, result_template
@@ -99,14 +99,29 @@ class _Lines:
 # The kernel's own start-up warnings (TCP without encryption, debugger streams) are not the user's work.
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
 # What a kernel started ahead does while the phase before it runs: import the playbook and torch, start
-# the GPU, build the run's untouched workload (each pipeline of the phase then starts from a copy of it).
-PREWARM = """import playbook.notebook, playbook.panel
-import torch
-if torch.cuda.is_available():
-    torch.cuda.init()
-from playbook.pipeline import prebuild
-from playbook.state import Run
-prebuild(Run.open({run_dir!r}).params)
+# the GPU, build the run's untouched workload (each pipeline of the phase then starts from a copy of it)
+# and load the compiler stack with a two-op compile into the run's compile cache.
+# Each step under the quiet lock's shared side, so a phase's timed step never shares the cores with one,
+# and waits for at most one step (a few seconds), not the whole warm-up (playbook/quiet.py); on a CPU
+# run the kernels ahead warm up one after another, in the order they were started.
+PREWARM = """from playbook.quiet import one_at_a_time, warming
+with one_at_a_time({serial}):
+    with warming():
+        import torch
+    with warming():
+        import playbook.notebook, playbook.panel
+        if torch.cuda.is_available():
+            torch.cuda.init()
+        from playbook.pipeline import prebuild, warm_compiler
+        from playbook.state import Run
+        _run = Run.open({run_dir!r})
+        _run.use_compile_cache()
+    with warming():
+        prebuild(_run.params)
+    if {compile}:
+        with warming():
+            warm_compiler(_run.params["device"])
+    del _run
 """
 
 
@@ -116,14 +131,19 @@ class WarmKernel:
     Each phase still gets a fresh process of its own; papermill runs the notebook in it and this object
     shuts it down. The preload is queued before the notebook's cells: they run after it, in order."""
 
-    def __init__(self, run):
+    def __init__(self, run, ahead=True):
+        """ahead: started while another phase runs (its start is then hidden, and it warms the compiler
+        up too); False for a kernel the next phase waits on at once (its warm-up would only delay it)."""
         from jupyter_client.manager import AsyncKernelManager
         from jupyter_core.utils import run_sync
         self.km = AsyncKernelManager(kernel_name="python3")
         run_sync(self.km.start_kernel)(cwd=str(ROOT), extra_arguments=KERNEL_ARGS)
         self.kc = self.km.client()
         self.kc.start_channels()
-        self.kc.execute(PREWARM.format(run_dir=str(run.path.resolve())), silent=True, store_history=False)
+        self.ahead = ahead
+        serial = run.params["device"] == "cpu"       # the cores are the timed device's: one warm-up at a time
+        self.kc.execute(PREWARM.format(run_dir=str(run.path.resolve()), serial=serial, compile=ahead),
+                        silent=True, store_history=False)
 
     def hand_over(self):
         """The kernel manager for papermill (execute_notebook(km=...)), its preload channel closed."""
@@ -141,12 +161,17 @@ class WarmKernel:
 def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min=None):
     """Walk the ladder. budget_min: minutes for the whole chain; each phase gets a share of what is
     left (verify's share held back), and a phase whose share is spent is skipped with the reason."""
-    import papermill as pm
     books = select(phase_notebooks(), phases)
     budget = check_budget(budget_min)
     run = open_chain_run(params, out, resume, log)
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env_path] if env_path else []))
+    os.environ["PLAYBOOK_PROGRESS"] = "0"      # headless: no progress bars in the executed notebooks
+    os.environ[quiet.LOCK_ENV] = str((run.path / ".quiet.lock").resolve())   # warm-ups wait for timing
     if "baseline" not in [b[1] for b in books] and not run.phase("baseline"):
         raise PlaybookError("--phases without baseline needs a run that has one: add baseline, or --resume a run")
+    warm = [WarmKernel(run, ahead=False)]      # the first phase's kernel starts while papermill is imported
+    import papermill as pm
     if budget:
         run.update(budget_min=budget / 60)
     target = run.params.get("target_ms")
@@ -154,11 +179,7 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
         f"{run.params['dtype']}, target {target or 'none'} ms"
         f"{f', budget {budget / 60:g} min' if budget else ''}): {len(books)} phases")
     (run.path / "notebooks").mkdir(exist_ok=True)
-    env_path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env_path] if env_path else []))
-    os.environ["PLAYBOOK_PROGRESS"] = "0"      # headless: no progress bars in the executed notebooks
     started = time.time()
-    warm = []           # the next phases' kernels, started while this one runs
     stale = False       # once a phase runs again, every later (cumulative) phase's record is stale
     try:
         for i, (number, name, path) in enumerate(books, 1):
@@ -189,8 +210,8 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
                 run.update(budgets={**(run.params.get("budgets") or {}), name: share})
             t0 = time.time()
             log(f"{head}: running ...")
-            ahead = bool(warm)
-            kernel = warm.pop(0) if warm else WarmKernel(run)
+            kernel = warm.pop(0) if warm else WarmKernel(run, ahead=False)
+            ahead = kernel.ahead
             while len(warm) < min(ahead_depth(run), len(books) - i):
                 warm.append(WarmKernel(run))
             try:
@@ -211,6 +232,7 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
     finally:                # kernels started ahead are not left behind, whatever happened
         for kernel in warm:
             kernel.shutdown()
+        os.environ.pop(quiet.LOCK_ENV, None)
     t0 = time.time()
     html = report.write(run.path)
     run.update(chain_s={"total": round(time.time() - started, 1), "report": round(time.time() - t0, 1)})
@@ -218,16 +240,19 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
     return run
 
 
-AHEAD_BYTES = 4e9       # a workload whose weights are larger gets one kernel ahead: each holds a copy
+AHEAD_BYTES = {"cuda": 4e9, "cpu": 1e9}   # a workload whose weights are larger gets one kernel ahead: each
+                                          # holds a copy (in host memory on a CPU run)
 
 
 def ahead_depth(run):
-    """How many kernels to start ahead: two on a GPU run of a model under AHEAD_BYTES (known once the
-    baseline ran), so a phase that decides in seconds (attention with nothing to change: 1.5 s on llama
-    1b) does not leave the next one waiting for its kernel's imports (14 s); one otherwise (a CPU run's
-    cores are the timed step's)."""
+    """How many kernels to start ahead: two for a model under AHEAD_BYTES (known once the baseline ran),
+    so a phase that decides in seconds (attention with nothing to change: 1.5 s on llama 1b; gemm's table
+    on a CPU: 2 s) does not leave the next one waiting for its kernel's imports and warm-up (14 s on the
+    H200, 6 s on a 2-core CPU); one otherwise. Either way one kernel starts a phase, while the phase
+    compiles, so a CPU run's timed step does not share its cores with more start-ups than before."""
     weights = (run.params.get("workload_info") or {}).get("weight_bytes")
-    return 2 if run.params["device"] == "cuda" and weights and weights < AHEAD_BYTES else 1
+    limit = AHEAD_BYTES.get(run.params["device"], AHEAD_BYTES["cpu"])
+    return 2 if weights and weights < limit else 1
 
 
 def check_budget(budget_min):
@@ -241,11 +266,17 @@ def record_wall_time(run, result, wall_s, ahead=False, notebook=None):
     cell waited for a kernel started ahead that was still importing and prebuilding: the part of
     start_ahead/build_ahead the phase before did not hide), `papermill` (the rest: executing cells,
     writing the notebook) and `total`, the wall time of the whole notebook. ahead: the kernel was
-    started while the phase before ran; its start is then `start_ahead`, outside the total."""
+    started while the phase before ran; its start is then `start_ahead`, outside the total (so is the part
+    of the first kernel's start that the chain's own imports hid)."""
     inner = dict(result.get("time_s") or {})
     if ahead and "start" in inner:
         inner["start_ahead"] = inner.pop("start")
         inner["total"] = inner.get("total", 0.0) - inner["start_ahead"]
+    elif "start" in inner and inner.get("total", 0.0) > wall_s:
+        # the first phase's kernel starts while the chain imports papermill: that part of its start is hidden
+        hidden = min(inner["total"] - wall_s, inner["start"])
+        inner.update(start=round(inner["start"] - hidden, 2), start_ahead=round(hidden, 2),
+                     total=inner["total"] - hidden)
     outside = max(0.0, wall_s - inner.get("total", 0.0))
     wait = min(outside, kernel_wait(notebook)) if ahead and notebook else 0.0
     if wait >= 0.05:

@@ -16,7 +16,7 @@ import os
 import time
 from contextlib import contextmanager
 
-SECTIONS = ("start", "build", "decide", "compile", "check", "time", "trace", "render")
+SECTIONS = ("start", "build", "decide", "compile", "check", "wait_ahead", "time", "trace", "render")
 
 _state = {"t0": None, "spent": {}, "stack": [], "counters": {}, "ready": None, "ahead": {}}
 

@@ -13,10 +13,8 @@ JSON's `time_s` says where the wall time went (playbook/clock.py).
 """
 import gc
 import json
-import os
 import time
 import traceback
-from pathlib import Path
 
 import torch
 
@@ -78,9 +76,7 @@ def run_phase(name, run, iters=100, warmup=10, knobs_to_try=None):
     result = result_template(mod, run)
     if knobs_to_try:
         result["knobs_to_try"] = knobs_to_try
-    # Inductor's FX-graph and autotune caches (run.json "compile_cache"): --resume, re-runs and later runs
-    # of the same graphs skip recompiles. Set, not defaulted: importing Inductor fills in its /tmp default.
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(run.params.get("compile_cache") or run.path / "inductor-cache").resolve())
+    run.use_compile_cache()
     try:
         if hasattr(mod, "run"):
             mod.run(run, result, iters=iters, warmup=warmup)

@@ -94,6 +94,14 @@ class Run:
             self.params.update(fields)
         write_json(path, self.params)
 
+    def use_compile_cache(self):
+        """Point Inductor's FX-graph and autotune caches at this run's (run.json "compile_cache"):
+        --resume, re-runs and later runs of the same graphs load them instead of compiling again. Set, not
+        defaulted: importing Inductor fills in its /tmp default."""
+        where = Path(self.params.get("compile_cache") or self.path / "inductor-cache").resolve()
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(where)
+        return where
+
     # --- phases ---------------------------------------------------------
     def phase_path(self, number, name):
         return self.path / "phases" / f"{number:02d}-{name}.json"

@@ -106,3 +106,13 @@ def test_holistic_trace_analysis_reads_our_gpu_traces_and_declines_cpu_ones(tmp_
     lin = torch.nn.Linear(8, 8)
     x = torch.randn(1, 8)
     assert profile.profile_step(lambda: lin(x), torch.device("cpu"), tmp_path / "c.json.gz")["hta"] is None
+
+
+def test_holistic_trace_analysis_is_skipped_on_a_huge_trace(tmp_path, monkeypatch):
+    """An eager pi0 step's trace (hundreds of thousands of events) would keep HTA parsing for minutes."""
+    path = _trace(tmp_path / "g.json.gz", graph=True)
+    with gzip.open(path, "rt") as f:
+        n = len(json.load(f)["traceEvents"])
+    monkeypatch.setattr(profile, "HTA_MAX_EVENTS", n - 1)
+    h = profile.hta_summary(path)
+    assert h == {"skipped": h["skipped"]} and f"{n} trace events" in h["skipped"]

@@ -105,3 +105,18 @@ def test_reload_sees_what_another_process_wrote(tmp_path):
     assert chain.reload().params["workload_info"] == {"weight_bytes": 10}
     from playbook.chain import ahead_depth
     assert ahead_depth(chain) == 2          # a GPU run of a small model: two kernels ahead, now that it is known
+
+
+def test_kernels_ahead_follow_the_model_size_and_the_device(tmp_path):
+    from playbook.chain import ahead_depth
+    from playbook.state import Run
+    run = Run.create(tmp_path / "r", {"workload": "tiny", "device": "cpu"})
+    assert ahead_depth(run) == 1                                # size unknown before the baseline
+    run.update(workload_info={"weight_bytes": 5e6})
+    assert ahead_depth(run) == 2                                # a small model on a CPU: two ahead
+    run.update(workload_info={"weight_bytes": 2.5e9})
+    assert ahead_depth(run) == 1                                # 1b on a CPU: each copy is host memory
+    run.update(device="cuda")
+    assert ahead_depth(run) == 2 and ahead_depth(Run.open(tmp_path / "r")) == 2
+    run.update(workload_info={"weight_bytes": 1.6e10})
+    assert ahead_depth(run) == 1

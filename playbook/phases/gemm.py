@@ -34,6 +34,18 @@ def label(knobs):
     return "blas library" if knobs.get("blas") else "inductor gemm autotune"
 
 
+ONE_BACKEND = ("one GEMM backend on a CPU (ATen's): nothing to choose. Backend choice needs a GPU (cuBLAS/cuBLASLt "
+               "and Triton on CUDA, rocBLAS/hipBLASLt/aiter on ROCm)")
+
+
+def skip_before_start(params):
+    """Why the chain can skip this phase without starting its kernel (known from the run's parameters).
+    Run notebooks/03-gemm.ipynb by hand to see a CPU's per-shape GEMM table all the same."""
+    if params["device"] == "cpu":
+        return ONE_BACKEND + "; run notebooks/03-gemm.ipynb by hand for this CPU's per-shape GEMM table"
+    return None
+
+
 def _ms(us):
     return round(us / 1e3, 4)
 
@@ -67,8 +79,7 @@ def candidates(ctx):
                     gemm_best={f"{r['M']}x{r['N']}x{r['K']}": r["backend"] for r in rows if r["best"]},
                     gemm_prediction=prediction)
     if pipe.device.type != "cuda":
-        raise Skip("one GEMM backend on a CPU (ATen's); the table is in gemm_tuning.csv. Backend choice "
-                   "needs a GPU (cuBLAS/cuBLASLt and Triton on CUDA, rocBLAS/hipBLASLt/aiter on ROCm)")
+        raise Skip(ONE_BACKEND + "; the table is in gemm_tuning.csv")
     if room and room_us < bar_us:
         raise Skip(f"no backend can win: the step's GEMMs are {_ms(room_us)} ms above their floors on the best "
                    f"BLAS library, under the {_ms(bar_us)} ms (2% of the kept recipe's {kept_ms} ms) a win needs; "

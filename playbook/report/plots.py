@@ -138,14 +138,15 @@ def plot_categories(run):
     return fig
 
 
-TIME_COLORS = {"start": "#bdbdbd", "start_ahead": "#e0e0e0", "build_ahead": "#dadaeb", "kernel_wait": "#fdd0a2",
-               "papermill": "#969696", "build": "#9e9ac8", "decide": "#fdae6b", "compile": "#d95f02", "check": "#31a354", "time": "#2b7bba",
+TIME_COLORS = {"start": "#bdbdbd", "start_ahead": "#e0e0e0", "build_ahead": "#dadaeb",
+               "compile_ahead": "#fdd9b5", "kernel_wait": "#fdd0a2",
+               "papermill": "#969696", "build": "#9e9ac8", "decide": "#fdae6b", "compile": "#d95f02", "check": "#31a354", "wait_ahead": "#c7e9c0", "time": "#2b7bba",
                "trace": "#e6550d", "render": "#756bb1", "other": "#636363"}
 
 
 def plot_time(run):
     """Where each phase's wall time went (its JSON's time_s), stacked per phase, with the total beside it.
-    `start_ahead` and `build_ahead` (done by a kernel started while the phase before ran) are hatched: they
+    `start_ahead`, `build_ahead` and `compile_ahead` (done by a kernel started while the phase before ran) are hatched: they
     are not in the total."""
     ps = [p for p in run.phases() if p.get("time_s")]
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.42 * max(len(ps), 1)))

@@ -219,6 +219,8 @@ def profile_details(p):
         if "kernel_type_pct" in h:
             said.append(f"kernel types {h['kernel_type_pct']}")
         said += [f"{k.replace('_', ' ')}: {v}" for k, v in h.items() if k.endswith("error")]
+        if "skipped" in h:
+            said.append(f"skipped: {h['skipped']}")
         out.append("- Holistic Trace Analysis: " + "; ".join(said))
     d = p.get("trace_diff")
     if d:
