@@ -81,3 +81,104 @@ def test_custom_op_checks_and_compiles_without_a_graph_break():
                           test_utils=("test_schema", "test_faketensor"))
     fn = torch.compile(lambda x: gv.gemv(x, w, residual=r, norm_weight=nw), fullgraph=True)
     close(fn(x), ref.gemv(x, w, residual=r, norm_weight=nw), torch.float32, 64)
+
+
+# --- the rewrite: playbook/rewrites/gemv.py --------------------------------------------------------------
+
+def _hf(family, options, fuse=False):
+    from playbook.rewrites import fusion
+    from playbook.workloads import build_workload
+    wl = build_workload("hf", "tiny", family, torch.device(DEVICE), torch.float32, options=options)
+    if fuse:
+        fusion.fuse(wl.model, fusion.find_siblings(wl.model, wl.args, wl.kwargs))
+    return wl
+
+
+@pytest.mark.parametrize("family,fuse", [("llama", False), ("qwen2", True), ("gemma", False)])
+def test_decode_projections_routed_and_norms_folded_give_the_same_logits(family, fuse):
+    """Every one-row projection goes through kernels.gemv, and each decoder norm that feeds only
+    projections is folded into them (Gemma's 1 + w too); the logits match the untouched step's, eager and
+    compiled."""
+    import copy
+
+    from playbook.rewrites import gemv
+    wl = _hf(family, {"position": "6"}, fuse)
+    with torch.no_grad():
+        want = wl.model(*wl.args, **wl.kwargs)
+    model = copy.deepcopy(wl.model)
+    found = gemv.find_sites(model, wl.args, wl.kwargs)
+    layers = model.model.config.num_hidden_layers            # the decode step wraps the HF model as .model
+    folded = {f["norm"] for f in found["folds"]}
+    assert all(f"model.model.layers.{i}.input_layernorm" in folded for i in range(layers)), found["left"]
+    if family != "gemma":            # Gemma's MLP norm: pre_feedforward_layernorm; both feed projections only
+        assert all(f"model.model.layers.{i}.post_attention_layernorm" in folded for i in range(layers))
+    final = next(x for x in found["left"] if x["path"] == "model.model.norm")
+    assert "read by" in final["why"]                   # the lm_head takes a slice of it: left, with the op
+    assert "model.lm_head" in found["linears"] and len(found["linears"]) >= 4 * layers
+    counts = gemv.route(model, found)
+    assert counts["norms_folded"] == len(found["folds"]) and counts["linears"] == len(found["linears"])
+    assert all(len(f["into"]) in (1, 2, 3) for f in found["folds"])
+    with torch.no_grad():
+        got = model(*wl.args, **wl.kwargs)
+        compiled = torch.compile(model)(*wl.args, **wl.kwargs)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(compiled, want, atol=1e-4, rtol=1e-4)
+
+
+def test_a_prompt_is_left_to_cublas_with_the_reason():
+    from playbook.rewrites import gemv
+    wl = _hf("qwen2", {"step": "prefill", "tokens": "5"})
+    found = gemv.find_sites(wl.model, wl.args, wl.kwargs)
+    assert not found["folds"] and any(p.endswith("lm_head") for p in found["linears"])   # logits_to_keep=1
+    assert any("called with 5 rows" in x["why"] for x in found["left"])
+
+
+def test_a_norm_whose_output_is_also_added_is_not_folded():
+    from playbook.rewrites import gemv
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = torch.nn.RMSNorm(16, eps=1e-6)
+            self.up, self.down = torch.nn.Linear(16, 32), torch.nn.Linear(32, 16)
+
+        def forward(self, x):
+            h = self.norm(x)
+            return h + self.down(torch.relu(self.up(h)))    # the normed tensor is the residual too
+
+    block = Block().to(DEVICE)
+    torch.nn.init.uniform_(block.norm.weight, 0.5, 1.5)
+    x = torch.randn(1, 16, device=DEVICE)
+    found = gemv.find_sites(block, (x,))
+    assert found["folds"] == [] and found["linears"] == ["up", "down"]
+    assert "read by add" in next(l["why"] for l in found["left"] if l["path"] == "norm")
+    want = block(x)
+    gemv.route(block, found)
+    torch.testing.assert_close(block(x), want, atol=1e-5, rtol=1e-5)
+
+
+def test_phase_5_offers_the_decode_gemv_to_a_decode_step_and_applies_it():
+    """What phase 5 does on a GPU, called directly: the candidate for a decode step, none for a prompt, and
+    apply() routing the step the way the rewrite test checks."""
+    import types as pytypes
+
+    from playbook.phases import kernels as phase
+    from playbook.pipeline import Pipeline
+    wl = _hf("llama", {"position": "3"})
+    ctx = pytypes.SimpleNamespace(info={}, pipe=pytypes.SimpleNamespace(compile=True))
+    notes = []
+    assert phase._gemv_candidates(ctx, pytypes.SimpleNamespace(workload=wl), notes) == [
+        {"gemv": True, "inductor_fusion": True}]
+    assert ctx.info["gemv_sites"]["norms_folded"] == 2 * wl.model.model.config.num_hidden_layers
+    assert phase.label({"gemv": True, "inductor_fusion": True}) in phase.CHOICES
+    prompt = _hf("qwen2", {"step": "prefill", "tokens": "4"})
+    prompt.model.model.lm_head = torch.nn.Identity()            # no one-row projection left
+    assert phase._gemv_candidates(ctx, pytypes.SimpleNamespace(workload=prompt), notes) == []
+    assert "not a decode step" in notes[-1]
+    pipe = Pipeline(workload=wl, device=torch.device(DEVICE), dtype=torch.float32)
+    with torch.no_grad():
+        want = wl.model(*wl.args, **wl.kwargs)
+    phase.apply(pipe, {"gemv": True})
+    assert pipe.info["gemv"]["norms_folded"] == 2 * wl.model.model.config.num_hidden_layers
+    with torch.no_grad():
+        torch.testing.assert_close(wl.model(*wl.args, **wl.kwargs), want, atol=1e-4, rtol=1e-4)

@@ -46,8 +46,8 @@ class FusedLinear(nn.Module):
         return F.linear(x, self.weight, self.bias)
 
     def part(self, x, i):
-        if self._x is not x:                     # a new input: one GEMM for every member
-            self._parts = F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1)
+        if self._x is not x:                     # a new input: one GEMM for every member (forward: a
+            self._parts = self.forward(x).split(self.sizes, dim=-1)     # later rewrite may route it)
             self._x, self._left = x, len(self.sizes)
         out = self._parts[i]
         self._left -= 1

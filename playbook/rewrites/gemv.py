@@ -1,0 +1,190 @@
+"""Phase 5's decode-projection rewrite: one-row Linears -> kernels.gemv, and each RMSNorm that feeds only
+projections folded into their prologue.
+
+    found = find_sites(model, args, kwargs)     # on one real call: what would be routed and folded, and why not
+    routed = route(model, found)                # in place
+
+A decode step's projections read each weight once for one row of activations: a matrix-vector product
+bound by the weight's bytes. The rewrite is found by data flow on one real call of the step, not by
+names:
+- a Linear is routed when every call it got had one row (a Linear that also sees a prompt, or a vision
+  encoder's patches, keeps F.linear for those calls: it falls back by shape);
+- an RMSNorm (recognised by a probe, kernel_swap.norm_flavour) is folded when every output it produced
+  was read only by Linears, as their whole input, and those Linears never took an input from anywhere
+  else. The norm then passes its input through, and each of those Linears computes the norm itself in
+  its prologue (rstd * ((x * w) @ W.T)). A norm whose output is also read by anything else (a residual
+  taken after the norm, a shape-changing view) is left, with the op that read it.
+Routed Linears keep their class and parameters (state_dict unchanged); a call with more than one row, or
+any call when the kernel cannot run, goes through F.linear after the norm's own forward, so the folded
+model is the same model at every shape.
+"""
+import types
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from .fusion import FusedPart
+from .kernel_swap import norm_flavour
+
+MAX_ROWS = 1          # the kernel's case: a batch-1 decode step's one row
+
+
+def _rows(x):
+    return x.numel() // max(1, x.shape[-1])
+
+
+def _owner(mod):
+    """The module whose forward computes the projection: a Linear itself, or a fused group's FusedLinear
+    for one of its parts (phase 4's QKV and gate+up)."""
+    return mod.group if isinstance(mod, FusedPart) else mod
+
+
+class _Reads(TorchDispatchMode):
+    """Every op's tensor inputs, seen while not inside a Linear's forward (a Linear reading its input is the
+    use a fold allows)."""
+
+    def __init__(self, watched, inside):
+        super().__init__()
+        self.watched, self.inside, self.reads = watched, inside, {}
+
+    def __torch_dispatch__(self, func, types_, args=(), kwargs=None):
+        if not self.inside:
+            for t in tree_leaves((args, kwargs or {})):
+                if isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter):
+                    path = self.watched.get(t.untyped_storage().data_ptr())
+                    if path is not None:
+                        self.reads.setdefault(path, set()).add(str(func.overloadpacket.__name__))
+        return func(*args, **(kwargs or {}))
+
+
+def find_sites(model, args=(), kwargs=None):
+    """{"linears": [path], "folds": [{"norm", "eps", "offset", "into": [path]}], "left": [{"path", "why"}]}
+    from one call of model(*args, **kwargs) (run here, under no_grad)."""
+    kwargs = kwargs or {}
+    linears = {p: m for p, m in model.named_modules() if isinstance(m, (nn.Linear, FusedPart))}
+    norms = {}
+    for path, mod in model.named_modules():
+        flavour = norm_flavour(mod)
+        if flavour:
+            norms[path] = (mod, *flavour)
+    outputs, watched, inputs, rows, inside = {}, {}, {}, {}, []
+    keep = []                             # every output stays alive, so no storage is reused mid-call
+
+    def norm_hook(path):
+        def hook(mod, inp, out):
+            if isinstance(out, torch.Tensor):
+                outputs.setdefault(path, []).append(out)
+                watched[out.untyped_storage().data_ptr()] = path
+                keep.append(out)
+        return hook
+
+    def linear_pre(path):
+        def hook(mod, inp):
+            x = inp[0] if inp else None
+            if isinstance(x, torch.Tensor):
+                inputs.setdefault(path, []).append(x)
+                rows.setdefault(path, []).append(_rows(x))
+                keep.append(x)
+            inside.append(path)
+        return hook
+
+    def linear_post(mod, inp, out):
+        inside.pop()
+
+    handles = [m.register_forward_hook(norm_hook(p)) for p, (m, _, _) in norms.items()]
+    for p, m in linears.items():
+        handles += [m.register_forward_pre_hook(linear_pre(p)), m.register_forward_hook(linear_post)]
+    reads = _Reads(watched, inside)
+    try:
+        with torch.no_grad(), reads:
+            model(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    found = {"linears": [], "folds": [], "left": []}
+    groups = {}                           # a fused group is routed whole, or not at all
+    for path, mod in linears.items():
+        groups.setdefault(id(_owner(mod)), []).append(path)
+    for path, mod in linears.items():
+        many = max((r for p in groups[id(_owner(mod))] for r in rows.get(p, [])), default=0)
+        if not rows.get(path):
+            found["left"].append({"path": path, "why": "not called by the step"})
+        elif many > MAX_ROWS:
+            found["left"].append({"path": path, "why": f"called with {many} rows (a decode step has one)"})
+        else:
+            found["linears"].append(path)
+    routed = set(found["linears"])
+    for path, (mod, eps, offset) in norms.items():
+        outs = outputs.get(path) or []
+        if not outs:
+            found["left"].append({"path": path, "why": "norm not called by the step"})
+            continue
+        if path in reads.reads:
+            found["left"].append({"path": path, "why": "its output is also read by " + ", ".join(sorted(reads.reads[path]))})
+            continue
+        ptrs = {o.untyped_storage().data_ptr(): o for o in outs}
+        into = sorted(p for p, xs in inputs.items()
+                      if any(x.untyped_storage().data_ptr() in ptrs for x in xs))
+        why = _why_not_fold(into, inputs, ptrs, routed)
+        if why:
+            found["left"].append({"path": path, "why": why})
+        else:
+            found["folds"].append({"norm": path, "eps": eps, "offset": offset, "into": into})
+    return found
+
+
+def _why_not_fold(into, inputs, ptrs, routed):
+    if not into:
+        return "its output reaches no Linear"
+    for p in into:
+        if p not in routed:
+            return f"{p} is not routed (more than one row)"
+        for x in inputs[p]:
+            out = ptrs.get(x.untyped_storage().data_ptr())
+            if out is None:
+                return f"{p} also takes an input from elsewhere"
+            if x.data_ptr() != out.data_ptr() or x.shape != out.shape:
+                return f"{p} takes a part or a view of the norm's output"
+    return None
+
+
+def _linear_forward(self, x):
+    norm = self._playbook_norm
+    if _rows(x) <= MAX_ROWS and (x.is_cuda or _interpreted()):
+        from kernels.gemv import gemv
+        if norm is None:
+            return gemv(x, self.weight, self.bias)
+        mod, eps, offset = norm
+        return gemv(x, self.weight, self.bias, norm_weight=mod.weight, eps=eps, offset=offset)
+    if norm is not None:
+        x = norm[0]._playbook_forward(x)
+    return F.linear(x, self.weight, self.bias)
+
+
+def _passthrough(self, x, *args, **kwargs):
+    return x
+
+
+def _interpreted():
+    from kernels._triton import INTERPRET
+    return INTERPRET
+
+
+def route(model, found):
+    """Route found["linears"] to kernels.gemv and fold found["folds"]; returns counts."""
+    mods = dict(model.named_modules())
+    for path in found["linears"]:
+        lin = _owner(mods[path])
+        lin._playbook_norm = None
+        lin.forward = types.MethodType(_linear_forward, lin)
+    for fold in found["folds"]:
+        norm = mods[fold["norm"]]
+        norm._playbook_forward = norm.forward
+        norm.forward = types.MethodType(_passthrough, norm)
+        for path in fold["into"]:
+            _owner(mods[path])._playbook_norm = (norm, fold["eps"], fold["offset"])
+    return {"linears": len(found["linears"]), "norms_folded": len(found["folds"]),
+            "left": len(found["left"])}
