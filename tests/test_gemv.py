@@ -21,9 +21,14 @@ def close(got, want, dtype, k):
     assert (got.float() - want.float()).abs().max().item() <= bar
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("lead,n,k", [((1,), 1, 1), ((1, 1), 37, 123), ((3,), 130, 257), ((1, 2), 64, 1000)])
-@pytest.mark.parametrize("parts", ["plain", "norm", "bias+residual", "norm+bias+residual", "gemma norm"])
+SHAPES = [((1,), 1, 1), ((1, 1), 37, 123), ((3,), 130, 257), ((1, 2), 64, 1000)]
+PARTS = ["plain", "norm", "bias+residual", "norm+bias+residual", "gemma norm"]
+CASES = ([(lead, n, k, dtype, parts) for dtype in (torch.float32, torch.bfloat16) for lead, n, k in SHAPES
+          for parts in PARTS]
+         + [(lead, n, k, torch.float16, parts) for lead, n, k in SHAPES[1:3] for parts in PARTS[3:]])
+
+
+@pytest.mark.parametrize("lead,n,k,dtype,parts", CASES)
 def test_matches_the_reference_on_odd_shapes(lead, n, k, dtype, parts):
     x = tensors((*lead, k), dtype, 0, 2.0)
     w = tensors((n, k), dtype, 1, k ** -0.5)
@@ -98,7 +103,7 @@ def _hf(family, options, fuse=False):
 def test_decode_projections_routed_and_norms_folded_give_the_same_logits(family, fuse):
     """Every one-row projection goes through kernels.gemv, and each decoder norm that feeds only
     projections is folded into them (Gemma's 1 + w too); the logits match the untouched step's, eager and
-    compiled."""
+    compiled (the fused case)."""
     import copy
 
     from playbook.rewrites import gemv
@@ -120,9 +125,11 @@ def test_decode_projections_routed_and_norms_folded_give_the_same_logits(family,
     assert all(len(f["into"]) in (1, 2, 3) for f in found["folds"])
     with torch.no_grad():
         got = model(*wl.args, **wl.kwargs)
-        compiled = torch.compile(model)(*wl.args, **wl.kwargs)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(compiled, want, atol=1e-4, rtol=1e-4)
+    if fuse:                          # compiled once (a CPU compile of the step is ~10 s): the fused case
+        with torch.no_grad():
+            compiled = torch.compile(model)(*wl.args, **wl.kwargs)
+        torch.testing.assert_close(compiled, want, atol=1e-4, rtol=1e-4)
 
 
 def test_a_prompt_is_left_to_cublas_with_the_reason():
