@@ -59,11 +59,14 @@ def check_knobs_to_try(name, knobs_to_try):
 
 
 def phase_budget(mod, run):
-    """Seconds this phase's candidates may spend building: the phase's own BUDGET_S and the chain's
-    share of an overall budget (run.json "budgets", written by the chain), whichever is smaller; None
-    when neither is set."""
+    """Seconds this phase's candidates may spend building: the phase's own BUDGET_S (a number, or one per
+    device type) and the chain's share of an overall budget (run.json "budgets", written by the chain),
+    whichever is smaller; None when neither is set."""
     share = (run.params.get("budgets") or {}).get(mod.NAME)
-    limits = [x for x in (getattr(mod, "BUDGET_S", None), share) if x]
+    own = getattr(mod, "BUDGET_S", None)
+    if isinstance(own, dict):                   # per device type: {"cuda": 65, "cpu": 45}
+        own = own.get(run.params.get("device"), own.get("cpu"))
+    limits = [x for x in (own, share) if x]
     return min(limits) if limits else None
 
 

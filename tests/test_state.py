@@ -120,3 +120,17 @@ def test_kernels_ahead_follow_the_model_size_and_the_device(tmp_path):
     assert ahead_depth(run) == 2 and ahead_depth(Run.open(tmp_path / "r")) == 2
     run.update(workload_info={"weight_bytes": 1.6e10})
     assert ahead_depth(run) == 1
+
+
+def test_a_phase_budget_can_differ_by_device(tmp_path):
+    from types import SimpleNamespace
+
+    from playbook.ladder import phase_budget
+    from playbook.state import Run
+    mod = SimpleNamespace(NAME="kernels", BUDGET_S={"cuda": 65, "cpu": 45})
+    run = Run.create(tmp_path / "r", {"workload": "tiny", "device": "cuda"})
+    assert phase_budget(mod, run) == 65
+    run.update(device="cpu")
+    assert phase_budget(mod, run) == 45
+    run.update(budgets={"kernels": 30.0})                  # the chain's share wins when smaller
+    assert phase_budget(mod, run) == 30.0
