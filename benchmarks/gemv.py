@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.kernels import back_to_back  # noqa: E402  (events around back-to-back calls, interleaved)
 from kernels import reference  # noqa: E402
 from kernels.gemv import blocks, gemv  # noqa: E402
 from playbook import bench  # noqa: E402
@@ -102,26 +103,6 @@ def _check(got, want, dtype, what):
     if not torch.allclose(got.float(), want.float(), atol=tol["atol"] * 4, rtol=tol["rtol"] * 4):
         sys.exit(f"kernels.gemv ({what}) disagrees with its reference: max abs diff "
                  f"{(got.float() - want.float()).abs().max().item():.3g}")
-
-
-def back_to_back(steps, calls, samples, warmup=5):
-    """{name: [ms per call, one per sample]}: events around `calls` calls, names interleaved per sample."""
-    with torch.no_grad():
-        for fn in steps.values():
-            for _ in range(warmup):
-                fn()
-        torch.cuda.synchronize()
-        out = {k: [] for k in steps}
-        for _ in range(samples):
-            for k, fn in steps.items():
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                for _ in range(calls):
-                    fn()
-                end.record()
-                end.synchronize()
-                out[k].append(start.elapsed_time(end) / calls)
-    return out
 
 
 if __name__ == "__main__":
