@@ -164,12 +164,12 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
     books = select(phase_notebooks(), phases)
     budget = check_budget(budget_min)
     run = open_chain_run(params, out, resume, log)
+    if "baseline" not in [b[1] for b in books] and not run.phase("baseline"):
+        raise PlaybookError("--phases without baseline needs a run that has one: add baseline, or --resume a run")
     env_path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env_path] if env_path else []))
     os.environ["PLAYBOOK_PROGRESS"] = "0"      # headless: no progress bars in the executed notebooks
     os.environ[quiet.LOCK_ENV] = str((run.path / ".quiet.lock").resolve())   # warm-ups wait for timing
-    if "baseline" not in [b[1] for b in books] and not run.phase("baseline"):
-        raise PlaybookError("--phases without baseline needs a run that has one: add baseline, or --resume a run")
     warm = [WarmKernel(run, ahead=False)]      # the first phase's kernel starts while papermill is imported
     import papermill as pm
     if budget:

@@ -25,16 +25,21 @@ LOCK_ENV = "PLAYBOOK_QUIET_LOCK"
 QUIET_WAIT_S = 120           # a warm-up longer than this (a huge model's build) no longer holds timing back
 
 
-def _lock_files():
-    """(gate, lock) files, or None. A timed section closes the gate first, so warm-up steps queued behind
-    it cannot keep taking the shared lock one after another and starve it."""
+def _open(*suffixes):
+    """The lock files path + suffix named by the chain, opened; None outside a chain (or off POSIX)."""
     path = os.environ.get(LOCK_ENV)
     if not path or fcntl is None:
         return None
     try:
-        return open(path + ".gate", "a"), open(path, "a")
+        return tuple(open(path + s, "a") for s in suffixes)
     except OSError:          # the run's folder is gone (a test's): nothing to share the machine with
         return None
+
+
+def _lock_files():
+    """(gate, lock) files, or None. A timed section closes the gate first, so warm-up steps queued behind
+    it cannot keep taking the shared lock one after another and starve it."""
+    return _open(".gate", "")
 
 
 def _take(f, how, until):
@@ -53,15 +58,11 @@ def _take(f, how, until):
 def one_at_a_time(enabled=True):
     """Kernels started ahead warm up one after another (a CPU run: with two cores, one is the phase's
     and one a warm-up's; two warm-ups at once left the next phase waiting 9.5 s for its own kernel)."""
-    path = os.environ.get(LOCK_ENV)
-    if not enabled or not path or fcntl is None:
+    files = _open(".warm") if enabled else None
+    if files is None:
         yield
         return
-    try:
-        f = open(path + ".warm", "a")
-    except OSError:
-        yield
-        return
+    f, = files
     try:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
