@@ -116,3 +116,42 @@ def test_holistic_trace_analysis_is_skipped_on_a_huge_trace(tmp_path, monkeypatc
     monkeypatch.setattr(profile, "HTA_MAX_EVENTS", n - 1)
     h = profile.hta_summary(path)
     assert h == {"skipped": h["skipped"]} and f"{n} trace events" in h["skipped"]
+
+
+def test_each_launch_is_owned_by_the_innermost_op_around_it_on_its_thread():
+    """Nested ops on two threads, an op that ended before its launch, and a launch with no op: the owner is
+    the innermost op open at the launch on the launch's thread, checked against a scan of every op."""
+    import random
+    rng = random.Random(0)
+    ops, launches, corr = [], [], 0
+    for tid in (1, 2):
+        t = 0.0
+        for _ in range(300):
+            depth_ends = []
+            outer = _ev("cpu_op", f"outer{tid}", t, 40.0)
+            ops.append({**outer, "tid": tid})
+            s = t + rng.uniform(0, 5)
+            for k in range(rng.randint(0, 3)):          # inner ops, some nested in the one before
+                d = rng.uniform(1, 8)
+                ops.append({**_ev("cpu_op", f"inner{k}", s, d, **{"Input Dims": [[k]]}), "tid": tid})
+                depth_ends.append(s + d)
+                s += rng.uniform(0, d + 2)
+            for _ in range(rng.randint(1, 3)):
+                corr += 1
+                ts = t + rng.uniform(0, 50)              # some after the outer op ended
+                launches.append({**_ev("cuda_runtime", "cudaLaunchKernel", ts, 1.0, correlation=corr), "tid": tid})
+            t += 60
+    corr += 1
+    launches.append({**_ev("cuda_runtime", "cudaLaunchKernel", 5.0, 1.0, correlation=corr), "tid": 9})
+    ops.sort(key=lambda o: o["ts"])
+
+    def scan(r):                                        # the definition, one launch at a time
+        best = None
+        for o in ops:
+            if o["ts"] <= r["ts"] <= o["ts"] + o["dur"] and o["tid"] == r["tid"]:
+                best = o
+        return (best["name"], best["args"].get("Input Dims")) if best else ("(no CPU op)", None)
+    owners = profile._launch_owners(launches, ops)
+    assert owners == {r["args"]["correlation"]: scan(r) for r in launches}
+    assert {v[0] for v in owners.values()} >= {"outer1", "inner0", "(no CPU op)"}
+
