@@ -14,6 +14,8 @@
 #   bash benchmarks/gpu_session.sh ladder-time      # whole ladders, uninterrupted, cold compile cache: llama 1b then
 #                                                   # pi0 full, in the background (setsid); each call waits up to
 #                                                   # WAIT_S (570 s) and copies what is done to $OUT: call it again
+#   bash benchmarks/gpu_session.sh pi0-time         # pi0 full's whole ladder alone, uninterrupted, in the foreground:
+#                                                   # one call (budget PI0_BUDGET_MIN, 9.2 min, under the call's 10)
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
 #                                                   # ladder + peers each, GPUS at a time, in the background;
 #                                                   # each call waits up to WAIT_S and copies what is done
@@ -34,7 +36,7 @@ if [[ $part == tests || $part == all ]]; then
 fi
 if [[ $part == gemv ]]; then
   python3 -m pytest -q tests/test_gemv.py 2>&1 | tail -2 | tee "$OUT/gemv-tests.txt"     # compiled, on CUDA
-  python3 benchmarks/gemv.py --out "$OUT/gemv" "$@" 2>&1 | tee "$OUT/gemv.log"
+  python3 benchmarks/gemv.py --out "$OUT/gemv" --sweep "$@" 2>&1 | tee "$OUT/gemv.log"
 fi
 if [[ $part == sweep ]]; then
   python3 benchmarks/kernels_sweep.py "$@" 2>&1 | tee "$OUT/sweep.log"
@@ -97,6 +99,13 @@ if [[ $part == ladder-time-run ]]; then   # (the background half of ladder-time)
     --option action_horizon=10 --option num_steps=10 --iters 50 --warmup 10 --budget-min "${PI0_BUDGET_MIN:-9.5}" \
     --out "$PWD/reports/lt-pi0-full" --json "$PWD/reports/ladder-time.json" > reports/lt-pi0.log 2>&1
   touch reports/lt-done
+fi
+if [[ $part == pi0-time ]]; then
+  timeout "${LADDER_S:-585}" python3 benchmarks/ladder_time.py --workload pi0 --preset full --device cuda --target-ms 20 \
+    --option cameras=3 --option action_horizon=10 --option num_steps=10 --iters 50 --warmup 10 \
+    --budget-min "${PI0_BUDGET_MIN:-9.2}" --out "$PWD/reports/lt-pi0-full" --json "$OUT/ladder-time.json" 2>&1 \
+    | grep -v IPKernelApp > "$OUT/lt-pi0.log"
+  tar czf "$OUT/lt-pi0-full.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C reports lt-pi0-full
 fi
 if [[ $part == ladder-time ]]; then
   mkdir -p reports

@@ -158,6 +158,40 @@ def back_to_back(steps, calls, samples, warmup=5):
     return out
 
 
+def graphed_back_to_back(steps, weights, calls, samples, warmup=3):
+    """{name: [ms per call, one per sample]} with launch overhead out of the picture, as in a captured
+    decode step: `calls` calls of each step (step(weight), the weights taken in turn) captured into one CUDA
+    graph per name, events around each replay, names interleaved per sample."""
+    graphs = {}
+    with torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):                 # compile and autotune before capture, off the graph
+            for fn in steps.values():
+                for i in range(warmup):
+                    fn(weights[i % len(weights)])
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        for k, fn in steps.items():
+            graphs[k] = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graphs[k]):
+                for i in range(calls):
+                    fn(weights[i % len(weights)])
+        out = {k: [] for k in steps}
+        for g in graphs.values():
+            g.replay()
+        torch.cuda.synchronize()
+        for _ in range(samples):
+            for k, g in graphs.items():
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                g.replay()
+                end.record()
+                end.synchronize()
+                out[k].append(start.elapsed_time(end) / calls)
+    return out
+
+
 def _version(pkg):
     try:
         return importlib.metadata.version(pkg)
