@@ -14,6 +14,7 @@
 #   bash benchmarks/gpu_session.sh ladder-time      # whole ladders, uninterrupted, cold compile cache: llama 1b then
 #                                                   # pi0 full, in the background (setsid); each call waits up to
 #                                                   # WAIT_S (570 s) and copies what is done to $OUT: call it again
+#   bash benchmarks/gpu_session.sh llama-time       # llama 1b's whole ladder alone, uninterrupted, in the foreground
 #   bash benchmarks/gpu_session.sh pi0-time         # pi0 full's whole ladder alone, uninterrupted, in the foreground:
 #                                                   # one call (budget PI0_BUDGET_MIN, 9.2 min, under the call's 10)
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
@@ -99,6 +100,12 @@ if [[ $part == ladder-time-run ]]; then   # (the background half of ladder-time)
     --option action_horizon=10 --option num_steps=10 --iters 50 --warmup 10 --budget-min "${PI0_BUDGET_MIN:-9.5}" \
     --out "$PWD/reports/lt-pi0-full" --json "$PWD/reports/ladder-time.json" > reports/lt-pi0.log 2>&1
   touch reports/lt-done
+fi
+if [[ $part == llama-time ]]; then
+  timeout "${LADDER_S:-585}" python3 benchmarks/ladder_time.py --workload llama --preset 1b --device cuda --target-ms 0.9 \
+    --iters 200 --warmup 20 --out "$PWD/reports/lt-llama-1b" --json "$OUT/ladder-time.json" 2>&1 \
+    | grep -v IPKernelApp > "$OUT/lt-llama.log"
+  tar czf "$OUT/lt-llama-1b.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C reports lt-llama-1b
 fi
 if [[ $part == pi0-time ]]; then
   timeout "${LADDER_S:-585}" python3 benchmarks/ladder_time.py --workload pi0 --preset full --device cuda --target-ms 20 \

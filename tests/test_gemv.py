@@ -60,13 +60,14 @@ def test_the_norm_folded_in_is_the_norm_then_the_projection():
 
 
 def test_blocks_spread_a_small_projection_over_the_sms_and_keep_the_tile():
-    assert gv.blocks(2048, 2048, "cpu") == (8, 512)          # 4 nominal SMs on a CPU: 256 programs anyway
-    bn, bk = gv.blocks(512, 2048, "cpu", waves=64)            # 256 programs wanted for 512 rows: 2 rows each
-    assert (bn, bk) == (2, 512)
-    assert gv.blocks(7, 3, "cpu") == (1, 4)                  # tiny K: one block of 4
+    assert gv.gpu_blocks(2048, 2048, sms=132) == (2, 1024)   # 1024 programs: two rows each
+    assert gv.gpu_blocks(512, 2048, sms=128) == (2, 1024)    # 256 programs wanted: 2 rows each still give them
+    assert gv.gpu_blocks(512, 2048, sms=132) == (1, 1024)    # 264 wanted: one row each
+    assert gv.gpu_blocks(7, 3, sms=132) == (1, 4)            # tiny K: one block of 4
     for n, k in ((1, 1), (3072, 2048), (2048, 8192), (128256, 2048)):
-        bn, bk = gv.blocks(n, k, "cpu")
-        assert bn * bk <= gv.TILE and bk >= min(k, 512) and bn & (bn - 1) == 0
+        for bn, bk in (gv.gpu_blocks(n, k, sms=132), gv.blocks(n, k, "cpu")):
+            assert bn * bk <= gv.TILE and bk >= min(k, 512) and bn & (bn - 1) == 0
+    assert gv.blocks(2048, 2048, "cpu") == (8, 512)          # the interpreter: few, large programs
 
 
 def test_bad_shapes_say_which():
