@@ -190,3 +190,31 @@ def test_phase_5_offers_the_decode_gemv_to_a_decode_step_and_applies_it():
     assert pipe.info["gemv"]["norms_folded"] == 2 * wl.model.model.config.num_hidden_layers
     with torch.no_grad():
         torch.testing.assert_close(wl.model(*wl.args, **wl.kwargs), want, atol=1e-4, rtol=1e-4)
+
+
+def test_tuning_can_give_the_projections_back_to_inductor():
+    """Phase 6 on a recipe that kept the decode GEMV: coordinate descent with the projections given back to
+    Inductor goes first, and its apply() undoes the routing (no module keeps a patched forward; same logits)."""
+    import types as pytypes
+
+    from playbook.phases import kernels as phase5
+    from playbook.phases import tuning as phase6
+    from playbook.pipeline import Pipeline
+    wl = _hf("llama", {"position": "3"})
+    pipe = Pipeline(workload=wl, device=torch.device(DEVICE), dtype=torch.float32)
+    with torch.no_grad():
+        want = wl.model(*wl.args, **wl.kwargs)
+    phase5.apply(pipe, {"gemv": True})
+    routed = pipe.info["gemv"]["linears"]
+    ctx = pytypes.SimpleNamespace(pipe=pytypes.SimpleNamespace(compile=True, info=pipe.info),
+                                  device=torch.device("cuda"))
+    first = phase6.candidates(ctx)[0]
+    assert first == {"tune": ["coordinate_descent_tuning"], "projections": "inductor"}
+    assert phase6.label(first) in phase6.CHOICES
+    ctx.pipe.info = {}
+    assert all("projections" not in c for c in phase6.candidates(ctx))    # no GEMV kept: nothing to give back
+    phase6.apply(pipe, first)
+    assert pipe.info["gemv"] == {"linears": 0, "given_back": routed}
+    assert not any({"forward", "_playbook_norm", "_playbook_forward"} & set(m.__dict__) for m in wl.model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(wl.model(*wl.args, **wl.kwargs), want, atol=1e-4, rtol=1e-4)

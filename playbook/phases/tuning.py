@@ -32,13 +32,22 @@ KNOBS = {
 }
 
 
+# NOTE: a recipe that routes its decode projections through kernels.gemv (phase 5) leaves coordinate descent
+# little to tune: the projections are our opaque op. On the H200 (llama 1b, 2026-11-23) phase 5 kept the GEMV
+# at 1.165 ms against Inductor's fusion at 1.182, and coordinate descent then gained nothing (1.166); on the
+# same ladder without the GEMV, coordinate descent took Inductor's projections from 1.183 to 1.067 ms. So
+# such a recipe is also offered coordinate descent with the projections given back to Inductor, first.
 CHOICES = {"coordinate descent": "coordinate_descent_tuning: tune each Triton kernel's launch settings",
+           "coordinate descent, projections to Inductor": "phase 5's decode GEMV undone, then coordinate descent "
+                                                         "(Inductor fuses and tunes the projections itself)",
            "max-autotune": "max_autotune: benchmark GEMM templates and kernel configs at build time",
            "max-autotune + coordinate descent": "both"}
 
 
 def label(knobs):
     tune = set(knobs.get("tune") or [])
+    if knobs.get("projections") == "inductor":
+        return "coordinate descent, projections to Inductor"
     if {"max_autotune", "coordinate_descent_tuning"} <= tune:
         return "max-autotune + coordinate descent"
     return "max-autotune" if "max_autotune" in tune else "coordinate descent"
@@ -58,13 +67,19 @@ def candidates(ctx):
         raise Skip("the kept recipe does not compile: Inductor's tuning knobs do not apply")
     if ctx.device.type != "cuda":
         raise Skip(NO_TRITON)
-    return [{"tune": ["coordinate_descent_tuning"]},
-            {"tune": ["coordinate_descent_tuning", "max_autotune", "benchmark_kernel"]},
-            {"tune": ["max_autotune"]}]
+    out = [{"tune": ["coordinate_descent_tuning"]},
+           {"tune": ["coordinate_descent_tuning", "max_autotune", "benchmark_kernel"]},
+           {"tune": ["max_autotune"]}]
+    if (ctx.pipe.info.get("gemv") or {}).get("linears"):
+        out.insert(0, {"tune": ["coordinate_descent_tuning"], "projections": "inductor"})
+    return out
 
 
 def apply(pipe, knobs):
     import torch._inductor.config as inductor_config
+    if knobs.get("projections") == "inductor":
+        from ..rewrites import gemv
+        pipe.info["gemv"] = {"linears": 0, "given_back": gemv.unroute(pipe.workload.model)}
     for name in knobs["tune"]:
         for key, value in KNOBS[name].items():
             head, _, tail = key.partition(".")

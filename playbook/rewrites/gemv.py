@@ -188,3 +188,21 @@ def route(model, found):
             _owner(mods[path])._playbook_norm = (norm, fold["eps"], fold["offset"])
     return {"linears": len(found["linears"]), "norms_folded": len(found["folds"]),
             "left": len(found["left"])}
+
+
+def unroute(model):
+    """Undo route(): every routed projection back to its class's forward (F.linear, which Inductor compiles
+    and tunes) and every folded norm back to its own forward. Returns how many projections it gave back."""
+    given = 0
+    for mod in model.modules():
+        if "_playbook_norm" in mod.__dict__:
+            del mod._playbook_norm
+            mod.__dict__.pop("forward", None)
+            given += 1
+        if "_playbook_forward" in mod.__dict__:
+            own = mod.__dict__.pop("_playbook_forward")
+            if getattr(own, "__func__", None) is type(mod).forward:
+                mod.__dict__.pop("forward", None)          # its class's forward again, as before route()
+            else:
+                mod.forward = own                          # a forward another rewrite had set on it
+    return given
