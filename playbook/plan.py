@@ -22,6 +22,39 @@ ALWAYS = ("baseline", "cudagraph", "verify")    # phase 1 is the ladder's larges
 # 2026-11-22): fusion 1.19x (llama 1b) and 1.18x (pi0 full), tuning 1.09x (llama), gemm 1.05x (pi0),
 # kernels 1.0x (llama), attention rejected on pi0 and nothing to change on llama.
 PRIORITY = ("fusion", "tuning", "gemm", "kernels", "attention")
+# NOTE: after fusion, the rest are ranked by the GPU time each can act on in phase 1's trace (`reach`), where
+# there is one. On pi0 full (H200, 2026-11-23, --budget-min 9.2) the fixed order held time for tuning, which
+# spent 153 s and gained nothing (22.79 -> 23.02 ms, rejected): pi0's GEMMs are cuBLAS's (18.9 of phase 1's
+# 24.3 GPU ms), out of coordinate descent's reach (Inductor's Triton kernels: 4.3 ms), while gemm, skipped
+# to make room, had taken the GEMMs from 17.6 to 12.1 ms together with fusion on the run before.
+REACH = {"gemm": "GEMM kernels a library runs (cuBLAS, hipBLASLt: what gemm's backend choice acts on)",
+         "tuning": "Inductor's Triton kernels (what coordinate descent and max-autotune tune)",
+         "kernels": "norm and elementwise kernels (what our kernels and Inductor's fusion settings replace)",
+         "attention": "attention kernels"}
+
+
+def reach(run):
+    """{phase: GPU ms of phase 1's traced step that the phase can act on (REACH)}, or None without a GPU trace."""
+    p1 = next((p for p in run.phases() if p["name"] == "cudagraph"), None)
+    profile = (p1 or {}).get("profile") or {}
+    table = profile.get("kernel_table") or []
+    if profile.get("unit") != "kernel" or not table:
+        return None
+    triton = [k for k in table if k["name"].startswith("triton")]
+    ms = lambda rows: round(sum(k["ms"] for k in rows), 4)      # noqa: E731
+    return {"gemm": ms(k for k in table if k["category"] == "gemm" and not k["name"].startswith("triton")),
+            "tuning": ms(triton),
+            "kernels": ms(k for k in table if k["category"] in ("norm", "elementwise")),
+            "attention": ms(k for k in table if k["category"] == "attention")}
+
+
+def priority(run):
+    """The order a short budget keeps phases in: fusion, then the others by reach() (largest first), or
+    PRIORITY where phase 1 left no GPU trace."""
+    got = reach(run)
+    if got is None:
+        return PRIORITY
+    return ("fusion",) + tuple(sorted(got, key=lambda n: -got[n]))
 
 
 def _totals(run):
@@ -47,15 +80,17 @@ def cost_s(run, name, unit):
 def share(run, name, later, seconds_left):
     """(seconds this phase may spend building candidates or None for no limit, None) or (None, why it is
     skipped). later: the names of this phase and those after it that the chain will run. Time is held
-    back for verify and for the phases still to come that gained more on the ladder so far (PRIORITY);
+    back for verify and for the phases still to come that rank higher (priority(): fusion, then by the GPU
+time of phase 1's trace each can act on);
     this phase gets what is left, up to one and a half times its estimate."""
     if name in ALWAYS:
         return None, None
     unit = unit_s(run)
     if unit is None:
         return None, None
-    rank = PRIORITY.index(name) if name in PRIORITY else len(PRIORITY)
-    held = [n for n in later if n == "verify" or (n in PRIORITY and PRIORITY.index(n) < rank)]
+    order = priority(run)
+    rank = order.index(name) if name in order else len(order)
+    held = [n for n in later if n == "verify" or (n in order and order.index(n) < rank)]
     reserve = sum(cost_s(run, n, unit) for n in held)
     avail = seconds_left - reserve
     fixed = fixed_s(run)
@@ -63,5 +98,13 @@ def share(run, name, later, seconds_left):
     if avail < need:
         return None, (f"time budget: {max(seconds_left, 0):.0f} s left, {max(reserve, 0):.0f} s held for "
                       f"{', '.join(held) or 'nothing'}, under the {need:.0f} s this phase needs at least "
-                      f"(estimated from this run's phase 1: {unit:.0f} s)")
+                      f"(estimated from this run's phase 1: {unit:.0f} s){_order_why(run)}")
     return round(min(avail, 1.5 * cost_s(run, name, unit)) - fixed, 1), None
+
+
+def _order_why(run):
+    got = reach(run)
+    if got is None:
+        return ""
+    return ("; after fusion, phases rank by the GPU ms of phase 1's step each can act on: "
+            + ", ".join(f"{n} {got[n]:.3g}" for n in priority(run)[1:]))

@@ -60,3 +60,24 @@ def test_a_short_budget_keeps_the_phases_that_gained_most(tmp_path, run_params):
 def test_no_estimate_before_phase_one(tmp_path, run_params):
     run = _run_with(tmp_path, run_params, [("baseline", 20.0)])
     assert plan.share(run, "attention", ["attention", "verify"], seconds_left=1) == (None, None)
+
+
+def test_a_short_budget_ranks_phases_by_what_phase_one_s_trace_says_they_can_act_on(tmp_path, run_params):
+    """pi0-like: library GEMMs dominate the step, so gemm outranks tuning (Inductor's Triton kernels) and
+    tuning is the one a short budget skips; without a GPU trace the fixed order holds."""
+    run = _run_with(tmp_path, run_params, [("baseline", 20.0), ("cudagraph", 40.0)])
+    assert plan.reach(run) is None and plan.priority(run) == plan.PRIORITY
+    p1 = run.phase("cudagraph")
+    table = [{"name": "nvjet_sm90_tst_128x64", "category": "gemm", "count": 90, "ms": 18.9},
+             {"name": "triton_poi_fused_add_mul_0", "category": "elementwise", "count": 300, "ms": 2.1},
+             {"name": "triton_red_fused_mean_pow_1", "category": "norm", "count": 100, "ms": 0.7},
+             {"name": "triton_red_fused_mm_2", "category": "gemm", "count": 10, "ms": 1.5},
+             {"name": "pytorch_flash::flash_fwd_kernel", "category": "attention", "count": 50, "ms": 1.1}]
+    run.write_phase({**p1, "profile": {"unit": "kernel", "kernel_table": table}})
+    assert plan.reach(run) == {"gemm": 18.9, "tuning": 4.3, "kernels": 2.8, "attention": 1.1}
+    assert plan.priority(run) == ("fusion", "gemm", "tuning", "kernels", "attention")
+    later = ["gemm", "fusion", "kernels", "tuning", "verify"]
+    share, why = plan.share(run, "gemm", later, seconds_left=130)      # holds fusion and verify only
+    assert why is None and share > 0
+    share, why = plan.share(run, "tuning", ["tuning", "verify"], seconds_left=60)
+    assert share is None and "gemm 18.9" in why and "held for verify" in why
