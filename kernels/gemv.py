@@ -13,8 +13,8 @@ that gives rstd is gathered from the same x chunks, so the norm costs no kernel 
 The bias and a residual add go into the epilogue, before the one rounding to x's dtype.
 
 `blocks(n, k, device)` gives each program two rows of W in K chunks of 1024 (one row where two would
-leave fewer than two programs per SM: a 512-row K/V projection must still spread over 132 SMs). It is the torch custom op `playbook::gemv`, opaque to Inductor and capturable in a CUDA
-graph. On a CPU it runs only under TRITON_INTERPRET=1 (the tests); elsewhere use reference.gemv.
+leave fewer than two programs per SM: a 512-row K/V projection must still spread over 132 SMs). It is
+the torch custom op `playbook::gemv`, opaque to Inductor and capturable in a CUDA graph. On a CPU it runs only under TRITON_INTERPRET=1 (the tests); elsewhere use reference.gemv.
 """
 import torch
 
@@ -26,9 +26,9 @@ from ._triton import check_device, next_pow2
 TILE = 4096          # fp32 elements of a program's accumulator tile (BLOCK_N x BLOCK_K), at most
 # NOTE: two rows of W a program, K in chunks of 1024, 4 warps: on the H200 (benchmarks/results/gemv/gemv.json,
 # 2026-11-23, graph-timed, a sweep of 60 block and warp choices) the fastest or within 7% of it on each of
-# llama 1b's seven decode shapes, and faster than cuBLAS on all seven (1.04x on gate+up and down's 8192 x
-# 2048 to 2.0x on the 512-row K/V projection). The earlier choice (up to 8 rows, chunks of 512) was 1.3 to
-# 1.7x slower than this one on the large shapes.
+# llama 1b's seven decode shapes, and faster than cuBLAS on all seven (1.04x on the 16384- and 8192-row
+# gate/up shapes to 2.0x on the 512-row K/V projection). The earlier choice (up to 8 rows, chunks of 512)
+# was 1.2 to 1.7x slower than this one on the five shapes of 8 MB or more.
 ROWS, CHUNK = 2, 1024
 
 

@@ -34,9 +34,10 @@ KNOBS = {
 
 # NOTE: a recipe that routes its decode projections through kernels.gemv (phase 5) leaves coordinate descent
 # little to tune: the projections are our opaque op. On the H200 (llama 1b, 2026-11-23) phase 5 kept the GEMV
-# at 1.165 ms against Inductor's fusion at 1.182, and coordinate descent then gained nothing (1.166); on the
-# same ladder without the GEMV, coordinate descent took Inductor's projections from 1.183 to 1.067 ms. So
-# such a recipe is also offered coordinate descent with the projections given back to Inductor, first.
+# at 1.165 ms against Inductor's fusion at 1.182, and coordinate descent then gained nothing (1.166); on a
+# ladder that had kept Inductor's fusion instead, coordinate descent went from 1.183 to 1.067 ms. So such a
+# recipe is also offered coordinate descent with the projections given back to Inductor, first (kept at
+# 1.021 ms on the next H200 run).
 CHOICES = {"coordinate descent": "coordinate_descent_tuning: tune each Triton kernel's launch settings",
            "coordinate descent, projections to Inductor": "phase 5's decode GEMV undone, then coordinate descent "
                                                          "(Inductor fuses and tunes the projections itself)",
