@@ -14,7 +14,8 @@ The bias and a residual add go into the epilogue, before the one rounding to x's
 
 `blocks(n, k, device)` gives each program two rows of W in K chunks of 1024 (one row where two would
 leave fewer than two programs per SM: a 512-row K/V projection must still spread over 132 SMs). It is
-the torch custom op `playbook::gemv`, opaque to Inductor and capturable in a CUDA graph. On a CPU it runs only under TRITON_INTERPRET=1 (the tests); elsewhere use reference.gemv.
+the torch custom op `playbook::gemv`, opaque to Inductor and capturable in a CUDA graph. On a CPU it
+runs only under TRITON_INTERPRET=1 (the tests); elsewhere use reference.gemv.
 """
 import torch
 
