@@ -138,6 +138,21 @@ def main():
     print(f"wrote {dest}/kernels.json and kernels.png")
 
 
+def _interleaved(runs, calls, samples):
+    """{name: [ms per call, one per sample]}: CUDA events around each run (one run makes `calls` calls),
+    names interleaved sample by sample."""
+    out = {k: [] for k in runs}
+    for _ in range(samples):
+        for k, run in runs.items():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            out[k].append(start.elapsed_time(end) / calls)
+    return out
+
+
 def back_to_back(steps, calls, samples, warmup=5):
     """{name: [ms per call, one per sample]}: events around `calls` calls, names interleaved per sample."""
     with torch.no_grad():
@@ -145,17 +160,11 @@ def back_to_back(steps, calls, samples, warmup=5):
             for _ in range(warmup):
                 fn()
         torch.cuda.synchronize()
-        out = {k: [] for k in steps}
-        for _ in range(samples):
-            for k, fn in steps.items():
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                for _ in range(calls):
-                    fn()
-                end.record()
-                end.synchronize()
-                out[k].append(start.elapsed_time(end) / calls)
-    return out
+
+        def run(fn):
+            for _ in range(calls):
+                fn()
+        return _interleaved({k: (lambda fn=fn: run(fn)) for k, fn in steps.items()}, calls, samples)
 
 
 def graphed_back_to_back(steps, weights, calls, samples, warmup=3):
@@ -177,19 +186,10 @@ def graphed_back_to_back(steps, weights, calls, samples, warmup=3):
             with torch.cuda.graph(graphs[k]):
                 for i in range(calls):
                     fn(weights[i % len(weights)])
-        out = {k: [] for k in steps}
         for g in graphs.values():
             g.replay()
         torch.cuda.synchronize()
-        for _ in range(samples):
-            for k, g in graphs.items():
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                g.replay()
-                end.record()
-                end.synchronize()
-                out[k].append(start.elapsed_time(end) / calls)
-    return out
+        return _interleaved({k: g.replay for k, g in graphs.items()}, calls, samples)
 
 
 def _version(pkg):

@@ -98,13 +98,13 @@ time of phase 1's trace each can act on);
     if avail < need:
         return None, (f"time budget: {max(seconds_left, 0):.0f} s left, {max(reserve, 0):.0f} s held for "
                       f"{', '.join(held) or 'nothing'}, under the {need:.0f} s this phase needs at least "
-                      f"(estimated from this run's phase 1: {unit:.0f} s){_order_why(run)}")
+                      f"(estimated from this run's phase 1: {unit:.0f} s){_order_why(run, order)}")
     return round(min(avail, 1.5 * cost_s(run, name, unit)) - fixed, 1), None
 
 
-def _order_why(run):
+def _order_why(run, order):
     got = reach(run)
     if got is None:
         return ""
     return ("; after fusion, phases rank by the GPU ms of phase 1's step each can act on: "
-            + ", ".join(f"{n} {got[n]:.3g}" for n in priority(run)[1:]))
+            + ", ".join(f"{n} {got[n]:.3g}" for n in order[1:]))
