@@ -10,7 +10,9 @@
 was imported (the interpreter, torch, the kernel): time a kernel then sits idle (a person reading, or
 a kernel the chain started ahead) is not counted. `other` is what no section claimed. `total` is
 `start` plus the time since the phase began. The compile caches' hits and misses (Inductor's FX graph cache, AOTAutograd's
-cache) since reset() come from torch's own counters: `clock.cache_counts()`.
+cache) since reset() come from torch's own counters: `clock.cache_counts()`. Where the compile time went
+inside torch (Dynamo's tracing, AOTAutograd, Inductor's code generation, waiting on Triton's compiles,
+autotuning, coordinate descent) comes from its `dynamo_timed` timers: `clock.compile_stages()`.
 """
 import os
 import time
@@ -18,7 +20,7 @@ from contextlib import contextmanager
 
 SECTIONS = ("start", "build", "decide", "compile", "check", "wait_ahead", "time", "trace", "render")
 
-_state = {"t0": None, "spent": {}, "stack": [], "counters": {}, "ready": None, "ahead": {}}
+_state = {"t0": None, "spent": {}, "stack": [], "counters": {}, "stages": {}, "ready": None, "ahead": {}}
 
 
 def process_start():
@@ -50,7 +52,7 @@ def reset():
     now = time.time()
     ready = min(_state["ready"] or now, now)
     _state.update(t0=now, spent={"start": max(0.0, ready - process_start())}, stack=[],
-                  counters=_cache_counters())
+                  counters=_cache_counters(), stages=_stage_totals())
 
 
 @contextmanager
@@ -99,3 +101,25 @@ def cache_counts():
     AOTAutograd's) was not compiled again."""
     now, then = _cache_counters(), _state["counters"] or {}
     return {k: v - then.get(k, 0) for k, v in now.items()}
+
+
+def _stage_totals():
+    try:
+        from torch._dynamo.utils import compilation_time_metrics
+    except ImportError:
+        return {}
+    return {k: sum(v) for k, v in compilation_time_metrics.items()}
+
+
+def compile_stages(least_s=0.3, most=14):
+    """{torch's timer name: seconds since reset()}, the largest first, those of least_s or more. The
+    timers nest (`_compile.compile_inner` holds Dynamo's tracing and everything under it, such as
+    `OutputGraph.call_user_compiler`, which holds AOTAutograd and Inductor), so they do not add up; the
+    leaves say where a compile went: `bytecode_tracing` (Dynamo), `GraphLowering.codegen` (Inductor),
+    `async_compile.wait` (Triton's compiles), `CachingAutotuner.benchmark_all_configs` (autotuning),
+    `CachingAutotuner.coordinate_descent_tuning`, `CachingAutotuner.slow_precompile_config` (a cached
+    best config compiled again on a cache hit)."""
+    then = _state["stages"] or {}
+    spent = {k: v - then.get(k, 0.0) for k, v in _stage_totals().items()}
+    top = sorted(((k, v) for k, v in spent.items() if v >= least_s), key=lambda kv: -kv[1])[:most]
+    return {k: round(v, 2) for k, v in top}

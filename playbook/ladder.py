@@ -38,6 +38,7 @@ class Context:
         self.device, self.vendor = pipe.device, pipe.vendor
         self.info = {}              # what candidates() found (sites, tables): merged into the phase JSON
         self.kept_p50_ms = last_kept_p50(run)
+        self.budget_s = None        # the phase's time budget for building (phase_budget), set by _try
 
     def fresh_pipeline(self):
         """A new copy of the kept pipeline to probe (rewrite, count, measure) without touching ctx.pipe."""
@@ -102,7 +103,7 @@ def run_phase(name, run, iters=100, warmup=10, knobs_to_try=None):
         else:
             run.drop(name)          # a re-run that is not kept this time leaves no stale step behind
     result["next_action"] = next_action(run, result)
-    result.update(time_s=clock.time_s(), compile_cache=clock.cache_counts())
+    result.update(time_s=clock.time_s(), compile_cache=clock.cache_counts(), compile_stages=clock.compile_stages())
     run.write_phase(result)
     return result
 
@@ -162,6 +163,7 @@ def _try(mod, run, result, iters, warmup, knobs_to_try=()):
     judges = baseline_judges(run)
     base = Pipeline.from_recipe(run.params, recipe_steps)
     ctx = Context(run, base, recipe_steps)
+    ctx.budget_s = phase_budget(mod, run)
     try:
         candidates = _candidates(mod, ctx, result, knobs_to_try)
     except Skip as why:

@@ -24,6 +24,7 @@ WHAT = "every GEMM shape timed on every backend; the fastest chosen per shape (I
 KEEP_IF = "not_slower"
 BUDGET_S = 120          # building candidates; Triton's per-shape autotuning gets the same budget
 HEADROOM_SHARE = 0.9    # autotune Triton on the shapes that hold this share of the step's GEMM headroom
+TRITON_SHARE = 0.4      # under a chain budget, the share of the phase's budget Triton's per-shape timing may use
 
 
 CHOICES = {"blas library": "prefer the BLAS library measured faster on this step's shapes (cuBLASLt)",
@@ -69,7 +70,10 @@ def candidates(ctx):
     room_us = sum(us for _, us in room)
     prediction = {"kept_p50_ms": kept_ms, "win_needed_ms": _ms(bar_us), "headroom_ms": _ms(room_us)}
     if "triton" in names and room and room_us >= bar_us:
-        rows += _triton_rows(room, pipe.device, ceilings, prediction)
+        # Triton's per-shape autotuning is part of the phase's time: under a chain budget it gets a share
+        # of it (TRITON_SHARE), the rest is for building the candidate.
+        limit = BUDGET_S if ctx.budget_s is None else min(BUDGET_S, TRITON_SHARE * ctx.budget_s)
+        rows += _triton_rows(room, pipe.device, ceilings, prediction, limit)
     mark_best(rows)
     write_csv(rows, ctx.run.path / "gemm_tuning.csv")
     totals = {n: step_total(rows, n) for n in blas}   # Triton is timed on the shapes with headroom only
@@ -108,11 +112,11 @@ def candidates(ctx):
     return out
 
 
-def _triton_rows(room, device, ceilings, prediction):
-    """Triton's autotuned time for the shapes with the most headroom, within the phase's budget."""
+def _triton_rows(room, device, ceilings, prediction, limit_s):
+    """Triton's autotuned time for the shapes with the most headroom, within limit_s seconds."""
     total, covered, t0, rows, left = sum(us for _, us in room), 0.0, time.perf_counter(), [], []
     for row, us in room:
-        if covered >= HEADROOM_SHARE * total or time.perf_counter() - t0 > BUDGET_S:
+        if covered >= HEADROOM_SHARE * total or time.perf_counter() - t0 > limit_s:
             left.append(f"{row['M']}x{row['N']}x{row['K']}")
             continue
         shape = {k: row[k] for k in ("M", "N", "K", "dtype", "bias", "count")}
@@ -120,6 +124,7 @@ def _triton_rows(room, device, ceilings, prediction):
         covered += us
     prediction["triton_shapes_left_out"] = left
     prediction["triton_autotune_s"] = round(time.perf_counter() - t0, 1)
+    prediction["triton_autotune_limit_s"] = round(limit_s, 1)
     return rows
 
 

@@ -105,6 +105,9 @@ def phase_summary(p):
     if p.get("time_s"):
         lines.append(f"- time: {time_line(p['time_s'])}" + (f"; compile caches: {_cache_line(p['compile_cache'])}"
                                                             if p.get("compile_cache") else ""))
+    if p.get("compile_stages"):
+        top = list(p["compile_stages"].items())[:5]
+        lines.append("- inside the compiles (torch's timers, nested): " + ", ".join(f"{k} {v} s" for k, v in top))
     if p.get("budget"):
         b = p["budget"]
         lines.append(f"- time budget {b['budget_s']} s, spent {b['spent_s']} s"
