@@ -81,3 +81,21 @@ def test_a_short_budget_ranks_phases_by_what_phase_one_s_trace_says_they_can_act
     assert why is None and share > 0
     share, why = plan.share(run, "tuning", ["tuning", "verify"], seconds_left=60)
     assert share is None and "gemm 18.9" in why and "held for verify" in why
+
+
+def test_the_eager_step_s_batched_products_count_as_attention_s_reach(tmp_path, run_params):
+    """pi0-like: eager attention's per-head products (aten::bmm, 4.5 ms of the eager step) are what grouped
+    attention or SDPA replace, so attention outranks tuning and kernels though its own kernels are small."""
+    run = _run_with(tmp_path, run_params, [("baseline", 20.0), ("cudagraph", 40.0)])
+    table = [{"name": "nvjet_sm90_tst_128x64", "category": "gemm", "count": 90, "ms": 18.9},
+             {"name": "triton_poi_fused_add_mul_0", "category": "elementwise", "count": 300, "ms": 2.0},
+             {"name": "triton_red_fused_mm_2", "category": "gemm", "count": 10, "ms": 2.06},
+             {"name": "cudnn_generated_fort_native_sdpa", "category": "attention", "count": 81, "ms": 1.06}]
+    run.write_phase({**run.phase("cudagraph"), "profile": {"unit": "kernel", "kernel_table": table}})
+    by_op = [{"op": "aten::bmm", "shapes": [[8, 11, 827], [8, 827, 256]], "kernels": 180, "ms": 2.97},
+             {"op": "aten::mm", "shapes": [[816, 2048], [2048, 16384]], "kernels": 72, "ms": 2.64},
+             {"op": "aten::bmm", "shapes": [[8, 11, 256], [8, 256, 827]], "kernels": 180, "ms": 1.5}]
+    run.write_phase({**run.phase("baseline"), "profile": {"unit": "kernel", "gpu_ms_by_op": by_op}})
+    got = plan.reach(run)
+    assert got["attention"] == pytest.approx(1.06 + 2.97 + 1.5) and got["tuning"] == pytest.approx(4.06)
+    assert plan.priority(run) == ("fusion", "gemm", "attention", "tuning", "kernels")

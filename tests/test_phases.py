@@ -87,6 +87,28 @@ def test_tuning_says_why_it_is_skipped_on_a_cpu(tiny_run):
     assert r["status"] == "skipped" and r["skip_reason"]
 
 
+def test_tuning_decides_before_building_when_one_tuned_build_cannot_fit_its_budget(tmp_path, run_params):
+    """pi0 full on the H200: a 75 s compile, so coordinate descent (about 2x that) cannot fit 75 s."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from playbook.phases import Skip, tuning
+    from test_state import phase
+    run = open_run(str(tmp_path / "t"), **run_params)
+    run.write_phase({**phase(1, "cudagraph"), "compile_s": 15.0})
+    run.write_phase({**phase(4, "fusion"), "compile_s": 75.5})
+    ctx = SimpleNamespace(run=run, pipe=SimpleNamespace(compile=True, info={}), device=torch.device("cuda"),
+                          budget_s=75.0)
+    with pytest.raises(Skip, match="76 s here.*75 s budget; nothing compiled"):
+        tuning.candidates(ctx)
+    run.write_phase({**phase(4, "fusion"), "compile_s": 11.0})       # llama 1b's: one build fits
+    assert tuning.candidates(ctx)[0] == {"tune": ["coordinate_descent_tuning"]}
+    ctx.budget_s = None                                               # no budget: nothing to decide on
+    run.write_phase({**phase(4, "fusion"), "compile_s": 75.5})
+    assert len(tuning.candidates(ctx)) == 3
+
+
 def test_rewrite_phases_skip_with_the_reason_when_nothing_applies(tmp_path):
     run = open_run(str(tmp_path / "chain"), workload="custom", model="fixture_models:chain",
                    device="cpu", dtype="float32", iters=5, warmup=1)

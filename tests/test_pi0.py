@@ -111,6 +111,10 @@ def test_pi0_tiny_goes_down_the_whole_ladder_with_verify_correct(tmp_path):
     assert len(phases) == 8 and not [n for n, p in phases.items() if p["status"] == "failed"]
     assert phases["verify"]["correct"] is True and phases["verify"]["p50_ms"] > 0
     assert phases["cudagraph"]["knobs"]["scope"] == "regions"
+    attention = phases["attention"]                # the prefix and the expert: 2 query heads over 1 K/V head
+    assert [g["path"] for g in attention["grouped_attention"]] == ["lm", "denoise.expert"]
+    grouped = next(c for c in attention["candidates"] if c["label"] == "grouped attention")
+    assert grouped["correct"] and grouped["error"] is None, grouped
     fusion = phases["fusion"]
     assert fusion["model_knobs_offered"] == {"skip_masked_cameras": [2]}
     assert all(c["correct"] for c in fusion["candidates"])            # with and without the knob: same actions

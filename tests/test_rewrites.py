@@ -78,6 +78,59 @@ def test_hugging_face_eager_attention_is_switched_to_sdpa():
     assert_same(outputs(model, (ids,)), want)
 
 
+def _eager_reference(q, k, v, mask, scale):
+    """Hugging Face's eager attention: K/V copied per query head, then one product per head."""
+    g = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+    s = q @ k.transpose(2, 3) * scale
+    if mask is not None:
+        s = s.masked_fill(~mask, torch.finfo(s.dtype).min) if mask.dtype == torch.bool else s + mask
+    return (torch.softmax(s.float(), -1).to(q.dtype) @ v).transpose(1, 2)
+
+
+@pytest.mark.parametrize("heads,kv_heads,q_len,k_len,mask_heads", [(6, 2, 7, 13, 1), (8, 1, 11, 37, 8),
+                                                                     (3, 3, 5, 5, 1), (4, 2, 1, 9, None)])
+@pytest.mark.parametrize("boolean", [True, False])
+def test_grouped_attention_is_eager_attention_with_any_mask(heads, kv_heads, q_len, k_len, mask_heads, boolean):
+    from playbook.rewrites.grouped_attention import grouped_attention_forward
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, heads, q_len, 24), torch.randn(2, kv_heads, k_len, 24), torch.randn(2, kv_heads, k_len, 24)
+    mask = None
+    if mask_heads:
+        allowed = torch.rand(2, mask_heads, q_len, k_len) > 0.3
+        allowed[..., 0] = True                                   # every row attends to something
+        mask = allowed if boolean else torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    out, weights = grouped_attention_forward(nn.Module(), q, k, v, mask, scaling=0.2)
+    assert weights is None and out.shape == (2, q_len, heads, 24)
+    assert torch.allclose(out, _eager_reference(q, k, v, mask, 0.2), atol=1e-5)
+
+
+def test_grouped_attention_refuses_heads_that_do_not_group():
+    from playbook.rewrites.grouped_attention import grouped_attention_forward
+    with pytest.raises(ValueError, match="not a multiple"):
+        grouped_attention_forward(nn.Module(), torch.randn(1, 5, 2, 8), torch.randn(1, 2, 3, 8),
+                                  torch.randn(1, 2, 3, 8), None)
+
+
+def test_a_gqa_hugging_face_model_on_eager_attention_is_grouped_with_its_own_padding_mask():
+    from transformers import GemmaConfig, GemmaModel
+    from playbook.rewrites import grouped_attention
+    cfg = GemmaConfig(vocab_size=64, hidden_size=96, intermediate_size=128, num_hidden_layers=2, num_attention_heads=6,
+                      num_key_value_heads=2, head_dim=24, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = GemmaModel(cfg).eval()
+    ids, pad = torch.randint(0, 64, (2, 7)), torch.ones(2, 7, dtype=torch.long)
+    pad[1, :3] = 0                                                # left padding: HF builds the mask itself
+    with torch.no_grad():
+        want = snapshot(model(input_ids=ids, attention_mask=pad).last_hidden_state)
+    assert grouped_attention.route(model) == [{"path": "", "heads": 6, "kv_heads": 2, "was": "eager"}]
+    assert model.config._attn_implementation == grouped_attention.NAME
+    with torch.no_grad():
+        assert_same(snapshot(model(input_ids=ids, attention_mask=pad).last_hidden_state), want)
+    mha = GemmaModel(GemmaConfig(**{**cfg.to_dict(), "num_key_value_heads": 6})).eval()
+    assert grouped_attention.find_sites(mha) == []               # no groups: nothing to fold
+
+
 def test_nothing_to_rewrite_is_left_alone():
     model, args = fixture_models.chain()
     assert attention.rewrite_eager(model) == [] and attention.record_sdpa_calls(model, args) == []

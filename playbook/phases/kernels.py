@@ -29,7 +29,10 @@ KEEP_IF = "not_slower"
 # On a GPU the decode GEMV candidate (issue 19: one-row projections through kernels.gemv, each norm that
 # feeds only projections folded in) goes second, so the GPU's budget was raised from 45 s to 65 s to hold
 # it (H200, 2026-11-23: all four built in 50 s). A CPU run keeps 45 s (its Triton swap runs in the interpreter).
-BUDGET_S = {"cuda": 65, "cpu": 45}
+# On the H200 (2026-11-23, three candidates) the Triton swap went third and measured the same or slower on
+# every llama 1b run so far, at 10-11 s a build; the GPU budget went down to 40 s, which holds the kept
+# recipe's rebuild, Inductor's fusion and the GEMV, and leaves the swap out on llama 1b (the JSON says so).
+BUDGET_S = {"cuda": 40, "cpu": 45}
 
 INDUCTOR_FUSION = {"epilogue_fusion": True, "aggressive_fusion": True, "group_fusion": True,
                    "max_fusion_size": 128, "pattern_matcher": True, "freezing": True}

@@ -20,6 +20,10 @@ KEEP_IF = "faster"
 # 1.235, max-autotune alone 2.113 (slower than the recipe before it, 1.323). So coordinate descent goes
 # first, and the budget holds it and the kept recipe's rebuild; what it leaves out, the JSON says.
 BUDGET_S = 75
+# NOTE: what a coordinate-descent build costs against the kept recipe's compile: llama 1b 34-44 s against
+# 10.5-13 s (3.3x), pi0 full 151 s against 75.5 s (2.0x, H200, 2026-11-23, where it spent 190 s of a 75 s
+# budget and was rejected). The lower ratio decides: a phase whose one build cannot fit is skipped unbuilt.
+COST_X = 2.0
 
 # NOTE: triton.multi_kernel is not offered. On the H200 (torch 2.11, Triton 3.6, 2026-11-22) a llama 1b
 # graph compiled with it was kept by this phase, then could not be reloaded from Inductor's FX graph
@@ -68,12 +72,22 @@ def candidates(ctx):
         raise Skip("the kept recipe does not compile: Inductor's tuning knobs do not apply")
     if ctx.device.type != "cuda":
         raise Skip(NO_TRITON)
+    compile_s = _kept_compile_s(ctx.run)
+    if ctx.budget_s and compile_s and COST_X * compile_s > ctx.budget_s:
+        raise Skip(f"decided before building: a tuned build costs about {COST_X:g}x the kept recipe's compile "
+                   f"({compile_s:.0f} s here), over this phase's {ctx.budget_s:.0f} s budget; nothing compiled")
     out = [{"tune": ["coordinate_descent_tuning"]},
            {"tune": ["coordinate_descent_tuning", "max_autotune", "benchmark_kernel"]},
            {"tune": ["max_autotune"]}]
     if (ctx.pipe.info.get("gemv") or {}).get("linears"):
         out.insert(0, {"tune": ["coordinate_descent_tuning"], "projections": "inductor"})
     return out
+
+
+def _kept_compile_s(run):
+    """The compile time of the kept recipe's latest build (the last kept phase that compiled), or None."""
+    kept = [p for p in run.phases() if p["status"] == "kept" and p.get("compile_s")]
+    return kept[-1]["compile_s"] if kept else None
 
 
 def apply(pipe, knobs):
