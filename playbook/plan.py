@@ -69,6 +69,16 @@ def priority(run):
     return ("fusion",) + tuple(sorted(got, key=lambda n: -got[n]))
 
 
+def _will_skip(run, name):
+    """True when a later phase will skip itself unbuilt whatever it is given: tuning, when one tuned build
+    costs more than its own BUDGET_S (no time is held for it then)."""
+    if name != "tuning":
+        return False
+    from .phases import tuning
+    cost = tuning.build_cost_s(run)
+    return bool(cost and cost > tuning.BUDGET_S)
+
+
 def _totals(run):
     return {p["name"]: (p.get("time_s") or {}).get("total") for p in run.phases() if (p.get("time_s") or {}).get("total")}
 
@@ -102,7 +112,7 @@ time of phase 1's trace each can act on);
         return None, None
     order = priority(run)
     rank = order.index(name) if name in order else len(order)
-    held = [n for n in later if n == "verify" or (n in order and order.index(n) < rank)]
+    held = [n for n in later if n == "verify" or (n in order and order.index(n) < rank and not _will_skip(run, n))]
     reserve = sum(cost_s(run, n, unit) for n in held)
     avail = seconds_left - reserve
     fixed = fixed_s(run)

@@ -99,3 +99,13 @@ def test_the_eager_step_s_batched_products_count_as_attention_s_reach(tmp_path, 
     got = plan.reach(run)
     assert got["attention"] == pytest.approx(1.06 + 2.97 + 1.5) and got["tuning"] == pytest.approx(4.06)
     assert plan.priority(run) == ("fusion", "gemm", "attention", "tuning", "kernels")
+
+
+def test_no_time_is_held_for_a_tuning_phase_that_cannot_fit_one_build(tmp_path, run_params):
+    run = _run_with(tmp_path, run_params, [("baseline", 20.0), ("cudagraph", 40.0)])
+    later = ["kernels", "tuning", "verify"]
+    share, why = plan.share(run, "kernels", later, seconds_left=100)    # tuning outranks kernels: held
+    assert share is None and "tuning" in why
+    run.write_phase({**run.phase("cudagraph"), "compile_s": 75.5})      # pi0 full's: a tuned build ~151 s > 75
+    share, why = plan.share(run, "kernels", later, seconds_left=100)
+    assert why is None and share > 0

@@ -64,7 +64,11 @@ def candidates(ctx):
                    "that FX can trace, and no scaled_dot_product_attention call in the step")
     table = attention.measure_backends(calls, pipe.device)
     ctx.info["sdpa_backends"] = table
-    route = {"hf": [h["path"] for h in hf if h["was"] != "sdpa"], "rewrite": rewritten}
+    # A model grouped attention takes is not also routed to SDPA: with an explicit mask HF copies its K/V per
+    # query head for SDPA, which grouped attention exists to avoid (pi0 full, H200, 2026-11-23: SDPA for all
+    # three models 37.0 ms, grouped 24.1, the recipe before them 26.1; the SDPA build cost 73 s).
+    taken = {g["path"] for g in grouped}
+    route = {"hf": [h["path"] for h in hf if h["was"] != "sdpa" and h["path"] not in taken], "rewrite": rewritten}
     default = next(r for r in table if r["backend"] == "default")
     best = next((r for r in table if r["ok"] and r["backend"] != "default"), None)
     force = best is not None and default["ok"] and best["us"] < default["us"] * (1 - FORCE_IF_FASTER)
@@ -102,7 +106,7 @@ def candidates(ctx):
 def apply(pipe, knobs):
     model, route = pipe.workload.model, knobs.get("route", {})
     if route.get("hf"):
-        attention.route_hf(model)
+        attention.route_hf(model, only=set(route["hf"]))
     if route.get("rewrite"):
         done = attention.rewrite_eager(model, only=set(route["rewrite"]))
         if sorted(done) != sorted(route["rewrite"]):

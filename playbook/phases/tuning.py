@@ -72,8 +72,8 @@ def candidates(ctx):
         raise Skip("the kept recipe does not compile: Inductor's tuning knobs do not apply")
     if ctx.device.type != "cuda":
         raise Skip(NO_TRITON)
-    compile_s = _kept_compile_s(ctx.run)
-    if ctx.budget_s and compile_s and COST_X * compile_s > ctx.budget_s:
+    cost, compile_s = build_cost_s(ctx.run), _kept_compile_s(ctx.run)
+    if ctx.budget_s and cost and cost > ctx.budget_s:
         raise Skip(f"decided before building: a tuned build costs about {COST_X:g}x the kept recipe's compile "
                    f"({compile_s:.0f} s here), over this phase's {ctx.budget_s:.0f} s budget; nothing compiled")
     out = [{"tune": ["coordinate_descent_tuning"]},
@@ -82,6 +82,12 @@ def candidates(ctx):
     if (ctx.pipe.info.get("gemv") or {}).get("linears"):
         out.insert(0, {"tune": ["coordinate_descent_tuning"], "projections": "inductor"})
     return out
+
+
+def build_cost_s(run):
+    """What one tuned build is expected to cost here (COST_X times the kept recipe's compile), or None."""
+    compile_s = _kept_compile_s(run)
+    return COST_X * compile_s if compile_s else None
 
 
 def _kept_compile_s(run):

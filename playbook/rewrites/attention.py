@@ -106,10 +106,13 @@ def set_attn_implementation(m, name):
         cfg._attn_implementation = name
 
 
-def route_hf(model, dry_run=False):
-    """Switch every HF model inside to "sdpa"; returns [{path, was, now}]. dry_run: report only."""
+def route_hf(model, dry_run=False, only=None):
+    """Switch every HF model inside (those at the paths in `only`, if given) to "sdpa"; returns [{path, was,
+    now}]. dry_run: report only."""
     out = []
     for path, m in hf_models(model):
+        if only is not None and path not in only:
+            continue
         was = m.config._attn_implementation
         now = was
         if was != "sdpa" and not dry_run:

@@ -13,7 +13,8 @@ product per K/V head. SDPA would do the same with `enable_gqa`, but Hugging Face
 there is no explicit mask, and pi0's masks are explicit (padding, the state token's block).
 
 The computation is eager attention's, in the same order: the scaled scores, the optional soft cap, the
-mask (boolean "may attend" or additive), softmax in fp32, rounded to the query's dtype, times V. It
+mask (boolean "may attend" or additive), softmax in fp32, rounded to the query's dtype, times V; the K/V
+length is padded to a multiple of ALIGN slots that the mask hides (a padded slot gets weight 0). It
 takes what the model passes (scaling, dropout, softcap, a mask with one head or all of them) and is
 registered with transformers' AttentionInterface, so any HF model can switch to it by its own setting.
 """
@@ -21,6 +22,11 @@ import torch
 import torch.nn.functional as F
 
 NAME = "playbook_grouped"
+# NOTE: the K/V length is padded to a multiple of 8 (16 bytes of bf16), the padding masked out. On pi0 full
+# (H200, 2026-11-23) the grouped products over 838 slots ran on cuBLAS's unaligned sm75 kernels
+# (`cutlass_75_tensorop_s1688gemm_bf16_64x64_*_align1`, about 5 us a call, 1.76 ms a step) because 838 rows
+# of 2 bytes break the 16-byte alignment that the Hopper kernels need.
+ALIGN = 8
 
 
 def grouped_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
@@ -33,7 +39,10 @@ def grouped_attention_forward(module, query, key, value, attention_mask, scaling
     g = h // kvh
     scale = scaling if scaling is not None else d ** -0.5
     q = query.reshape(b, kvh, g * q_len, d)        # head kvh_i * g + j reads K/V head kvh_i (repeat_kv's order)
-    scores = torch.matmul(q, key.transpose(2, 3)) * scale
+    pad = -k_len % ALIGN                           # K/V padded to ALIGN slots, the padding masked out
+    if pad:
+        key, value = F.pad(key, (0, 0, 0, pad)), F.pad(value, (0, 0, 0, pad))
+    scores = torch.matmul(q, key.transpose(2, 3))[..., :k_len] * scale
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is not None:
@@ -42,6 +51,8 @@ def grouped_attention_forward(module, query, key, value, attention_mask, scaling
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + mask
+    if pad:         # -inf: no weight even in a row whose every real slot is masked (eager gives those a uniform one)
+        scores = F.pad(scores, (0, pad), value=float("-inf"))
     probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     probs = F.dropout(probs, p=dropout, training=getattr(module, "training", False))
     out = torch.matmul(probs, value)                                    # [b, kvh, g * q, d]
