@@ -207,7 +207,7 @@ def test_tuning_can_give_the_projections_back_to_inductor():
     phase5.apply(pipe, {"gemv": True})
     routed = pipe.info["gemv"]["linears"]
     ctx = pytypes.SimpleNamespace(pipe=pytypes.SimpleNamespace(compile=True, info=pipe.info),
-                                  device=torch.device("cuda"))
+                                  device=torch.device("cuda"), budget_s=None)
     first = phase6.candidates(ctx)[0]
     assert first == {"tune": ["coordinate_descent_tuning"], "projections": "inductor"}
     assert phase6.label(first) in phase6.CHOICES
