@@ -36,3 +36,40 @@ def test_headroom_bounds_what_any_backend_can_save_and_saving_is_per_shape():
     assert gemm.saving(rows, "cublas", "triton") == 2.0            # only where triton wins: (3-2)*2
     gemm.mark_best(rows)
     assert [r["best"] for r in rows] == [False, True, True, False, False]
+
+
+def _phase3_candidates(monkeypatch, tmp_path, m):
+    """Phase 3's candidates() on a faked CUDA step of one shape with m rows, far above its floor on cuBLAS;
+    returns (the backends measure() was asked for, the prediction recorded, the candidates or the skip)."""
+    from types import SimpleNamespace
+
+    from playbook.phases import Skip
+    from playbook.phases import gemm as phase3
+    asked = []
+
+    def measure(shapes, device, ceilings, backends):
+        asked.append(list(backends))
+        return [{**s, "backend": b, "us": 50.0 if b == "cublas" else 51.0 if b == "cublaslt" else 10.0,
+                 "floor_us": 5.0} for s in shapes for b in backends]
+    shape = {"M": m, "N": 4096, "K": 1024, "dtype": "bfloat16", "bias": False, "count": 10}
+    monkeypatch.setattr(phase3, "record_gemms", lambda *a: [shape])
+    monkeypatch.setattr(phase3, "backends_here", lambda device: ["cublas", "cublaslt", "triton"])
+    monkeypatch.setattr(phase3, "measure", measure)
+    pipe = SimpleNamespace(workload=SimpleNamespace(model=None, args=(), kwargs={}), device=torch.device("cuda"),
+                           compile=True)
+    ctx = SimpleNamespace(fresh_pipeline=lambda: pipe, pipe=pipe, run=SimpleNamespace(path=tmp_path, params={}),
+                          kept_p50_ms=1.0, budget_s=None, info={})
+    try:
+        got = phase3.candidates(ctx)
+    except Skip as why:
+        got = str(why)
+    return asked, ctx.info["gemm_prediction"], got
+
+
+def test_gemm_does_not_time_triton_templates_on_one_row_shapes(monkeypatch, tmp_path):
+    asked, prediction, got = _phase3_candidates(monkeypatch, tmp_path, m=1)     # a decode step's projection
+    assert asked == [["cublas", "cublaslt"]] and prediction["triton_not_timed"] == ["1x4096x1024"]
+    assert isinstance(got, str) and "no backend is predicted" in got
+    asked, prediction, got = _phase3_candidates(monkeypatch, tmp_path, m=11)    # pi0's expert: timed, and wins
+    assert asked == [["cublas", "cublaslt"], ["triton"]] and "triton_not_timed" not in prediction
+    assert got == [{"gemm_autotune": "ATEN,TRITON"}]

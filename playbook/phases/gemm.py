@@ -25,6 +25,10 @@ KEEP_IF = "not_slower"
 BUDGET_S = 120          # building candidates; Triton's per-shape autotuning gets the same budget
 HEADROOM_SHARE = 0.9    # autotune Triton on the shapes that hold this share of the step's GEMM headroom
 TRITON_SHARE = 0.4      # under a chain budget, the share of the phase's budget Triton's per-shape timing may use
+# NOTE: one-row shapes (a decode step's projections) are not timed on Triton's templates: on llama 1b they lost
+# to cuBLAS on every shape timed (H200, 2026-11-23: 6.49 vs 5.37, 6.95 vs 5.08, 21.35 vs 11.33 us; H100,
+# 2026-11-22: 0.0025 ms saved a step against a 0.036 ms bar), and timing them cost 10-13 s of every run.
+# Inductor decomposes such products into its own reductions anyway, which tuning's coordinate descent tunes.
 
 
 CHOICES = {"blas library": "prefer the BLAS library measured faster on this step's shapes (cuBLASLt)",
@@ -69,6 +73,11 @@ def candidates(ctx):
     room = headroom(rows, min(blas, key=lambda n: step_total(rows, n) or float("inf")))
     room_us = sum(us for _, us in room)
     prediction = {"kept_p50_ms": kept_ms, "win_needed_ms": _ms(bar_us), "headroom_ms": _ms(room_us)}
+    one_row = [r for r, _ in room if r["M"] == 1]
+    if one_row and "triton" in names:
+        prediction["triton_not_timed"] = [f"{r['M']}x{r['N']}x{r['K']}" for r in one_row]
+    room = [(r, us) for r, us in room if r["M"] != 1]
+    room_us = sum(us for _, us in room)
     if "triton" in names and room and room_us >= bar_us:
         # Triton's per-shape autotuning is part of the phase's time: under a chain budget it gets a share
         # of it (TRITON_SHARE), the rest is for building the candidate.
