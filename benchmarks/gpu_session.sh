@@ -17,6 +17,8 @@
 #   bash benchmarks/gpu_session.sh llama-time       # llama 1b's whole ladder alone, uninterrupted, in the foreground
 #   bash benchmarks/gpu_session.sh pi0-time         # pi0 full's whole ladder alone, uninterrupted, in the foreground:
 #                                                   # one call (budget PI0_BUDGET_MIN, 9.2 min, under the call's 10)
+#   bash benchmarks/gpu_session.sh autotune-cache   # benchmarks/autotune_cache_check.py: a cached coordinate-descent
+#                                                   # build, does it tune again in a new process?
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
 #                                                   # ladder + peers each, GPUS at a time, in the background;
 #                                                   # each call waits up to WAIT_S and copies what is done
@@ -145,6 +147,9 @@ if [[ $part == user-models ]]; then
   tar czf "$OUT/user-models.tgz" --exclude checkpoints --exclude traces --exclude "*.pt" --exclude inductor-cache \
     -C reports "${UM_DIR:-user-models}" 2>/dev/null
   [[ -f reports/um-done ]] && echo "user-models: done" || echo "user-models: still running; call again at once"
+fi
+if [[ $part == autotune-cache ]]; then   # does a cached coordinate-descent build tune again? (issue 17)
+  python3 benchmarks/autotune_cache_check.py --out "$OUT/autotune-cache.json" 2>&1 | tee "$OUT/autotune-cache.log"
 fi
 if [[ $part == check ]]; then
   python3 -m playbook check --recipe benchmarks/results/llama-1b/recipe.json --json "$OUT/check.json" 2>&1 \

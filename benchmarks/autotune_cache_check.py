@@ -1,0 +1,116 @@
+"""Does a coordinate-descent build served from Inductor's caches tune again? (GPU; issue 17's verify time.)
+
+    python benchmarks/autotune_cache_check.py --out reports/autotune-cache.json
+
+On the H200 (llama 1b, torch 2.11, 2026-11-23) verify rebuilt the recipe that tuning had just built and
+kept, hit Inductor's FX graph cache, and still spent 13 s in `CachingAutotuner.coordinate_descent_tuning`.
+This builds a small decode-like block with coordinate descent in one process, then the same in a second
+and a third process on the same cache folder, and records for each: the compile-cache counters, the seconds torch's
+timers give coordinate descent and the other compile stages, and the `.best_config` files the first left
+(how many say found_by_coordesc).
+
+Found on the H200 (torch 2.11, 2026-11-23, `benchmarks/results/autotune-cache/`): every lookup in the second
+process was a hit, yet it benchmarked configs again and saved two of the three kernels' configs without
+the coordinate-descent mark, over the tuned ones; the third process then missed on one of them and ran
+coordinate descent for it again (6.4 s tuning in the first process, 1.5 s in the second, 0.3 s in the
+third). Returning early from coordinate descent on a cache hit (tried that day) changed nothing: torch
+already skips it there. So the cached tuned configs churn between processes; the cause is in Inductor.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_once():
+    import torch
+
+    from playbook import clock
+    torch.manual_seed(0)
+    dim, hidden = 2048, 8192
+    w1 = torch.randn(2 * hidden, dim, device="cuda", dtype=torch.bfloat16) / dim ** 0.5
+    w2 = torch.randn(dim, hidden, device="cuda", dtype=torch.bfloat16) / hidden ** 0.5
+    nw = torch.ones(dim, device="cuda", dtype=torch.bfloat16)
+
+    def block(x):
+        h = x.float()
+        h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype) * nw
+        gate, up = (h @ w1.t()).chunk(2, dim=-1)
+        return x + (torch.nn.functional.silu(gate) * up) @ w2.t()
+
+    states, saves = [], []
+    try:                                # what each kernel's autotune-cache lookup said, and what was saved
+        from torch._inductor.runtime import autotune_cache, triton_heuristics
+        check = triton_heuristics.check_autotune_cache
+
+        def checked(configs, filename, inductor_meta):
+            got = check(configs, filename, inductor_meta)
+            states.append(got[2].get("autotune_cache_state"))
+            return got
+        triton_heuristics.check_autotune_cache = checked
+        save = autotune_cache.AutotuneCache.save
+
+        def saved(self, config, time_taken_ns, found_by_coordesc=False, *a, **k):
+            saves.append(bool(found_by_coordesc))
+            return save(self, config, time_taken_ns, found_by_coordesc, *a, **k)
+        autotune_cache.AutotuneCache.save = saved
+    except (ImportError, AttributeError) as e:
+        states.append(f"not instrumented: {e}")
+    clock.reset()
+    fn = torch.compile(block, options={"coordinate_descent_tuning": True, "triton.cudagraphs": False})
+    x = torch.randn(1, 1, dim, device="cuda", dtype=torch.bfloat16)
+    t0 = time.perf_counter()
+    fn(x)
+    torch.cuda.synchronize()
+    return {"first_call_s": round(time.perf_counter() - t0, 2), "compile_cache": clock.cache_counts(),
+            "compile_stages": clock.compile_stages(least_s=0.01),
+            "autotune_cache_states": {k: states.count(k) for k in set(map(str, states))},
+            "saves": {"coordesc": saves.count(True), "other": saves.count(False)}}
+
+
+def best_configs(cache):
+    files = list(Path(cache).rglob("*.best_config"))
+    coordesc = 0
+    for f in files:
+        try:
+            coordesc += bool(json.loads(f.read_text()).get("found_by_coordesc"))
+        except (OSError, ValueError):
+            pass
+    return {"files": len(files), "found_by_coordesc": coordesc}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "reports" / "autotune-cache.json"))
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(build_once()))
+        return 0
+    import torch
+    cache = tempfile.mkdtemp(prefix="playbook-autotune-check-")
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache,
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    runs = []
+    for i in range(3):                  # 1 tunes and fills the cache; 2 and 3 build the same on it
+        done = subprocess.run([sys.executable, __file__, "--child"], env=env, capture_output=True, text=True)
+        last = (done.stdout.strip().splitlines() or ["{}"])[-1]
+        run = json.loads(last) if done.returncode == 0 else {"error": done.stderr[-2000:]}
+        run["best_configs_after"] = best_configs(cache)
+        runs.append(run)
+        print(f"process {i + 1}: {json.dumps(run)[:600]}", flush=True)
+    out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+           "runs": runs}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
