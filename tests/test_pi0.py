@@ -61,15 +61,29 @@ def test_masks_hide_absent_cameras_and_padded_prompt_tokens_but_not_present_ones
 
 
 def test_skip_masked_cameras_is_offered_only_when_a_camera_is_masked_and_gives_the_same_actions():
-    assert pi0(cameras=3).knobs == {}
+    assert pi0(cameras=3).knobs == {"batch_cameras": True}
     wl = pi0(cameras=1, num_steps=2)
-    assert wl.knobs == {"skip_masked_cameras": [1, 2]}
+    assert wl.knobs == {"skip_masked_cameras": [1, 2]}                 # one camera left: nothing to batch
     ref = snapshot(actions(wl))
     set_knob(wl, "skip_masked_cameras", wl.knobs["skip_masked_cameras"])
     verdict = compare(snapshot(actions(wl)), ref, torch.float32)
     assert verdict["correct"] and verdict["max_abs_diff"] < 1e-5
     with pytest.raises(PlaybookError, match="offers no knob 'fuse_everything'"):
         set_knob(wl, "fuse_everything", True)
+
+
+@pytest.mark.parametrize("cameras,skip", [(3, False), (2, False), (2, True)])
+def test_batch_cameras_runs_the_vision_tower_once_and_gives_the_same_actions(cameras, skip):
+    wl = pi0(cameras=cameras, num_steps=2)
+    ref = snapshot(actions(wl))
+    if skip:
+        set_knob(wl, "skip_masked_cameras", wl.knobs["skip_masked_cameras"])
+    calls = []
+    wl.model.vision.register_forward_hook(lambda mod, inp, out: calls.append(1))
+    set_knob(wl, "batch_cameras", True)
+    verdict = compare(snapshot(actions(wl)), ref, torch.float32)
+    assert verdict["correct"] and verdict["max_abs_diff"] < 1e-5, verdict
+    assert len(calls) == 1
 
 
 def test_the_expert_attends_to_the_prefix_cache_and_its_own_tokens():
@@ -116,7 +130,7 @@ def test_pi0_tiny_goes_down_the_whole_ladder_with_verify_correct(tmp_path):
     grouped = next(c for c in attention["candidates"] if c["label"] == "grouped attention")
     assert grouped["correct"] and grouped["error"] is None, grouped
     fusion = phases["fusion"]
-    assert fusion["model_knobs_offered"] == {"skip_masked_cameras": [2]}
+    assert fusion["model_knobs_offered"] == {"skip_masked_cameras": [2], "batch_cameras": True}
     assert all(c["correct"] for c in fusion["candidates"])            # with and without the knob: same actions
     run = json.loads((out / "run.json").read_text())
     assert run["options"] == {"cameras": 2, "prompt_len": 20, "action_horizon": 10, "num_steps": 4}
