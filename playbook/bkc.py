@@ -13,13 +13,13 @@ from pathlib import Path
 from .phases import get_phase
 
 
-
 def shown(path):
     """A path as a command run from the current folder would name it: relative where it lies below."""
     try:
         return path.resolve().relative_to(Path.cwd().resolve())
     except ValueError:
         return path
+
 
 def _knobs(knobs):
     short = {}
@@ -65,7 +65,8 @@ def render(run):
             cost = (f" Measured beside the recipe before it: {ph['previous_p50_ms']:.3f} -> {ph['p50_ms']:.3f} ms "
                     f"({ph.get('speedup_vs_previous')}x); losing it costs about {lost:+.3f} ms a step"
                     + (f" (+{100 * lost / ph['p50_ms']:.0f}%)." if lost > 0 else " (it was kept as no slower)."))
-        lines.append(f"- phase {step['phase']} `{step['name']}`: `{_knobs(step['knobs'])}`. Why: {mod.WHAT}.{cost}")
+        why = _why(mod, step["knobs"])
+        lines.append(f"- phase {step['phase']} `{step['name']}`: `{_knobs(step['knobs'])}`. Why: {why}.{cost}")
         lines += [f"  - {n}" for n in ph.get("notes", [])[:3]]
     others = [ph for ph in phases.values() if ph["name"] not in ("baseline", "verify")
               and ph["name"] not in {s["name"] for s in recipe["phases"]}]
@@ -75,6 +76,16 @@ def render(run):
             why = ph.get("skip_reason") or ph.get("error") or "; ".join(ph.get("notes", [])[-1:]) or ph["status"]
             lines.append(f"- phase {ph['phase']} `{ph['name']}` {ph['status']}: {why}")
     return "\n".join(lines) + "\n"
+
+
+def _why(mod, knobs):
+    """What the kept candidate does (its CHOICES line, where the phase names its candidates), else the phase's WHAT."""
+    choices, label = getattr(mod, "CHOICES", {}), getattr(mod, "label", None)
+    try:
+        chosen = choices.get(label(knobs)) if label else None
+    except (KeyError, TypeError, AttributeError):
+        chosen = None
+    return f"{chosen} (phase {mod.NUMBER}: {mod.WHAT})" if chosen else mod.WHAT
 
 
 def write(run):

@@ -79,7 +79,7 @@ def test_kernels_tries_triton_and_inductor_fusion(tiny_run, monkeypatch):
     swap = next(c for c in r["candidates"] if c["knobs"].get("swap") == "triton")
     assert swap["info"]["swapped"] == {"norms": 9, "mlps": 4, "layers": 4}
     assert swap["verdict"] == "slower"                          # interpreted Triton is not a speed
-    assert not r["knobs"].get("swap")
+    assert r["status"] != "kept" or not r["knobs"].get("swap")     # interpreted Triton is never what is kept
 
 
 def test_tuning_says_why_it_is_skipped_on_a_cpu(tiny_run):

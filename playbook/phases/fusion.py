@@ -21,8 +21,8 @@ KEEP_IF = "not_slower"
 
 
 CHOICES = {"fuse projections": "Q/K/V and gate/up projections fused into one GEMM each",
-           "fuse projections + model knobs": "the same, plus the workload's own knobs (pi0: skip masked cameras, "
-                                             "batch the cameras)"}
+           "fuse projections + model knobs": "Q/K/V and gate/up fused, plus the workload's own knobs "
+                                             "(pi0: skip masked cameras, batch the cameras)"}
 
 
 def label(knobs):

@@ -52,10 +52,12 @@ def triton_here(device):
 
 CHOICES = {"inductor fusion": "Inductor's fusion settings (aggressive fusion, epilogue fusion)",
            "triton kernels": "our Triton kernels for norms and gated activations",
-           "triton kernels + inductor fusion": "both",
+           "triton kernels + inductor fusion": "our Triton norm and gated-activation kernels, with Inductor's "
+                                               "fusion settings",
            "aiter kernels": "aiter's RMSNorm and activation ops (ROCm, unverified on hardware)",
            "decode gemv": "one-row projections through kernels.gemv, norms folded into their prologue",
-           "decode gemv + inductor fusion": "both"}
+           "decode gemv + inductor fusion": "one-row projections through kernels.gemv, norms folded in, with "
+                                            "Inductor's fusion settings"}
 
 
 def label(knobs):

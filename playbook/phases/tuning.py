@@ -46,7 +46,7 @@ CHOICES = {"coordinate descent": "coordinate_descent_tuning: tune each Triton ke
            "coordinate descent, projections to Inductor": "phase 5's decode GEMV undone, then coordinate descent "
                                                          "(Inductor fuses and tunes the projections itself)",
            "max-autotune": "max_autotune: benchmark GEMM templates and kernel configs at build time",
-           "max-autotune + coordinate descent": "both"}
+           "max-autotune + coordinate descent": "max_autotune and coordinate descent together"}
 
 
 def label(knobs):
