@@ -33,12 +33,12 @@ class Context:
     """What candidates() may look at: the run, the device, the kept pipeline (not yet built), and the
     kept recipe's measured p50 (what a candidate must beat)."""
 
-    def __init__(self, run, pipe, steps):
+    def __init__(self, run, pipe, steps, budget_s=None):
         self.run, self.pipe, self.steps = run, pipe, steps
         self.device, self.vendor = pipe.device, pipe.vendor
         self.info = {}              # what candidates() found (sites, tables): merged into the phase JSON
         self.kept_p50_ms = last_kept_p50(run)
-        self.budget_s = None        # the phase's time budget for building (phase_budget), set by _try
+        self.budget_s = budget_s    # the phase's time budget for building (phase_budget), None: no limit
 
     def fresh_pipeline(self):
         """A new copy of the kept pipeline to probe (rewrite, count, measure) without touching ctx.pipe."""
@@ -162,8 +162,7 @@ def _try(mod, run, result, iters, warmup, knobs_to_try=()):
     recipe_steps = run.steps_before(mod.NAME)
     judges = baseline_judges(run)
     base = Pipeline.from_recipe(run.params, recipe_steps)
-    ctx = Context(run, base, recipe_steps)
-    ctx.budget_s = phase_budget(mod, run)
+    ctx = Context(run, base, recipe_steps, phase_budget(mod, run))
     try:
         candidates = _candidates(mod, ctx, result, knobs_to_try)
     except Skip as why:

@@ -60,10 +60,10 @@ def _eager_bmm_ms(run):
     return sum(r.get("ms") or 0.0 for r in rows if r.get("op") in ATTENTION_OPS)
 
 
-def priority(run):
-    """The order a short budget keeps phases in: fusion, then the others by reach() (largest first), or
-    PRIORITY where phase 1 left no GPU trace."""
-    got = reach(run)
+def priority(run, got=None):
+    """The order a short budget keeps phases in: fusion, then the others by reach() (largest first, `got`
+    when the caller has it), or PRIORITY where phase 1 left no GPU trace."""
+    got = reach(run) if got is None else got
     if got is None:
         return PRIORITY
     return ("fusion",) + tuple(sorted(got, key=lambda n: -got[n]))
@@ -103,14 +103,15 @@ def share(run, name, later, seconds_left):
     """(seconds this phase may spend building candidates or None for no limit, None) or (None, why it is
     skipped). later: the names of this phase and those after it that the chain will run. Time is held
     back for verify and for the phases still to come that rank higher (priority(): fusion, then by the GPU
-time of phase 1's trace each can act on);
-    this phase gets what is left, up to one and a half times its estimate."""
+    time of phase 1's trace each can act on); this phase gets what is left, up to one and a half times its
+    estimate."""
     if name in ALWAYS:
         return None, None
     unit = unit_s(run)
     if unit is None:
         return None, None
-    order = priority(run)
+    got = reach(run)
+    order = priority(run, got)
     rank = order.index(name) if name in order else len(order)
     held = [n for n in later if n == "verify" or (n in order and order.index(n) < rank and not _will_skip(run, n))]
     reserve = sum(cost_s(run, n, unit) for n in held)
@@ -120,12 +121,11 @@ time of phase 1's trace each can act on);
     if avail < need:
         return None, (f"time budget: {max(seconds_left, 0):.0f} s left, {max(reserve, 0):.0f} s held for "
                       f"{', '.join(held) or 'nothing'}, under the {need:.0f} s this phase needs at least "
-                      f"(estimated from this run's phase 1: {unit:.0f} s){_order_why(run, order)}")
+                      f"(estimated from this run's phase 1: {unit:.0f} s){_order_why(got, order)}")
     return round(min(avail, 1.5 * cost_s(run, name, unit)) - fixed, 1), None
 
 
-def _order_why(run, order):
-    got = reach(run)
+def _order_why(got, order):
     if got is None:
         return ""
     return ("; after fusion, phases rank by the GPU ms of phase 1's step each can act on: "

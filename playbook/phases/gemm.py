@@ -73,16 +73,14 @@ def candidates(ctx):
     room = headroom(rows, min(blas, key=lambda n: step_total(rows, n) or float("inf")))
     room_us = sum(us for _, us in room)
     prediction = {"kept_p50_ms": kept_ms, "win_needed_ms": _ms(bar_us), "headroom_ms": _ms(room_us)}
-    one_row = [r for r, _ in room if r["M"] == 1]
-    if one_row and "triton" in names:
-        prediction["triton_not_timed"] = [f"{r['M']}x{r['N']}x{r['K']}" for r in one_row]
-    room = [(r, us) for r, us in room if r["M"] != 1]
-    room_us = sum(us for _, us in room)
-    if "triton" in names and room and room_us >= bar_us:
+    triton_room = [(r, us) for r, us in room if r["M"] != 1]       # one-row shapes: see the NOTE above
+    if "triton" in names and len(triton_room) < len(room):
+        prediction["triton_not_timed"] = [f"{r['M']}x{r['N']}x{r['K']}" for r, _ in room if r["M"] == 1]
+    if "triton" in names and triton_room and sum(us for _, us in triton_room) >= bar_us:
         # Triton's per-shape autotuning is part of the phase's time: under a chain budget it gets a share
         # of it (TRITON_SHARE), the rest is for building the candidate.
         limit = BUDGET_S if ctx.budget_s is None else min(BUDGET_S, TRITON_SHARE * ctx.budget_s)
-        rows += _triton_rows(room, pipe.device, ceilings, prediction, limit)
+        rows += _triton_rows(triton_room, pipe.device, ceilings, prediction, limit)
     mark_best(rows)
     write_csv(rows, ctx.run.path / "gemm_tuning.csv")
     totals = {n: step_total(rows, n) for n in blas}   # Triton is timed on the shapes with headroom only

@@ -72,9 +72,8 @@ def candidates(ctx):
         raise Skip("the kept recipe does not compile: Inductor's tuning knobs do not apply")
     if ctx.device.type != "cuda":
         raise Skip(NO_TRITON)
-    cost = build_cost_s(ctx.run) if ctx.budget_s else None
-    if cost and cost > ctx.budget_s:
-        compile_s = _kept_compile_s(ctx.run)
+    compile_s = _kept_compile_s(ctx.run) if ctx.budget_s else None
+    if compile_s and COST_X * compile_s > ctx.budget_s:
         raise Skip(f"decided before building: a tuned build costs about {COST_X:g}x the kept recipe's compile "
                    f"({compile_s:.0f} s here), over this phase's {ctx.budget_s:.0f} s budget; nothing compiled")
     out = [{"tune": ["coordinate_descent_tuning"]},

@@ -279,7 +279,7 @@ def build(preset, device, dtype, seed=0, weights_via=None, options=None):
     weight_bytes = floors(model, p, o, dtype if weights_via is None else weights_via)
     masked = [i for i in range(CAMERA_SLOTS) if i >= o["cameras"]]
     knobs = {"skip_masked_cameras": masked} if masked else {}
-    if CAMERA_SLOTS - len(masked) > 1:
+    if o["cameras"] > 1:                   # the cameras left once the masked ones are skipped
         knobs["batch_cameras"] = True
     return Workload(
         name="pi0", preset=preset, model=model, args=args, weight_bytes=weight_bytes,
