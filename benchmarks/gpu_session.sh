@@ -64,7 +64,7 @@ fi
 if [[ $part == pi0 ]]; then
   run=$PWD/reports/pi0-full      # 3 cameras, action_horizon 10, 10 steps: the published H200 setting
   [[ -d $run || ${1:-} != --resume ]] || cp -r benchmarks/results/pi0-full "$run"   # go on from the committed run
-  timeout "${LADDER_S:-540}" python3 -m playbook run --workload pi0 --preset full --device cuda --target-ms 25 \
+  timeout "${LADDER_S:-540}" python3 -m playbook run --workload pi0 --preset full --device cuda --target-ms "${PI0_TARGET_MS:-25}" \
     --option cameras=3 --option action_horizon=10 --option num_steps=10 --iters 50 --warmup 10 --out "$run" "$@" \
     2>&1 | grep -v IPKernelApp | tee -a "$OUT/pi0-ladder.log"
   tar czf "$OUT/pi0-full-run.tgz" --exclude inductor-cache -C "$PWD/reports" pi0-full
@@ -108,7 +108,7 @@ if [[ $part == llama-time ]]; then
   tar czf "$OUT/lt-llama-1b.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C reports lt-llama-1b
 fi
 if [[ $part == pi0-time ]]; then
-  timeout "${LADDER_S:-585}" python3 benchmarks/ladder_time.py --workload pi0 --preset full --device cuda --target-ms 20 \
+  timeout "${LADDER_S:-585}" python3 benchmarks/ladder_time.py --workload pi0 --preset full --device cuda --target-ms "${PI0_TARGET_MS:-20}" \
     --option cameras=3 --option action_horizon=10 --option num_steps=10 --iters 50 --warmup 10 \
     --budget-min "${PI0_BUDGET_MIN:-9.2}" --out "$PWD/reports/lt-pi0-full" --json "$OUT/ladder-time.json" 2>&1 \
     | grep -v IPKernelApp > "$OUT/lt-pi0.log"

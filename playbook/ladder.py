@@ -60,15 +60,17 @@ def check_knobs_to_try(name, knobs_to_try):
 
 
 def phase_budget(mod, run):
-    """Seconds this phase's candidates may spend building: the phase's own BUDGET_S (a number, or one per
-    device type) and the chain's share of an overall budget (run.json "budgets", written by the chain),
-    whichever is smaller; None when neither is set."""
+    """Seconds this phase's candidates may spend building: the chain's share of an overall budget (run.json
+    "budgets", written by the chain from --budget-min) when the user gave one, since the user chose how long
+    the chain may take and the plan divided it; otherwise the phase's own BUDGET_S (a number, or one per
+    device type), the default that keeps an interactive walk short; None when neither is set."""
     share = (run.params.get("budgets") or {}).get(mod.NAME)
+    if share:
+        return share
     own = getattr(mod, "BUDGET_S", None)
     if isinstance(own, dict):                   # per device type: {"cuda": 65, "cpu": 45}
         own = own.get(run.params.get("device"), own.get("cpu"))
-    limits = [x for x in (own, share) if x]
-    return min(limits) if limits else None
+    return own or None
 
 
 def run_phase(name, run, iters=100, warmup=10, knobs_to_try=None):

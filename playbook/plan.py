@@ -71,12 +71,13 @@ def priority(run, got=None):
 
 def _will_skip(run, name):
     """True when a later phase will skip itself unbuilt whatever it is given: tuning, when one tuned build
-    costs more than its own BUDGET_S (no time is held for it then)."""
+    costs more than the most share() would give it (one and a half times its estimate, less the fixed
+    cost); no time is held for it then."""
     if name != "tuning":
         return False
     from .phases import tuning
-    cost = tuning.build_cost_s(run)
-    return bool(cost and cost > tuning.BUDGET_S)
+    cost, unit = tuning.build_cost_s(run), unit_s(run)
+    return bool(cost and unit and cost > 1.5 * cost_s(run, name, unit) - fixed_s(run))
 
 
 def _totals(run):

@@ -132,5 +132,7 @@ def test_a_phase_budget_can_differ_by_device(tmp_path):
     assert phase_budget(mod, run) == 65
     run.update(device="cpu")
     assert phase_budget(mod, run) == 45
-    run.update(budgets={"kernels": 30.0})                  # the chain's share wins when smaller
+    run.update(budgets={"kernels": 30.0})                  # a chain budget (--budget-min): the plan's share
     assert phase_budget(mod, run) == 30.0
+    run.update(budgets={"kernels": 240.0})                 # even above the phase's own default
+    assert phase_budget(mod, run) == 240.0
