@@ -13,9 +13,10 @@ def test_sections_charge_the_innermost_and_the_total_holds_them_all():
     with clock.section("build"):
         time.sleep(0.05)
         with clock.section("compile"):
-            time.sleep(0.1)
+            time.sleep(0.3)
     t = clock.time_s()
-    assert 0.09 <= t["compile"] < 0.3 and 0.04 <= t["build"] < 0.1        # build excludes the nested compile
+    # build excludes the nested compile: with it, build would be 0.35 s or more (slack for a loaded machine)
+    assert 0.29 <= t["compile"] < 0.6 and 0.04 <= t["build"] < 0.25
     assert t["total"] >= t["start"] + t["build"] + t["compile"] and t["other"] >= 0
     with pytest.raises(ValueError, match="unknown clock section"):
         with clock.section("compiling"):
