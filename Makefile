@@ -12,6 +12,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -e .
+	@echo "preflight: can this machine compile? (it also warms the compiler's caches for the first run)"
+	@$(PY) -m playbook preflight || echo "preflight: NOT READY (above): the compiled phases will fail until that is fixed"
 	touch $@
 
 setup: $(VENV)/.installed

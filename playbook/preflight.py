@@ -6,6 +6,7 @@ Device and driver, torch / triton / transformers versions, whether torch.compile
 subprocess: a broken compiler must not take the caller down), which profilers are on PATH (ncu,
 nsys, compute-sanitizer, rocprof), free GPU memory, and one verdict line.
 """
+import os
 import shutil
 import subprocess
 import sys
@@ -19,9 +20,16 @@ COMPILE_PROBE = ("import torch; f = torch.compile(lambda x: torch.relu(x) * 2 + 
 
 
 def compile_works(timeout=600):
-    """(True, "") when torch.compile builds and runs a small function here, else (False, why)."""
+    """(True, "") when torch.compile builds and runs a small function here, else (False, why).
+    The probe compiles into the ladder's own compile cache (runs.compile_cache()), so it also warms what
+    every first compile of a run would pay for: on a CPU, Inductor's check of the vector ISA (a C++ build,
+    3.5 s on the 2-core CPU, kept per cache folder) and the precompiled header of its kernels' prelude
+    (kept per machine); `make setup` runs preflight for that reason."""
+    from .runs import compile_cache
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": compile_cache()}
     try:
-        done = subprocess.run([sys.executable, "-c", COMPILE_PROBE], capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run([sys.executable, "-c", COMPILE_PROBE], capture_output=True, text=True, timeout=timeout,
+                              env=env)
     except subprocess.TimeoutExpired:
         return False, f"no answer in {timeout} s"
     if done.returncode == 0 and done.stdout.strip().endswith("ok"):

@@ -87,10 +87,12 @@ def test_bad_recipes_say_what_to_do(tmp_path):
     assert main(["check", "--recipe", str(tmp_path / "nothing.json")]) == 2
 
 
-def test_preflight_passes_on_a_cpu_machine(capsys):
+def test_preflight_passes_on_a_cpu_machine_and_warms_the_ladder_s_compile_cache(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("PLAYBOOK_COMPILE_CACHE", str(tmp_path / "cache"))
     assert main(["preflight"]) == 0
     out = capsys.readouterr().out
     assert "torch.compile: works" in out and "READY (CPU only)" in out and "only CPU phases will run" in out
+    assert list((tmp_path / "cache").rglob("*.so")), "the probe compiled outside the ladder's compile cache"
 
 
 def test_prompt_carries_target_baseline_and_open_phases(verified_run):

@@ -146,6 +146,22 @@ def test_backends_are_measured_and_failures_recorded():
     assert table[0]["ok"] and table[0]["us"] == min(r["us"] for r in table if r["ok"])
 
 
+def test_torch_s_own_backend_pick_is_read_per_call(monkeypatch):
+    """Forcing the backend torch picks anyway changes nothing: the attention phase does not build it."""
+    wl = tiny()
+    attention.rewrite_eager(wl.model)
+    calls = attention.record_sdpa_calls(wl.model, wl.args)
+    assert attention.torch_picks(calls) == {"flash"}              # the CPU's pick for float32, no mask
+    q = torch.randn(1, 2, 3, 8)
+    mask = torch.ones(1, 1, 3, 3, dtype=torch.bool)
+    assert attention.torch_picks([((q, q, q), {"attn_mask": mask})]) == {"flash"}   # the CPU's flash takes masks
+    assert attention.torch_picks([((q, q, q), {"dropout_p": 0.5})]) == {"math"}      # no fused kernel drops out here
+    def refuses(*a, **kw):                                          # a torch whose chooser cannot take a call
+        raise TypeError("unexpected argument")
+    monkeypatch.setattr(torch, "_fused_sdp_choice", refuses)
+    assert attention.torch_picks([((q, q, q), {})]) is None
+
+
 # ---- phase 4: fusion --------------------------------------------------------------------------------------
 
 def test_tiny_qkv_and_gate_up_are_fused_with_one_copy_of_the_weights():

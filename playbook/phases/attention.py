@@ -72,10 +72,18 @@ def candidates(ctx):
     default = next(r for r in table if r["backend"] == "default")
     best = next((r for r in table if r["ok"] and r["backend"] != "default"), None)
     force = best is not None and default["ok"] and best["us"] < default["us"] * (1 - FORCE_IF_FASTER)
+    picks = attention.torch_picks(calls)
     ctx.info["sdpa_backend_choice"] = (
         f"{best['backend']}: {best['us']} us against torch's pick {default['us']} us" if force else
         f"torch's own pick ({default['us']} us); the best forced backend "
         f"({best['backend'] if best else 'none'}) was not {FORCE_IF_FASTER:.0%} faster")
+    if force and picks == {best["backend"]}:
+        # NOTE: on the 2-core CPU the tiny model's table put forced flash 15-45% ahead of torch's pick, which is
+        # flash itself: timing noise, and the build it bought cost 5-6 s of a cold ladder (2026-11-23).
+        force = False
+        ctx.info["sdpa_backend_choice"] = (f"torch's own pick, {best['backend']} for every call already: forcing it "
+                                           f"changes nothing (its {best['us']} us against {default['us']} us "
+                                           "is timing noise); not built")
     out = []
     if grouped:
         # NOTE: first, because on pi0 full (H200, 2026-11-23) eager attention's per-head products of the action

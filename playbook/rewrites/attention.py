@@ -370,6 +370,26 @@ def describe_call(call):
             "is_causal": bool(kw.get("is_causal", False)), "enable_gqa": bool(kw.get("enable_gqa", False))}
 
 
+def torch_picks(calls):
+    """The backends torch's SDPA picks by itself for the recorded calls, every backend allowed
+    (torch._fused_sdp_choice, the dispatcher's own choice, which Inductor's lowering makes too), as this
+    module's names; None when torch cannot say for some call. Forcing a backend torch already picks for
+    every call changes nothing, so it is not worth a build."""
+    picks = set()
+    names = {getattr(SDPBackend, v): k for k, v in BACKENDS.items() if hasattr(SDPBackend, v)}
+    for a, kw in calls:
+        extra = {k: kw[k] for k in ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa") if k in kw}
+        try:
+            with sdpa_context(None):
+                got = SDPBackend(torch._fused_sdp_choice(*a[:3], **extra))
+        except Exception:  # noqa: BLE001  (an argument this torch's chooser does not take: cannot say)
+            return None
+        if got not in names:
+            return None
+        picks.add(names[got])
+    return picks
+
+
 def measure_backends(calls, device, iters=50, warmup=5):
     """Time every distinct recorded call under each backend; [{backend, us, ok, error}], fastest first.
     us: the step's total for all calls (each distinct shape times how often it occurs)."""
