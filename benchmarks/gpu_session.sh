@@ -14,6 +14,8 @@
 #   bash benchmarks/gpu_session.sh ladder-time      # whole ladders, uninterrupted, cold compile cache: llama 1b then
 #                                                   # pi0 full, in the background (setsid); each call waits up to
 #                                                   # WAIT_S (570 s) and copies what is done to $OUT: call it again
+#   bash benchmarks/gpu_session.sh pdl              # benchmarks/pdl_check.py: llama 1b's and pi0 full's recipes, with
+#                                                   # and without Inductor's Programmatic Dependent Launch
 #   bash benchmarks/gpu_session.sh llama-time       # llama 1b's whole ladder alone, uninterrupted, in the foreground
 #   bash benchmarks/gpu_session.sh pi0-time         # pi0 full's whole ladder alone, uninterrupted, in the foreground:
 #                                                   # one call (budget PI0_BUDGET_MIN, 9.2 min, under the call's 10)
@@ -106,6 +108,12 @@ if [[ $part == llama-time ]]; then
     --iters 200 --warmup 20 --out "$PWD/reports/lt-llama-1b" --json "$OUT/ladder-time.json" 2>&1 \
     | grep -v IPKernelApp > "$OUT/lt-llama.log"
   tar czf "$OUT/lt-llama-1b.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C reports lt-llama-1b
+fi
+if [[ $part == pdl ]]; then         # benchmarks/pdl_check.py: the committed recipes with and without PDL
+  timeout "${PDL_LLAMA_S:-200}" python3 benchmarks/pdl_check.py --recipe benchmarks/results/llama-1b/recipe.json \
+    --json "$OUT/pdl-llama-1b.json" 2>&1 | grep -v Warning | tail -6 | tee "$OUT/pdl.log"
+  [[ ${PDL_PI0_S:-330} == 0 ]] || timeout "${PDL_PI0_S:-330}" python3 benchmarks/pdl_check.py --recipe benchmarks/results/pi0-full/recipe.json \
+    --iters 50 --warmup 10 --json "$OUT/pdl-pi0-full.json" 2>&1 | grep -v Warning | tail -6 | tee -a "$OUT/pdl.log"
 fi
 if [[ $part == pi0-time ]]; then
   timeout "${LADDER_S:-585}" python3 benchmarks/ladder_time.py --workload pi0 --preset full --device cuda --target-ms "${PI0_TARGET_MS:-20}" \

@@ -207,9 +207,9 @@ def test_tuning_can_give_the_projections_back_to_inductor():
     phase5.apply(pipe, {"gemv": True})
     routed = pipe.info["gemv"]["linears"]
     ctx = pytypes.SimpleNamespace(pipe=pytypes.SimpleNamespace(compile=True, info=pipe.info),
-                                  device=torch.device("cuda"), budget_s=None)
-    first = phase6.candidates(ctx)[0]
-    assert first == {"tune": ["coordinate_descent_tuning"], "projections": "inductor"}
+                                  device=torch.device("cuda"), budget_s=None, info={})
+    first = phase6.candidates(ctx)[0]              # with PDL too where the GPU has it (Hopper and newer)
+    assert first["projections"] == "inductor" and first["tune"][0] == "coordinate_descent_tuning"
     assert phase6.label(first) in phase6.CHOICES
     ctx.pipe.info = {}
     assert all("projections" not in c for c in phase6.candidates(ctx))    # no GEMV kept: nothing to give back

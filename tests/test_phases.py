@@ -87,7 +87,29 @@ def test_tuning_says_why_it_is_skipped_on_a_cpu(tiny_run):
     assert r["status"] == "skipped" and r["skip_reason"]
 
 
-def test_tuning_decides_before_building_when_one_tuned_build_cannot_fit_its_budget(tmp_path, run_params):
+def test_tuning_offers_pdl_with_coordinate_descent_first_where_the_gpu_has_it(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from playbook.phases import tuning
+    ctx = SimpleNamespace(run=None, pipe=SimpleNamespace(compile=True, info={}), device=torch.device("cuda"),
+                          budget_s=None, info={})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    out = tuning.candidates(ctx)
+    assert out[0] == {"tune": ["coordinate_descent_tuning", "pdl"]} and out[1] == {"tune": ["coordinate_descent_tuning"]}
+    assert tuning.label(out[0]) == "coordinate descent + PDL" and "pdl" not in ctx.info
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    out = tuning.candidates(ctx)
+    assert out[0] == {"tune": ["coordinate_descent_tuning"]} and "sm_80" in ctx.info["pdl"]
+    pipe = SimpleNamespace(inductor={}, notes=[], info={})
+    tuning.apply(pipe, {"tune": ["coordinate_descent_tuning", "pdl"]})
+    assert pipe.inductor == {"coordinate_descent_tuning": True, "triton.enable_pdl": True}
+
+
+def test_tuning_decides_before_building_when_one_tuned_build_cannot_fit_its_budget(tmp_path, run_params,
+                                                                                    monkeypatch):
     """pi0 full on the H200: a 75 s compile, so coordinate descent (about 2x that) cannot fit 75 s."""
     from types import SimpleNamespace
 
@@ -98,8 +120,9 @@ def test_tuning_decides_before_building_when_one_tuned_build_cannot_fit_its_budg
     run = open_run(str(tmp_path / "t"), **run_params)
     run.write_phase({**phase(1, "cudagraph"), "compile_s": 15.0})
     run.write_phase({**phase(4, "fusion"), "compile_s": 75.5})
+    monkeypatch.setattr(tuning, "pdl_here", lambda device: "a GPU before Hopper")
     ctx = SimpleNamespace(run=run, pipe=SimpleNamespace(compile=True, info={}), device=torch.device("cuda"),
-                          budget_s=75.0)
+                          budget_s=75.0, info={})
     with pytest.raises(Skip, match="76 s here.*75 s budget; nothing compiled"):
         tuning.candidates(ctx)
     run.write_phase({**phase(4, "fusion"), "compile_s": 11.0})       # llama 1b's: one build fits

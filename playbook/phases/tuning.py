@@ -33,7 +33,15 @@ KNOBS = {
     "coordinate_descent_tuning": {"coordinate_descent_tuning": True},
     "max_autotune": {"max_autotune": True},
     "benchmark_kernel": {"benchmark_kernel": True},
+    "pdl": {"triton.enable_pdl": True},
 }
+# NOTE: PDL (Programmatic Dependent Launch, Inductor's triton.enable_pdl): each Triton kernel launches while
+# the one before it finishes and waits only before its first load of that kernel's output, so a decode step's
+# weight reads start early and the gaps between its short kernels shrink. llama 1b's kept recipe on the H200
+# (torch 2.11, 2026-11-23, benchmarks/pdl_check.py): 1.088 -> 0.980 ms and 1.057 -> 1.002 ms, correct; pi0
+# full's, whose time is cuBLAS's GEMMs (no PDL), 17.64 -> 17.70 ms. It goes with coordinate descent in the
+# first candidate, so it costs no build of its own; coordinate descent alone comes next, where the budget
+# holds it.
 
 
 # NOTE: a recipe that routes its decode projections through kernels.gemv (phase 5) leaves coordinate descent
@@ -43,6 +51,8 @@ KNOBS = {
 # recipe is also offered coordinate descent with the projections given back to Inductor, first (kept at
 # 1.021 ms on the next H200 run).
 CHOICES = {"coordinate descent": "coordinate_descent_tuning: tune each Triton kernel's launch settings",
+           "coordinate descent + PDL": "coordinate descent, and Programmatic Dependent Launch for Inductor's Triton "
+                                       "kernels (Hopper and newer): each starts before the one it depends on ends",
            "coordinate descent, projections to Inductor": "phase 5's decode GEMV undone, then coordinate descent "
                                                          "(Inductor fuses and tunes the projections itself)",
            "max-autotune": "max_autotune: benchmark GEMM templates and kernel configs at build time",
@@ -53,6 +63,8 @@ def label(knobs):
     tune = set(knobs.get("tune") or [])
     if knobs.get("projections") == "inductor":
         return "coordinate descent, projections to Inductor"
+    if "pdl" in tune:
+        return "coordinate descent + PDL"
     if {"max_autotune", "coordinate_descent_tuning"} <= tune:
         return "max-autotune + coordinate descent"
     return "max-autotune" if "max_autotune" in tune else "coordinate descent"
@@ -81,7 +93,23 @@ def candidates(ctx):
            {"tune": ["max_autotune"]}]
     if (ctx.pipe.info.get("gemv") or {}).get("linears"):
         out.insert(0, {"tune": ["coordinate_descent_tuning"], "projections": "inductor"})
+    why = pdl_here(ctx.device)
+    if why:
+        ctx.info["pdl"] = f"not offered: {why}"
+    else:
+        out.insert(0, dict(out[0], tune=out[0]["tune"] + ["pdl"]))
     return out
+
+
+def pdl_here(device):
+    """None when Inductor can give its Triton kernels Programmatic Dependent Launch here, else the reason."""
+    import torch._inductor.config as inductor_config
+    if not hasattr(inductor_config.triton, "enable_pdl"):
+        return f"torch {torch.__version__}'s Inductor has no triton.enable_pdl"
+    if device.type != "cuda" or torch.version.hip or not torch.cuda.is_available():
+        return "PDL is an NVIDIA launch feature (Hopper and newer)"
+    major, minor = torch.cuda.get_device_capability(device)
+    return None if major >= 9 else f"this GPU is sm_{major}{minor}; PDL needs Hopper (sm_90) or newer"
 
 
 def build_cost_s(run):
