@@ -73,3 +73,23 @@ def test_gemm_does_not_time_triton_templates_on_one_row_shapes(monkeypatch, tmp_
     asked, prediction, got = _phase3_candidates(monkeypatch, tmp_path, m=11)    # pi0's expert: timed, and wins
     assert asked == [["cublas", "cublaslt"], ["triton"]] and "triton_not_timed" not in prediction
     assert got == [{"gemm_autotune": "ATEN,TRITON"}]
+
+
+def test_triton_timing_does_not_start_a_shape_its_limit_cannot_hold(monkeypatch):
+    """pi0 full on the H200: about 16 s a shape; with a 48 s limit the fourth shape is not started (it was,
+    and the timing took 64 s)."""
+    from types import SimpleNamespace
+
+    from playbook.phases import gemm as phase3
+    clock = {"now": 0.0}
+
+    def measure(shapes, device, ceilings, backends):
+        clock["now"] += 16.0
+        return [dict(shapes[0], backend="triton", us=1.0)]
+    monkeypatch.setattr(phase3, "measure", measure)
+    monkeypatch.setattr(phase3, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+    room = [({**_row(n, "cublas", 10.0), "M": 11}, 100.0) for n in (64, 128, 256, 512, 1024)]
+    prediction = {}
+    rows = phase3._triton_rows(room, torch.device("cpu"), {}, prediction, limit_s=48.0)
+    assert len(rows) == 3 and prediction["triton_autotune_s"] == 48.0       # a fourth would end at 64 s: over
+    assert prediction["triton_shapes_left_out"] == ["11x512x64", "11x1024x64"]
