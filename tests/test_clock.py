@@ -17,7 +17,8 @@ def test_sections_charge_the_innermost_and_the_total_holds_them_all():
     t = clock.time_s()
     # build excludes the nested compile: with it, build would be 0.35 s or more (slack for a loaded machine)
     assert 0.29 <= t["compile"] < 0.6 and 0.04 <= t["build"] < 0.25
-    assert t["total"] >= t["start"] + t["build"] + t["compile"] and t["other"] >= 0
+    # each figure is rounded to 10 ms: the sum of three may pass the rounded total by up to 15 ms
+    assert t["total"] >= t["start"] + t["build"] + t["compile"] - 0.02 and t["other"] >= 0
     with pytest.raises(ValueError, match="unknown clock section"):
         with clock.section("compiling"):
             pass
