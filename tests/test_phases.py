@@ -100,6 +100,8 @@ def test_tuning_offers_pdl_with_coordinate_descent_first_where_the_gpu_has_it(mo
     out = tuning.candidates(ctx)
     assert out[0] == {"tune": ["coordinate_descent_tuning", "pdl"]} and out[1] == {"tune": ["coordinate_descent_tuning"]}
     assert tuning.label(out[0]) == "coordinate descent + PDL" and "pdl" not in ctx.info
+    both = {"tune": ["coordinate_descent_tuning", "pdl"], "projections": "inductor"}
+    assert tuning.label(both) == "coordinate descent + PDL, projections to Inductor" and tuning.label(both) in tuning.CHOICES
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     out = tuning.candidates(ctx)
     assert out[0] == {"tune": ["coordinate_descent_tuning"]} and "sm_80" in ctx.info["pdl"]

@@ -72,12 +72,11 @@ def candidates(ctx):
     default = next(r for r in table if r["backend"] == "default")
     best = next((r for r in table if r["ok"] and r["backend"] != "default"), None)
     force = best is not None and default["ok"] and best["us"] < default["us"] * (1 - FORCE_IF_FASTER)
-    picks = attention.torch_picks(calls)
     ctx.info["sdpa_backend_choice"] = (
         f"{best['backend']}: {best['us']} us against torch's pick {default['us']} us" if force else
         f"torch's own pick ({default['us']} us); the best forced backend "
         f"({best['backend'] if best else 'none'}) was not {FORCE_IF_FASTER:.0%} faster")
-    if force and picks == {best["backend"]}:
+    if force and attention.torch_picks(calls) == {best["backend"]}:
         # NOTE: on the 2-core CPU the tiny model's table put forced flash 15-45% ahead of torch's pick, which is
         # flash itself: timing noise, and the build it bought cost 5-6 s of a cold ladder (2026-11-23).
         force = False

@@ -55,6 +55,8 @@ CHOICES = {"coordinate descent": "coordinate_descent_tuning: tune each Triton ke
                                        "kernels (Hopper and newer): each starts before the one it depends on ends",
            "coordinate descent, projections to Inductor": "phase 5's decode GEMV undone, then coordinate descent "
                                                          "(Inductor fuses and tunes the projections itself)",
+           "coordinate descent + PDL, projections to Inductor": "phase 5's decode GEMV undone, then coordinate "
+                                                               "descent and Programmatic Dependent Launch",
            "max-autotune": "max_autotune: benchmark GEMM templates and kernel configs at build time",
            "max-autotune + coordinate descent": "max_autotune and coordinate descent together"}
 
@@ -62,7 +64,7 @@ CHOICES = {"coordinate descent": "coordinate_descent_tuning: tune each Triton ke
 def label(knobs):
     tune = set(knobs.get("tune") or [])
     if knobs.get("projections") == "inductor":
-        return "coordinate descent, projections to Inductor"
+        return ("coordinate descent + PDL" if "pdl" in tune else "coordinate descent") + ", projections to Inductor"
     if "pdl" in tune:
         return "coordinate descent + PDL"
     if {"max_autotune", "coordinate_descent_tuning"} <= tune:

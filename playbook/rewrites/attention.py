@@ -381,7 +381,7 @@ def torch_picks(calls):
         extra = {k: kw[k] for k in ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa") if k in kw}
         try:
             with sdpa_context(None):
-                got = SDPBackend(torch._fused_sdp_choice(*a[:3], **extra))
+                got = SDPBackend(torch._fused_sdp_choice(*a[:6], **extra))     # a mask may come positionally
         except Exception:  # noqa: BLE001  (an argument this torch's chooser does not take: cannot say)
             return None
         if got not in names:
