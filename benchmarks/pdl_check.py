@@ -19,9 +19,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from playbook import bench  # noqa: E402
-from playbook.compare import compare, snapshot  # noqa: E402
+from playbook.compare import compare  # noqa: E402
 from playbook.pipeline import Pipeline  # noqa: E402
-from playbook.reuse import load_recipe  # noqa: E402
+from playbook.reuse import judge, load_recipe  # noqa: E402
 
 PDL = {"triton.enable_pdl": True}
 
@@ -35,13 +35,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     data = load_recipe(args.recipe)
     params = {"seed": 0, **data["workload"]}
-    base_pipe = Pipeline.fresh(params)
-    reference = snapshot(base_pipe.build().outputs())
-    precise, base_err = None, None
-    if base_pipe.dtype != torch.float32:      # the ladder's judge: the fp32 twin, and the baseline's own distance
-        precise = snapshot(Pipeline.fresh(params, precise=True).build().outputs())
-        base_err = compare(reference, precise, torch.float32)["rel_err"]
-    del base_pipe
+    base, reference, precise, base_err = judge(params)     # the ladder's judge: the fp32 twin too
+    del base
     steps, rows = {}, []
     for name, extra in (("recipe", {}), ("recipe + pdl", PDL)):
         pipe = Pipeline.from_recipe(params, data["phases"])

@@ -80,11 +80,27 @@ def _comparable(data, device):
     return None
 
 
+def judge(params):
+    """What a recipe is judged against, as the ladder judges it: (the untouched workload built, its outputs,
+    the fp32 twin's outputs or None, the untouched model's own relative distance to them or None). The
+    twin is built only for bf16/fp16 runs."""
+    from .compare import compare, snapshot
+    from .pipeline import Pipeline
+    base_pipe = Pipeline.fresh(params)
+    base = base_pipe.build()
+    reference = snapshot(base.outputs())
+    precise, base_err = None, None
+    if base_pipe.dtype != torch.float32:
+        precise = snapshot(Pipeline.fresh(params, precise=True).build().outputs())
+        base_err = compare(reference, precise, torch.float32)["rel_err"]
+    return base, reference, precise, base_err
+
+
 def check(recipe, tolerance_pct=DEFAULT_TOLERANCE_PCT, iters=100, warmup=10, say=print):
     """Rebuild and re-measure a recipe; returns (exit code, JSON-ready result). 0: as recorded (or not
     comparable, with a warning); 1: correctness lost or p50 worse than recorded beyond the tolerance."""
     from . import bench
-    from .compare import compare, snapshot
+    from .compare import compare
     from .pipeline import Pipeline
     if tolerance_pct < 0:
         raise PlaybookError(f"--tolerance {tolerance_pct} must be a percentage of 0 or more")
@@ -95,13 +111,7 @@ def check(recipe, tolerance_pct=DEFAULT_TOLERANCE_PCT, iters=100, warmup=10, say
     # the H200), so the bar is the slowest recorded build: a regression shows in every build.
     builds = [p for p in ((data.get("verified") or {}).get("p50_ms"), data.get("p50_ms")) if p]
     recorded = max(builds) if builds else None
-    base_pipe = Pipeline.fresh(params)
-    base = base_pipe.build()
-    reference = snapshot(base.outputs())
-    precise, base_err = None, None
-    if base_pipe.dtype != torch.float32:
-        precise = snapshot(Pipeline.fresh(params, precise=True).build().outputs())
-        base_err = compare(reference, precise, torch.float32)["rel_err"]
+    base, reference, precise, base_err = judge(params)
     final_pipe = Pipeline.from_recipe(params, data["phases"])
     final = final_pipe.build()
     verdict = compare(final.outputs(), reference, final_pipe.dtype, precise=precise, baseline_err=base_err)
