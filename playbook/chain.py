@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from . import plan, quiet, report, runs
+from . import forkkernel, plan, quiet, report, runs
 from .errors import PlaybookError, choose
 from .phases import NAMES, get_phase
 from .record import last_kept_p50, next_action, result_template
@@ -131,12 +131,13 @@ class WarmKernel:
     Each phase still gets a fresh process of its own; papermill runs the notebook in it and this object
     shuts it down. The preload is queued before the notebook's cells: they run after it, in order."""
 
-    def __init__(self, run, ahead=True):
+    def __init__(self, run, ahead=True, server=None):
         """ahead: started while another phase runs (its start is then hidden, and it warms the compiler
-        up too); False for a kernel the next phase waits on at once (its warm-up would only delay it)."""
+        up too); False for a kernel the next phase waits on at once (its warm-up would only delay it).
+        server: a forkkernel.ForkServer the kernel is forked from (its imports done once), or None."""
         from jupyter_client.manager import AsyncKernelManager
         from jupyter_core.utils import run_sync
-        self.km = AsyncKernelManager(kernel_name="python3")
+        self.km = forkkernel.kernel_manager(server) if server else AsyncKernelManager(kernel_name="python3")
         run_sync(self.km.start_kernel)(cwd=str(ROOT), extra_arguments=KERNEL_ARGS)
         self.kc = self.km.client()
         self.kc.start_channels()
@@ -170,7 +171,8 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env_path] if env_path else []))
     os.environ["PLAYBOOK_PROGRESS"] = "0"      # headless: no progress bars in the executed notebooks
     os.environ[quiet.LOCK_ENV] = str((run.path / ".quiet.lock").resolve())   # warm-ups wait for timing
-    warm = [WarmKernel(run, ahead=False)]      # the first phase's kernel starts while papermill is imported
+    server = start_fork_server(run)
+    warm = [WarmKernel(run, ahead=False, server=server)]   # starts while papermill is imported
     import papermill as pm
     if budget:
         run.update(budget_min=budget / 60)
@@ -210,10 +212,10 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
                 run.update(budgets={**(run.params.get("budgets") or {}), name: share})
             t0 = time.time()
             log(f"{head}: running ...")
-            kernel = warm.pop(0) if warm else WarmKernel(run, ahead=False)
+            kernel = warm.pop(0) if warm else WarmKernel(run, ahead=False, server=server)
             ahead = kernel.ahead
             while len(warm) < min(ahead_depth(run), len(books) - i):
-                warm.append(WarmKernel(run))
+                warm.append(WarmKernel(run, server=server))
             try:
                 pm.execute_notebook(str(path), str(run.path / "notebooks" / path.name), cwd=str(ROOT),
                                     parameters=notebook_parameters(run), progress_bar=False,
@@ -232,12 +234,20 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
     finally:                # kernels started ahead are not left behind, whatever happened
         for kernel in warm:
             kernel.shutdown()
+        if server:
+            server.stop()
         os.environ.pop(quiet.LOCK_ENV, None)
     t0 = time.time()
     html = report.write(run.path)
     run.update(chain_s={"total": round(time.time() - started, 1), "report": round(time.time() - t0, 1)})
     log(f"report: {html} ({time.time() - t0:.0f} s); the chain took {time.time() - started:.0f} s")
     return run
+
+
+def start_fork_server(run):
+    """The fork server of a CPU run on Linux (playbook/forkkernel.py), or None: there each phase's kernel
+    is a fork of one process that imported torch and the playbook once."""
+    return forkkernel.ForkServer.start(ROOT) if forkkernel.enabled(run.params["device"]) else None
 
 
 AHEAD_BYTES = {"cuda": 4e9, "cpu": 1e9}   # a workload whose weights are larger gets one kernel ahead: each

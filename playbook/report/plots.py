@@ -5,9 +5,20 @@ timeline, time by category, and where each phase's wall time went.
 """
 import io
 
-import matplotlib.pyplot as plt
-
 from .tables import rows
+
+
+class _Pyplot:
+    """matplotlib.pyplot, imported on first use: a notebook kernel that draws nothing does not pay its import
+    (0.6 s on a 2-core CPU), and one forked from playbook/forkkernel.py picks its own backend."""
+
+    def __getattr__(self, name):
+        import matplotlib.pyplot
+        return getattr(matplotlib.pyplot, name)
+
+
+plt = _Pyplot()
+
 
 def plot_p50(run):
     """p50 per phase (kept solid, others hatched), with the target and the bandwidth floor as lines."""
