@@ -82,12 +82,20 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         if args.command == "run":
-            from .chain import run_chain
-            workload, preset = resolve_auto_workload(args)
-            params = dict(workload=workload, preset=preset, model=args.model, options=args.option, device=args.device,
-                          dtype=args.dtype, target_ms=args.target_ms, iters=args.iters, warmup=args.warmup)
-            run = run_chain(params, out=args.out, resume=args.resume, phases=args.phases,
-                            budget_min=args.budget_min)
+            from . import forkkernel
+            # a CPU run's kernels fork from one server: started first, its imports overlap this process's
+            early = forkkernel.ForkServer.start() if forkkernel.enabled(args.device) else None
+            try:
+                from .chain import run_chain
+                workload, preset = resolve_auto_workload(args)
+                params = dict(workload=workload, preset=preset, model=args.model, options=args.option,
+                              device=args.device, dtype=args.dtype, target_ms=args.target_ms, iters=args.iters,
+                              warmup=args.warmup)
+                run = run_chain(params, out=args.out, resume=args.resume, phases=args.phases,
+                                budget_min=args.budget_min, fork_server=early)
+            finally:
+                if early:
+                    early.stop()
             failed = [p["name"] for p in run.phases() if p["status"] == "failed"]
             return 1 if failed else 0
         if args.command == "gate":

@@ -159,9 +159,11 @@ class WarmKernel:
             pass
 
 
-def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min=None):
+def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min=None, fork_server=None):
     """Walk the ladder. budget_min: minutes for the whole chain; each phase gets a share of what is
-    left (verify's share held back), and a phase whose share is spent is skipped with the reason."""
+    left (verify's share held back), and a phase whose share is spent is skipped with the reason.
+    fork_server: a forkkernel.ForkServer the caller started early (the command line does, for --device cpu,
+    before its own imports); the chain stops it when it ends."""
     books = select(phase_notebooks(), phases)
     budget = check_budget(budget_min)
     run = open_chain_run(params, out, resume, log)
@@ -171,7 +173,7 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env_path] if env_path else []))
     os.environ["PLAYBOOK_PROGRESS"] = "0"      # headless: no progress bars in the executed notebooks
     os.environ[quiet.LOCK_ENV] = str((run.path / ".quiet.lock").resolve())   # warm-ups wait for timing
-    server = start_fork_server(run)
+    server = fork_server or start_fork_server(run)
     warm = [WarmKernel(run, ahead=False, server=server)]   # starts while papermill is imported
     import papermill as pm
     if budget:

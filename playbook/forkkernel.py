@@ -2,7 +2,7 @@
 fork of it, so a phase does not pay for those imports again (about 5 s of CPU a kernel on a 2-core machine,
 taken from the phase running beside it).
 
-    server = ForkServer.start(root)             # the chain, once: `python -m playbook.forkkernel serve SOCKET`
+    server = ForkServer.start()                 # the chain, once: `python -m playbook.forkkernel serve SOCKET PID`
     km = kernel_manager(server)                 # an AsyncKernelManager whose kernel is a fork
     ...
     server.stop()
@@ -41,14 +41,14 @@ def enabled(device):
 
 # ---- the server: imports once, then forks a kernel for each launcher that connects ----
 
-def serve(path):
+def serve(path, parent):
+    """parent: the chain's pid, from its command line (a chain that died before this line ran is noticed)."""
     import importlib
     for name in PRELOAD:
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001  (a missing extra is imported by the kernel itself, as usual)
             pass
-    parent = os.getppid()
     tmp = f"{path}.tmp"
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     srv.bind(tmp)
@@ -198,14 +198,15 @@ class ForkServer:
         self.proc, self.socket = proc, path
 
     @classmethod
-    def start(cls, root):
-        """A server started at once in `root` (the folder kernels start in, on PYTHONPATH). Nothing waits
-        for it here: a launcher waits for its imports, or starts an ordinary kernel if it dies."""
+    def start(cls, root=None):
+        """A server started at once in `root` (the folder kernels start in; the repository's by default).
+        Nothing waits for it here: a launcher waits for its imports, or starts an ordinary kernel if it dies."""
         import subprocess
         import tempfile
         # a socket path is limited to about 100 bytes: a short one in the temp folder
         path = os.path.join(tempfile.mkdtemp(prefix="playbook-fork-"), "kernels.sock")
-        proc = subprocess.Popen([sys.executable, "-m", "playbook.forkkernel", "serve", path],
+        root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        proc = subprocess.Popen([sys.executable, "-m", "playbook.forkkernel", "serve", path, str(os.getpid())],
                                 cwd=str(root), stdin=subprocess.DEVNULL)
         return cls(proc, path)
 
@@ -237,8 +238,8 @@ def kernel_manager(server):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
-        serve(sys.argv[2])
+        serve(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1:2] == ["launch"]:
         sys.exit(launch(sys.argv[2], int(sys.argv[3]), sys.argv[4:]))
     else:
-        sys.exit("usage: python -m playbook.forkkernel serve SOCKET | launch SOCKET SERVER_PID -f CONNECTION_FILE ...")
+        sys.exit("usage: python -m playbook.forkkernel serve SOCKET CHAIN_PID | launch SOCKET SERVER_PID -f CONNECTION_FILE ...")

@@ -117,3 +117,13 @@ def test_forked_kernels_are_for_cpu_runs_and_can_be_turned_off(monkeypatch):
     assert not forkkernel.enabled("cuda")
     monkeypatch.setenv("PLAYBOOK_FORK_KERNELS", "0")
     assert not forkkernel.enabled("cpu")
+
+
+def test_the_server_goes_when_the_chain_that_started_it_dies():
+    import subprocess
+    import sys
+    code = ("import os, time\nfrom playbook import forkkernel\n"
+            "s = forkkernel.ForkServer.start()\nprint(s.proc.pid, flush=True)\nos._exit(0)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    pid = int(done.stdout.split()[-1])                  # its chain died during its imports
+    assert gone(pid, wait_s=60)

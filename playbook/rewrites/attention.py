@@ -14,6 +14,7 @@ PyTorch and wrong for decode.
 import inspect
 import math
 import operator
+import sys
 import types
 
 import torch
@@ -80,11 +81,13 @@ def backend_cache_key(name):
 # ---- Hugging Face models: the attention-implementation switch -------------------------------------------
 
 def hf_models(model):
-    """Top-most Hugging Face PreTrainedModel instances inside model (model itself included)."""
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:
+    """Top-most Hugging Face PreTrainedModel instances inside model (model itself included). A model can hold
+    one only once transformers has defined the class, so it is not imported here: that import alone took
+    2.5 s of a tiny CPU phase's build, in every phase from attention on."""
+    modeling = sys.modules.get("transformers.modeling_utils")
+    if modeling is None:
         return []
+    PreTrainedModel = modeling.PreTrainedModel
     found = []
     for path, m in model.named_modules():
         if isinstance(m, PreTrainedModel) and not any(path.startswith(p + ".") or p == "" for p, _ in found):
