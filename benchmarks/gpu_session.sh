@@ -19,6 +19,8 @@
 #   bash benchmarks/gpu_session.sh llama-time       # llama 1b's whole ladder alone, uninterrupted, in the foreground
 #   bash benchmarks/gpu_session.sh pi0-time         # pi0 full's whole ladder alone, uninterrupted, in the foreground:
 #                                                   # one call (budget PI0_BUDGET_MIN, 9.2 min, under the call's 10)
+#   bash benchmarks/gpu_session.sh tuning-variants  # benchmarks/tuning_variants.py: llama 1b's recipe with each tuning
+#                                                   # candidate (the GEMV kept or given back, PDL or not), side by side
 #   bash benchmarks/gpu_session.sh autotune-cache   # benchmarks/autotune_cache_check.py: a cached coordinate-descent
 #                                                   # build, does it tune again in a new process?
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
@@ -114,6 +116,16 @@ if [[ $part == pdl ]]; then         # benchmarks/pdl_check.py: the committed rec
     --json "$OUT/pdl-llama-1b.json" 2>&1 | grep -v Warning | tail -6 | tee "$OUT/pdl.log"
   [[ ${PDL_PI0_S:-330} == 0 ]] || timeout "${PDL_PI0_S:-330}" python3 benchmarks/pdl_check.py --recipe benchmarks/results/pi0-full/recipe.json \
     --iters 50 --warmup 10 --json "$OUT/pdl-pi0-full.json" 2>&1 | grep -v Warning | tail -6 | tee -a "$OUT/pdl.log"
+fi
+if [[ $part == tuning-variants ]]; then   # benchmarks/tuning_variants.py: llama 1b's recipe beside each tuning variant
+  i=0                                     # one process a variant: a build that breaks the CUDA context loses only its row
+  for v in '{"tune": ["coordinate_descent_tuning", "pdl"]}' '{"tune": ["coordinate_descent_tuning"]}' \
+           '{"tune": ["coordinate_descent_tuning"], "projections": "inductor"}'; do
+    i=$((i + 1))
+    timeout "${TV_S:-190}" python3 benchmarks/tuning_variants.py --recipe benchmarks/results/llama-1b/recipe.json \
+      --variant "$v" --json "$OUT/tuning-variants-$i.json" 2>&1 | grep -v Warning >> "$OUT/tuning-variants.log"
+  done
+  grep -E "built in|p50|Error|error" "$OUT/tuning-variants.log"
 fi
 if [[ $part == pi0-time ]]; then
   timeout "${LADDER_S:-585}" python3 benchmarks/ladder_time.py --workload pi0 --preset full --device cuda --target-ms "${PI0_TARGET_MS:-20}" \

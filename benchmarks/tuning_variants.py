@@ -1,0 +1,84 @@
+"""A kept recipe with its tuning phase's knobs replaced by each of several variants, built in one process,
+checked against the untouched model with the ladder's judge and timed side by side in alternating rounds:
+what would tuning have kept had its budget built every candidate?
+
+    python benchmarks/tuning_variants.py --recipe benchmarks/results/llama-1b/recipe.json --json out.json \
+        --variant '{"tune": ["coordinate_descent_tuning", "pdl"]}' --variant '{"tune": ["coordinate_descent_tuning"]}'
+
+The recipe as recorded is always the first row; a variant of "null" drops the tuning phase. Writes
+{device, date, torch, recipe, rows: [{name, knobs, p50_ms, spread_ms, correct, rel_err, compile_s}]}.
+"""
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from playbook import bench  # noqa: E402
+from playbook.compare import compare  # noqa: E402
+from playbook.phases import tuning  # noqa: E402
+from playbook.pipeline import Pipeline  # noqa: E402
+from playbook.reuse import judge, load_recipe  # noqa: E402
+
+
+def variant_steps(phases, knobs):
+    """The recipe's steps with the tuning step's knobs replaced (knobs None: no tuning step)."""
+    out = [p for p in phases if p["name"] != "tuning"]
+    if knobs is not None:
+        out.append({"phase": tuning.NUMBER, "name": tuning.NAME, "knobs": knobs})
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--recipe", required=True, help="a recipe.json (or its run directory)")
+    ap.add_argument("--variant", action="append", default=[], help="tuning knobs as JSON (null: no tuning)")
+    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--json", required=True, help="where to write the result")
+    args = ap.parse_args(argv)
+    data = load_recipe(args.recipe)
+    params = {"seed": 0, **data["workload"]}
+    base, reference, precise, base_err = judge(params)     # the ladder's judge: the fp32 twin too
+    del base
+    recorded = next((p["knobs"] for p in data["phases"] if p["name"] == "tuning"), None)
+    variants = [recorded] + [json.loads(v) for v in args.variant]
+    steps, rows = {}, []
+    for knobs in variants:
+        name = "no tuning" if knobs is None else tuning.label(knobs)
+        name = name if name not in steps else f"{name} ({len(steps)})"
+        pipe = Pipeline.from_recipe(params, variant_steps(data["phases"], knobs))
+        t0 = time.perf_counter()
+        try:
+            runner = pipe.build()
+        except Exception as e:  # noqa: BLE001  (a variant that does not build is a row with its error)
+            rows.append({"name": name, "knobs": knobs, "error": f"{type(e).__name__}: {e}"[:300]})
+            print(f"{name}: failed to build: {rows[-1]['error']}", flush=True)
+            continue
+        built_s = time.perf_counter() - t0
+        verdict = compare(runner.outputs(), reference, pipe.dtype, precise=precise, baseline_err=base_err)
+        rows.append({"name": name, "knobs": knobs, "correct": verdict["correct"], "rel_err": verdict["rel_err"],
+                     "compile_s": runner.compile_s, "build_s": round(built_s, 1)})
+        steps[name] = runner.step
+        print(f"{name}: built in {built_s:.1f} s, correct {verdict['correct']} (rel err {verdict['rel_err']:.3g})",
+              flush=True)
+    timed = bench.time_side_by_side(steps, pipe.device, iters=args.iters, warmup=args.warmup)
+    for row in rows:
+        if row["name"] in timed:
+            t = timed[row["name"]]
+            row.update(p50_ms=round(t.p50_ms, 5), spread_ms=round(t.p95_ms - t.p50_ms, 5))
+            print(f"{row['name']}: p50 {row['p50_ms']} ms", flush=True)
+    device = pipe.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    out = {"device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+           "recipe": str(args.recipe), "workload": data["workload"], "rows": rows}
+    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
