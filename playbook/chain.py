@@ -110,6 +110,7 @@ with one_at_a_time({serial}):
         import torch
     with warming():
         import playbook.notebook, playbook.panel
+        import matplotlib.pyplot    # for the phase's figures, under the kernel's own (inline) backend
         if torch.cuda.is_available():
             torch.cuda.init()
         from playbook.pipeline import prebuild, warm_compiler

@@ -9,8 +9,9 @@ from .tables import rows
 
 
 class _Pyplot:
-    """matplotlib.pyplot, imported on first use: a notebook kernel that draws nothing does not pay its import
-    (0.6 s on a 2-core CPU), and one forked from playbook/forkkernel.py picks its own backend."""
+    """matplotlib.pyplot, imported on first use, not with the playbook: a kernel forked from
+    playbook/forkkernel.py then picks its own (inline) backend, and the chain imports it in a kernel's
+    warm-up, where the phase does not wait for it (0.6 s on a 2-core CPU)."""
 
     def __getattr__(self, name):
         import matplotlib.pyplot
