@@ -164,7 +164,7 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
     """Walk the ladder. budget_min: minutes for the whole chain; each phase gets a share of what is
     left (verify's share held back), and a phase whose share is spent is skipped with the reason.
     fork_server: a forkkernel.ForkServer the caller started early (the command line does, for --device cpu,
-    before its own imports); the chain stops it when it ends."""
+    before its own imports), used if the run is a CPU run; the chain stops it when it ends."""
     books = select(phase_notebooks(), phases)
     budget = check_budget(budget_min)
     run = open_chain_run(params, out, resume, log)
@@ -174,7 +174,8 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env_path] if env_path else []))
     os.environ["PLAYBOOK_PROGRESS"] = "0"      # headless: no progress bars in the executed notebooks
     os.environ[quiet.LOCK_ENV] = str((run.path / ".quiet.lock").resolve())   # warm-ups wait for timing
-    server = fork_server or start_fork_server(run)
+    # a CPU run on Linux: each phase's kernel is a fork of one process that imported torch and the playbook
+    server = (fork_server or forkkernel.ForkServer.start(ROOT)) if forkkernel.enabled(run.params["device"]) else None
     warm = [WarmKernel(run, ahead=False, server=server)]   # starts while papermill is imported
     import papermill as pm
     if budget:
@@ -245,12 +246,6 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
     run.update(chain_s={"total": round(time.time() - started, 1), "report": round(time.time() - t0, 1)})
     log(f"report: {html} ({time.time() - t0:.0f} s); the chain took {time.time() - started:.0f} s")
     return run
-
-
-def start_fork_server(run):
-    """The fork server of a CPU run on Linux (playbook/forkkernel.py), or None: there each phase's kernel
-    is a fork of one process that imported torch and the playbook once."""
-    return forkkernel.ForkServer.start(ROOT) if forkkernel.enabled(run.params["device"]) else None
 
 
 AHEAD_BYTES = {"cuda": 4e9, "cpu": 1e9}   # a workload whose weights are larger gets one kernel ahead: each

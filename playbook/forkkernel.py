@@ -8,8 +8,9 @@ taken from the phase running beside it).
     server.stop()
 
 Each phase still gets a fresh process of its own: the fork happens before anything of the phase runs, and
-the server never runs a model, touches a GPU or starts a thread, so every fork starts from the same clean
-state. The kernel manager launches a small launcher (`python -m playbook.forkkernel launch SOCKET PID -f CONN`,
+the server only imports: it runs no model, never initialises CUDA and starts no Python thread (importing
+torch leaves one idle native thread, as in every process a DataLoader forks its workers from), so every
+fork starts from the same clean state. The kernel manager launches a small launcher (`python -m playbook.forkkernel launch SOCKET PID -f CONN`,
 standard library only) that hands its stdin/stdout/stderr, working folder, environment and arguments to the
 server, which forks; the child becomes the ipykernel those arguments name. The launcher stands for the
 kernel towards jupyter_client: a signal sent to it (interrupt, terminate) is passed on to the child, its
@@ -27,7 +28,7 @@ import socket
 import sys
 import time
 
-# imported by the server before it forks (never CUDA, never a thread); each is optional
+# imported by the server before it forks (none initialises CUDA or starts a Python thread); each is optional
 PRELOAD = ("torch", "torch._dynamo", "torch._inductor.compile_fx", "ipykernel.kernelapp",
            "playbook.notebook", "playbook.panel", "playbook.pipeline", "playbook.state")
 READY_S = 120          # how long a launcher waits for the server's imports before starting an ordinary kernel
@@ -60,7 +61,11 @@ def serve(path, parent):
         for conn in ready:
             if conn is srv:
                 launcher, _ = srv.accept()
-                pid = _fork(launcher, srv, children)
+                try:
+                    pid = _fork(launcher, srv, children)
+                except Exception:  # noqa: BLE001  (a bad request: that launcher fails, the server goes on)
+                    launcher.close()
+                    continue
                 if pid:
                     children[launcher] = pid
                 continue
@@ -143,12 +148,8 @@ def _fork(launcher, srv, children):
 
 def launch(path, server_pid, argv):
     conn = _connect(path, server_pid)
-    if conn is None:              # no server (it failed, or took too long): an ordinary kernel, as Jupyter starts one
-        print("forkkernel: no fork server; starting an ordinary kernel", file=sys.stderr)
-        os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *argv])
-    request = {"cwd": os.getcwd(), "env": dict(os.environ),
-               "argv": [os.path.join(os.path.dirname(sys.executable), "ipykernel_launcher"), *argv]}
-    socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2])
+    if conn is None:
+        _ordinary_kernel(argv, "no fork server (it failed, or took too long)")
 
     def forward(sig, _frame):
         try:
@@ -157,16 +158,29 @@ def launch(path, server_pid, argv):
             pass
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, forward)
+    request = {"cwd": os.getcwd(), "env": dict(os.environ),
+               "argv": [os.path.join(os.path.dirname(sys.executable), "ipykernel_launcher"), *argv]}
+    socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2])
+    forked = False
     while True:
         try:
             data = conn.recv(4096)
         except InterruptedError:
             continue
         if not data:
+            if not forked:        # the server closed before it forked: the kernel is started as Jupyter would
+                _ordinary_kernel(argv, "the fork server did not fork")
             return 1
         msg = json.loads(data.decode())
+        forked = forked or "pid" in msg
         if "exit" in msg:
             return msg["exit"]
+
+
+def _ordinary_kernel(argv, why):
+    """This launcher becomes an ordinary ipykernel (its process replaced), with the reason on stderr."""
+    print(f"forkkernel: {why}; starting an ordinary kernel", file=sys.stderr)
+    os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *argv])
 
 
 def _connect(path, server_pid):
@@ -242,4 +256,5 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["launch"]:
         sys.exit(launch(sys.argv[2], int(sys.argv[3]), sys.argv[4:]))
     else:
-        sys.exit("usage: python -m playbook.forkkernel serve SOCKET CHAIN_PID | launch SOCKET SERVER_PID -f CONNECTION_FILE ...")
+        sys.exit("usage: python -m playbook.forkkernel serve SOCKET CHAIN_PID\n"
+                 "       python -m playbook.forkkernel launch SOCKET SERVER_PID -f CONNECTION_FILE ...")

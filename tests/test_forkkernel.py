@@ -61,7 +61,8 @@ def stop(km, kc):
 def test_a_kernel_is_a_fork_with_the_launchers_folder_environment_and_stdio(server, tmp_path):
     km, kc = start(server, tmp_path, PLAYBOOK_TEST_MARK="forked")
     out, error = execute(kc, "import os, sys; out = ' '.join(map(str, (os.getppid(), os.getcwd(), "
-                             "os.environ['PLAYBOOK_TEST_MARK'], 'playbook.notebook' in sys.modules, 'torch' in sys.modules)))")
+                             "os.environ['PLAYBOOK_TEST_MARK'], 'playbook.notebook' in sys.modules, "
+                             "'torch' in sys.modules)))")
     assert error is None
     ppid, cwd, mark, notebook, torch_ = out.split()
     assert int(ppid) == server.proc.pid                 # forked by the server, not launched
@@ -127,3 +128,26 @@ def test_the_server_goes_when_the_chain_that_started_it_dies():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     pid = int(done.stdout.split()[-1])                  # its chain died during its imports
     assert gone(pid, wait_s=60)
+
+
+def test_a_server_that_does_not_fork_leaves_an_ordinary_kernel(tmp_path):
+    import socket
+    import threading
+    import types
+    path = str(tmp_path / "refusing.sock")
+    refusing = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    refusing.bind(path)
+    refusing.listen(1)
+
+    def refuse():                                        # takes the request, then hangs up without forking
+        conn, _ = refusing.accept()
+        conn.recv(1 << 20)
+        conn.close()
+    threading.Thread(target=refuse, daemon=True).start()
+    fake = forkkernel.ForkServer(types.SimpleNamespace(pid=os.getpid()), path)
+    km, kc = start(fake, tmp_path)
+    out, error = execute(kc, "import os, sys; out = str((os.getppid() == %d, 'playbook.notebook' in sys.modules))"
+                         % os.getpid())
+    assert (out, error) == ("(True, False)", None)      # the launcher itself became the kernel: nothing preloaded
+    stop(km, kc)
+    refusing.close()
