@@ -6,9 +6,12 @@
 
 Each call is followed by a stream-level sync, so a sample is the latency of one batch-1 call, launch
 overhead included. Side-by-side timing alternates the contenders in rounds so that clock and thermal
-drift hit both alike; the spread of the per-round ratios is the noise a decision must beat. Timing waits
-for the chain's kernels started ahead to finish warming up (playbook/quiet.py).
+drift hit both alike; the spread of the per-round ratios is the noise a decision must beat. Python's
+garbage collector is off while samples are taken (`no_gc`). Timing waits for the chain's kernels
+started ahead to finish warming up (playbook/quiet.py).
 """
+import contextlib
+import gc
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -74,10 +77,26 @@ def warm_up(step, device, warmup):
     sync(device)
 
 
+@contextlib.contextmanager
+def no_gc():
+    """Python's garbage collector off while samples are taken (as timeit does), after one collection: a
+    full collection of a large heap (a test process, Triton's interpreter) took hundreds of ms in one
+    sample and made a 60x slower candidate's verdict "same" on a 2-core CPU."""
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def time_step(step, device, iters=100, warmup=10):
     with torch.no_grad(), quiet():
         warm_up(step, device, warmup)
-        return summarize(_samples(step, device, iters))
+        with no_gc():
+            return summarize(_samples(step, device, iters))
 
 
 def time_side_by_side(steps, device, iters=100, warmup=10, rounds=5):
@@ -88,11 +107,12 @@ def time_side_by_side(steps, device, iters=100, warmup=10, rounds=5):
     with torch.no_grad(), quiet():
         for step in steps.values():
             warm_up(step, device, warmup)
-        for _ in range(rounds):
-            for name, step in steps.items():
-                got = _samples(step, device, per_round)
-                samples[name] += got
-                round_p50[name].append(statistics.median(got))
+        with no_gc():
+            for _ in range(rounds):
+                for name, step in steps.items():
+                    got = _samples(step, device, per_round)
+                    samples[name] += got
+                    round_p50[name].append(statistics.median(got))
     return {name: summarize(samples[name], round_p50[name]) for name in steps}
 
 

@@ -34,3 +34,15 @@ def test_noise_is_never_below_two_percent():
     b = bench.summarize([1.01] * 10, [1.01, 1.01])
     assert bench.noise(b, a) == bench.MIN_NOISE
     assert bench.verdict(b, a) == "same"
+
+
+def test_the_garbage_collector_is_off_while_samples_are_taken_and_restored_after():
+    import gc
+    seen = []
+    step = lambda: seen.append(gc.isenabled())                    # noqa: E731
+    assert gc.isenabled()
+    bench.time_step(step, torch.device("cpu"), iters=3, warmup=2)
+    bench.time_side_by_side({"a": step, "b": step}, torch.device("cpu"), iters=4, warmup=1, rounds=2)
+    assert seen[:2] == [True, True]                               # warm-up runs as the program does
+    assert seen[2:5] == [False] * 3 and seen[-4:] == [False] * 4  # every sample with the collector off
+    assert gc.isenabled()
