@@ -79,11 +79,11 @@ def warm_up(step, device, warmup):
 
 @contextlib.contextmanager
 def no_gc():
-    """Python's garbage collector off while samples are taken (as timeit does), after one collection: a
-    full collection of a large heap (a test process, Triton's interpreter) took hundreds of ms in one
-    sample and made a 60x slower candidate's verdict "same" on a 2-core CPU."""
+    """Python's garbage collector off while samples are taken, as timeit does: a full collection of a large
+    heap (a test process, Triton's interpreter) inside one sample made a 60x slower candidate's verdict
+    "same" on a 2-core CPU. No collection before: gemm and attention time dozens of calls a phase, and a
+    full collection of a process holding a model and its compiled graphs would be paid before each."""
     was = gc.isenabled()
-    gc.collect()
     gc.disable()
     try:
         yield
