@@ -206,7 +206,8 @@ def _connect(path, server_pid):
 # ---- the chain's side ----
 
 class ForkServer:
-    """The server process of one chain; stop() ends it (and any kernel it forked that is still alive)."""
+    """The server process of one chain. stop() ends it; a kernel it forked that is still alive exits when it
+    sees its server gone (ipykernel's parent poller), and its launcher with it."""
 
     def __init__(self, proc, path):
         self.proc, self.socket = proc, path
