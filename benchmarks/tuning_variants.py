@@ -34,6 +34,39 @@ def variant_steps(phases, knobs):
     return out
 
 
+def measure(params, contenders, iters, warmup):
+    """contenders: [(name, recipe steps, extra Inductor options, fields for its row)], each built, checked with
+    the ladder's judge (the untouched model and its fp32 twin) and timed side by side in one process; a build
+    that fails is a row with its error. Returns (rows, device)."""
+    base, reference, precise, base_err = judge(params)
+    del base
+    steps, rows = {}, []
+    for name, recipe_steps, extra, fields in contenders:
+        pipe = Pipeline.from_recipe(params, recipe_steps)
+        pipe.inductor.update(extra)
+        t0 = time.perf_counter()
+        try:
+            runner = pipe.build()
+        except Exception as e:  # noqa: BLE001  (a contender that does not build is a row with its error)
+            rows.append({"name": name, **fields, "error": f"{type(e).__name__}: {e}"[:300]})
+            print(f"{name}: failed to build: {rows[-1]['error']}", flush=True)
+            continue
+        built_s = time.perf_counter() - t0
+        verdict = compare(runner.outputs(), reference, pipe.dtype, precise=precise, baseline_err=base_err)
+        rows.append({"name": name, **fields, "correct": verdict["correct"], "rel_err": verdict["rel_err"],
+                     "compile_s": runner.compile_s, "build_s": round(built_s, 1)})
+        steps[name] = runner.step
+        print(f"{name}: built in {built_s:.1f} s, correct {verdict['correct']} (rel err {verdict['rel_err']:.3g})",
+              flush=True)
+    timed = bench.time_side_by_side(steps, pipe.device, iters=iters, warmup=warmup)
+    for row in rows:
+        if row["name"] in timed:
+            t = timed[row["name"]]
+            row.update(p50_ms=round(t.p50_ms, 5), spread_ms=round(t.p95_ms - t.p50_ms, 5))
+            print(f"{row['name']}: p50 {row['p50_ms']} ms", flush=True)
+    return rows, pipe.device
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", required=True, help="a recipe.json (or its run directory)")
@@ -44,36 +77,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     data = load_recipe(args.recipe)
     params = {"seed": 0, **data["workload"]}
-    base, reference, precise, base_err = judge(params)     # the ladder's judge: the fp32 twin too
-    del base
     recorded = next((p["knobs"] for p in data["phases"] if p["name"] == "tuning"), None)
-    variants = [recorded] + [json.loads(v) for v in args.variant]
-    steps, rows = {}, []
-    for knobs in variants:
+    contenders = []
+    for knobs in [recorded] + [json.loads(v) for v in args.variant]:
         name = "no tuning" if knobs is None else tuning.label(knobs)
-        name = name if name not in steps else f"{name} ({len(steps)})"
-        pipe = Pipeline.from_recipe(params, variant_steps(data["phases"], knobs))
-        t0 = time.perf_counter()
-        try:
-            runner = pipe.build()
-        except Exception as e:  # noqa: BLE001  (a variant that does not build is a row with its error)
-            rows.append({"name": name, "knobs": knobs, "error": f"{type(e).__name__}: {e}"[:300]})
-            print(f"{name}: failed to build: {rows[-1]['error']}", flush=True)
-            continue
-        built_s = time.perf_counter() - t0
-        verdict = compare(runner.outputs(), reference, pipe.dtype, precise=precise, baseline_err=base_err)
-        rows.append({"name": name, "knobs": knobs, "correct": verdict["correct"], "rel_err": verdict["rel_err"],
-                     "compile_s": runner.compile_s, "build_s": round(built_s, 1)})
-        steps[name] = runner.step
-        print(f"{name}: built in {built_s:.1f} s, correct {verdict['correct']} (rel err {verdict['rel_err']:.3g})",
-              flush=True)
-    timed = bench.time_side_by_side(steps, pipe.device, iters=args.iters, warmup=args.warmup)
-    for row in rows:
-        if row["name"] in timed:
-            t = timed[row["name"]]
-            row.update(p50_ms=round(t.p50_ms, 5), spread_ms=round(t.p95_ms - t.p50_ms, 5))
-            print(f"{row['name']}: p50 {row['p50_ms']} ms", flush=True)
-    device = pipe.device
+        name = name if name not in [c[0] for c in contenders] else f"{name} ({len(contenders)})"
+        contenders.append((name, variant_steps(data["phases"], knobs), {}, {"knobs": knobs}))
+    rows, device = measure(params, contenders, args.iters, args.warmup)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     out = {"device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
            "recipe": str(args.recipe), "workload": data["workload"], "rows": rows}
