@@ -21,6 +21,8 @@
 #                                                   # one call (budget PI0_BUDGET_MIN, 9.2 min, under the call's 10)
 #   bash benchmarks/gpu_session.sh tuning-variants  # benchmarks/tuning_variants.py: llama 1b's recipe with each tuning
 #                                                   # candidate (the GEMV kept or given back, PDL or not), side by side
+#   bash benchmarks/gpu_session.sh combo            # benchmarks/tuning_variants.py: llama 1b's recipe beside itself with
+#                                                   # Inductor's combo kernels (independent small kernels as one)
 #   bash benchmarks/gpu_session.sh autotune-cache   # benchmarks/autotune_cache_check.py: a cached coordinate-descent
 #                                                   # build, does it tune again in a new process?
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
@@ -126,6 +128,15 @@ if [[ $part == tuning-variants ]]; then   # benchmarks/tuning_variants.py: llama
       --variant "$v" --json "$OUT/tuning-variants-$i.json" 2>&1 | grep -v Warning >> "$OUT/tuning-variants.log"
   done
   grep -E "built in|p50|Error|error" "$OUT/tuning-variants.log"
+fi
+if [[ $part == combo ]]; then   # Inductor's combo kernels on llama 1b's recipe: kernels a step and p50, side by side
+  i=0                           # one process a variant (three graphs in one process hit an illegal address)
+  for v in '{"combo_kernels": true}' '{"combo_kernels": true, "combo_kernel_allow_mixed_sizes": 2}'; do
+    i=$((i + 1))
+    timeout "${TV_S:-200}" python3 benchmarks/tuning_variants.py --recipe benchmarks/results/llama-1b/recipe.json \
+      --inductor "$v" --kernels --json "$OUT/combo-$i.json" 2>&1 | grep -v Warning >> "$OUT/combo.log"
+  done
+  grep -E "built in|p50|kernels a step|Error|error" "$OUT/combo.log"
 fi
 if [[ $part == pi0-time ]]; then
   timeout "${LADDER_S:-585}" python3 benchmarks/ladder_time.py --workload pi0 --preset full --device cuda --target-ms "${PI0_TARGET_MS:-20}" \

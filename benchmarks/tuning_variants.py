@@ -4,9 +4,12 @@ what would tuning have kept had its budget built every candidate?
 
     python benchmarks/tuning_variants.py --recipe benchmarks/results/llama-1b/recipe.json --json out.json \
         --variant '{"tune": ["coordinate_descent_tuning", "pdl"]}' --variant '{"tune": ["coordinate_descent_tuning"]}'
+    python benchmarks/tuning_variants.py --recipe ... --json out.json --inductor '{"combo_kernels": true}'
 
-The recipe as recorded is always the first row; a variant of "null" drops the tuning phase. Writes
-{device, date, torch, recipe, rows: [{name, knobs, p50_ms, spread_ms, correct, rel_err, compile_s}]}.
+The recipe as recorded is always the first row; a variant of "null" drops the tuning phase; --inductor adds a
+row of the recipe as recorded with those Inductor options on top. With --kernels each row also counts the
+kernels of one step (a profiled replay). Writes {device, date, torch, recipe, rows: [{name, knobs, inductor,
+p50_ms, spread_ms, correct, rel_err, compile_s, kernels}]}.
 """
 import argparse
 import datetime
@@ -34,7 +37,18 @@ def variant_steps(phases, knobs):
     return out
 
 
-def measure(params, contenders, iters, warmup):
+def kernel_count(step, device):
+    """GPU kernels (and copies) one call of step launches, from a profiled call."""
+    from torch.profiler import ProfilerActivity, profile
+    step()
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize(device)
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def measure(params, contenders, iters, warmup, kernels=False):
     """contenders: [(name, recipe steps, extra Inductor options, fields for its row)], each built, checked with
     the ladder's judge (the untouched model and its fp32 twin) and timed side by side in one process; a build
     that fails is a row with its error. Returns (rows, device)."""
@@ -58,6 +72,11 @@ def measure(params, contenders, iters, warmup):
         steps[name] = runner.step
         print(f"{name}: built in {built_s:.1f} s, correct {verdict['correct']} (rel err {verdict['rel_err']:.3g})",
               flush=True)
+    if kernels and pipe.device.type == "cuda":
+        for row in rows:
+            if row["name"] in steps:
+                row["kernels"] = kernel_count(steps[row["name"]], pipe.device)
+                print(f"{row['name']}: {row['kernels']} kernels a step", flush=True)
     timed = bench.time_side_by_side(steps, pipe.device, iters=iters, warmup=warmup)
     for row in rows:
         if row["name"] in timed:
@@ -71,6 +90,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", required=True, help="a recipe.json (or its run directory)")
     ap.add_argument("--variant", action="append", default=[], help="tuning knobs as JSON (null: no tuning)")
+    ap.add_argument("--inductor", action="append", default=[],
+                    help="Inductor options as JSON, added on top of the recipe as recorded (one row each)")
+    ap.add_argument("--kernels", action="store_true", help="count each row's kernels a step (GPU)")
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--json", required=True, help="where to write the result")
@@ -83,7 +105,10 @@ def main(argv=None):
         name = "no tuning" if knobs is None else tuning.label(knobs)
         name = name if name not in [c[0] for c in contenders] else f"{name} ({len(contenders)})"
         contenders.append((name, variant_steps(data["phases"], knobs), {}, {"knobs": knobs}))
-    rows, device = measure(params, contenders, args.iters, args.warmup)
+    for extra in (json.loads(v) for v in args.inductor):
+        name = "recipe + " + ", ".join(f"{k}={v}" for k, v in extra.items())
+        contenders.append((name, data["phases"], extra, {"knobs": recorded, "inductor": extra}))
+    rows, device = measure(params, contenders, args.iters, args.warmup, kernels=args.kernels)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     out = {"device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
            "recipe": str(args.recipe), "workload": data["workload"], "rows": rows}

@@ -87,7 +87,7 @@ def test_tuning_says_why_it_is_skipped_on_a_cpu(tiny_run):
     assert r["status"] == "skipped" and r["skip_reason"]
 
 
-def test_tuning_offers_pdl_with_coordinate_descent_first_where_the_gpu_has_it(monkeypatch):
+def test_tuning_offers_pdl_and_combo_kernels_with_coordinate_descent_first_where_the_gpu_has_them(monkeypatch):
     from types import SimpleNamespace
 
     import torch
@@ -98,16 +98,20 @@ def test_tuning_offers_pdl_with_coordinate_descent_first_where_the_gpu_has_it(mo
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     out = tuning.candidates(ctx)
-    assert out[0] == {"tune": ["coordinate_descent_tuning", "pdl"]} and out[1] == {"tune": ["coordinate_descent_tuning"]}
-    assert tuning.label(out[0]) == "coordinate descent + PDL" and "pdl" not in ctx.info
-    both = {"tune": ["coordinate_descent_tuning", "pdl"], "projections": "inductor"}
+    assert out[0] == {"tune": ["coordinate_descent_tuning", "pdl", "combo_kernels"]}
+    assert out[1] == {"tune": ["coordinate_descent_tuning"]}
+    assert tuning.label(out[0]) == "coordinate descent + PDL + combo kernels" and "pdl" not in ctx.info
+    assert "combo_kernels" not in ctx.info
+    both = {"tune": ["coordinate_descent_tuning", "pdl"], "projections": "inductor"}   # a recipe recorded before
     assert tuning.label(both) == "coordinate descent + PDL, projections to Inductor" and tuning.label(both) in tuning.CHOICES
+    for knobs in out:
+        assert tuning.label(knobs) in tuning.CHOICES
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     out = tuning.candidates(ctx)
-    assert out[0] == {"tune": ["coordinate_descent_tuning"]} and "sm_80" in ctx.info["pdl"]
+    assert out[0] == {"tune": ["coordinate_descent_tuning", "combo_kernels"]} and "sm_80" in ctx.info["pdl"]
     pipe = SimpleNamespace(inductor={}, notes=[], info={})
-    tuning.apply(pipe, {"tune": ["coordinate_descent_tuning", "pdl"]})
-    assert pipe.inductor == {"coordinate_descent_tuning": True, "triton.enable_pdl": True}
+    tuning.apply(pipe, {"tune": ["coordinate_descent_tuning", "pdl", "combo_kernels"]})
+    assert pipe.inductor == {"coordinate_descent_tuning": True, "triton.enable_pdl": True, "combo_kernels": True}
 
 
 def test_tuning_decides_before_building_when_one_tuned_build_cannot_fit_its_budget(tmp_path, run_params,
@@ -123,6 +127,7 @@ def test_tuning_decides_before_building_when_one_tuned_build_cannot_fit_its_budg
     run.write_phase({**phase(1, "cudagraph"), "compile_s": 15.0})
     run.write_phase({**phase(4, "fusion"), "compile_s": 75.5})
     monkeypatch.setattr(tuning, "pdl_here", lambda device: "a GPU before Hopper")
+    monkeypatch.setattr(tuning, "combo_here", lambda: "an Inductor without combo kernels")
     ctx = SimpleNamespace(run=run, pipe=SimpleNamespace(compile=True, info={}), device=torch.device("cuda"),
                           budget_s=75.0, info={})
     with pytest.raises(Skip, match="76 s here.*75 s budget; nothing compiled"):
