@@ -23,6 +23,8 @@
 #                                                   # candidate (the GEMV kept or given back, PDL or not), side by side
 #   bash benchmarks/gpu_session.sh combo            # benchmarks/tuning_variants.py: llama 1b's recipe beside itself with
 #                                                   # Inductor's combo kernels (independent small kernels as one)
+#   bash benchmarks/gpu_session.sh rope-append      # benchmarks/tuning_variants.py: llama 1b's recipe beside itself with
+#                                                   # the one-launch decode (rotary + cache write + attention)
 #   bash benchmarks/gpu_session.sh autotune-cache   # benchmarks/autotune_cache_check.py: a cached coordinate-descent
 #                                                   # build, does it tune again in a new process?
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
@@ -42,6 +44,7 @@ python3 -c "import torch, transformers, triton; print('torch', torch.__version__
 if [[ $part == tests || $part == all ]]; then
   python3 -m pytest -q -m gpu tests 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt"
   python3 -m pytest -q tests/test_kernels.py 2>&1 | tail -3 | tee -a "$OUT/gpu-tests.txt"   # compiled, on CUDA
+  python3 -m pytest -q tests/test_decode_attention.py -k "filled or rope" 2>&1 | tail -3 | tee -a "$OUT/gpu-tests.txt"
 fi
 if [[ $part == gemv ]]; then
   python3 -m pytest -q tests/test_gemv.py 2>&1 | tail -2 | tee "$OUT/gemv-tests.txt"     # compiled, on CUDA
@@ -137,6 +140,12 @@ if [[ $part == combo ]]; then   # Inductor's combo kernels on llama 1b's recipe:
       --inductor "$v" --kernels --json "$OUT/combo-$i.json" 2>&1 | grep -v Warning >> "$OUT/combo.log"
   done
   grep -E "built in|p50|kernels a step|Error|error" "$OUT/combo.log"
+fi
+if [[ $part == rope-append ]]; then   # llama 1b's recipe with its attention modules' decode in one launch a layer
+  sites=$(python3 -c "import json; print(json.dumps({'rope_append': [f'model.model.layers.{i}.self_attn' for i in range(16)]}))")
+  timeout "${TV_S:-250}" python3 benchmarks/tuning_variants.py --recipe benchmarks/results/llama-1b/recipe.json \
+    --knobs "attention=$sites" --kernels --json "$OUT/rope-append.json" 2>&1 | grep -v Warning > "$OUT/rope-append.log"
+  grep -E "built in|p50|kernels a step|Error|error" "$OUT/rope-append.log"
 fi
 if [[ $part == pi0-time ]]; then
   timeout "${LADDER_S:-585}" python3 benchmarks/ladder_time.py --workload pi0 --preset full --device cuda --target-ms "${PI0_TARGET_MS:-20}" \

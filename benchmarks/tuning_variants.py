@@ -5,9 +5,11 @@ what would tuning have kept had its budget built every candidate?
     python benchmarks/tuning_variants.py --recipe benchmarks/results/llama-1b/recipe.json --json out.json \
         --variant '{"tune": ["coordinate_descent_tuning", "pdl"]}' --variant '{"tune": ["coordinate_descent_tuning"]}'
     python benchmarks/tuning_variants.py --recipe ... --json out.json --inductor '{"combo_kernels": true}'
+    python benchmarks/tuning_variants.py --recipe ... --json out.json --knobs 'attention={"rope_append": [...]}'
 
 The recipe as recorded is always the first row; a variant of "null" drops the tuning phase; --inductor adds a
-row of the recipe as recorded with those Inductor options on top. With --kernels each row also counts the
+row of the recipe as recorded with those Inductor options on top; --knobs PHASE=JSON adds a row of the recipe
+with those knobs merged into that phase's. With --kernels each row also counts the
 kernels of one step (a profiled replay). Writes {device, date, torch, recipe, rows: [{name, knobs, inductor,
 p50_ms, spread_ms, correct, rel_err, compile_s, kernels}]}.
 """
@@ -92,6 +94,8 @@ def main(argv=None):
     ap.add_argument("--variant", action="append", default=[], help="tuning knobs as JSON (null: no tuning)")
     ap.add_argument("--inductor", action="append", default=[],
                     help="Inductor options as JSON, added on top of the recipe as recorded (one row each)")
+    ap.add_argument("--knobs", action="append", default=[],
+                    help="PHASE=JSON: knobs merged into that recorded phase's (one row each)")
     ap.add_argument("--kernels", action="store_true", help="count each row's kernels a step (GPU)")
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
@@ -108,6 +112,13 @@ def main(argv=None):
     for extra in (json.loads(v) for v in args.inductor):
         name = "recipe + " + ", ".join(f"{k}={v}" for k, v in extra.items())
         contenders.append((name, data["phases"], extra, {"knobs": recorded, "inductor": extra}))
+    for spec in args.knobs:
+        phase, _, knobs = spec.partition("=")
+        extra = json.loads(knobs)
+        if phase not in [p["name"] for p in data["phases"]]:
+            raise SystemExit(f"--knobs {phase}=...: the recipe has no phase {phase!r}")
+        steps = [dict(p, knobs={**p["knobs"], **extra}) if p["name"] == phase else p for p in data["phases"]]
+        contenders.append((f"recipe, {phase} + " + ", ".join(extra), steps, {}, {"knobs": recorded, phase: extra}))
     rows, device = measure(params, contenders, args.iters, args.warmup, kernels=args.kernels)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     out = {"device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,

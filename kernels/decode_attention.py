@@ -3,6 +3,7 @@
     out = decode_attention_v1(q, k, v)                    # one program per (batch, head): few programs
     out = decode_attention_split(q, k, v, splits=None)    # flash-decoding: KV split across programs + reduce
     out = decode_attention_filled(q, k, v, length)        # split, reading only the first `length` slots
+    out = decode_attention_rope_append(q, k, v, cos, sin, k_cache, v_cache, position)   # one launch a layer
     ref = reference.decode_attention(q, k, v)
 
 q: [B, H, D]; k, v: [B, KVH, N, D] with H a multiple of KVH (grouped-query attention); out: [B, H, D].
@@ -16,6 +17,18 @@ A static KV cache holds `max_cache` slots of which a decode step at position P h
 sized by the whole cache, so one captured CUDA graph replays for every position, and each program reads
 the count and loads only the filled slots of its chunk (a chunk past the count exits at once). It is
 the torch custom op `playbook::decode_attention`, opaque to Inductor and capturable.
+
+`decode_attention_rope_append` is a decode layer's whole attention in one launch, at batch 1 (as
+FlashAttention's `flash_attn_with_kvcache` does with rotary_cos/sin and k, v): it takes the projections'
+raw q [H, D], k and v [KVH, D], the rotary cos/sin [D] (rotate-half convention), the caches [1, KVH, N, D]
+and the position as a tensor. Each program rotates its query head; the program of each KV head's first
+query head, in the chunk that holds the position, rotates k and writes k and v into the caches there;
+programs of the same KV head that read that slot use the new k and v from registers (the write may not
+have landed). The chunks are combined in the same launch: each program adds one to its head's counter
+after writing its partial result, and the one that finds every other chunk done reads them all, writes
+the output and sets the counter back to zero for the next call (one int32 per head, kept per device).
+The rotary embedding, the two cache writes, the length and the combine were five more launches a layer.
+It is the custom op `playbook::decode_attention_rope_append`, which mutates the caches.
 """
 import math
 
@@ -123,6 +136,63 @@ def _combine(Part, Lse, O, SPLITS, S_POW2: tl.constexpr, D: tl.constexpr):
     tl.store(O + pid * D + d, tl.sum(w[:, None] * part, 0).to(O.dtype.element_ty))
 
 
+@triton.jit
+def _decode_rope_append(Q, K, V, Cos, Sin, KC, VC, Pos, Part, Lse, Count, O, N, CHUNK, SPLITS, scale,
+                        GROUP: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, S_POW2: tl.constexpr):
+    pid, split = tl.program_id(0), tl.program_id(1)     # one query head x one chunk of the cache
+    kv = pid // GROUP
+    d = tl.arange(0, D)
+    rot = (d + D // 2) % D                              # rotate_half: [-x2, x1]
+    sign = tl.where(d < D // 2, -1.0, 1.0)
+    cos = tl.load(Cos + d).to(tl.float32)
+    sin = tl.load(Sin + d).to(tl.float32)
+    q = tl.load(Q + pid * D + d).to(tl.float32) * cos + sign * tl.load(Q + pid * D + rot).to(tl.float32) * sin
+    q = q.to(Q.dtype.element_ty).to(tl.float32)         # rounded as the model's own rotary output is
+    k_new = tl.load(K + kv * D + d).to(tl.float32) * cos + sign * tl.load(K + kv * D + rot).to(tl.float32) * sin
+    k_new = k_new.to(KC.dtype.element_ty)
+    v_new = tl.load(V + kv * D + d).to(VC.dtype.element_ty)
+    pos = tl.load(Pos).to(tl.int32)
+    filled = tl.minimum(pos + 1, N)
+    lo = split * CHUNK
+    if (pid % GROUP == 0) & (pos >= lo) & (pos < lo + CHUNK) & (pos < N):     # one writer per KV head
+        tl.store(KC + (kv * N + pos) * D + d, k_new)
+        tl.store(VC + (kv * N + pos) * D + d, v_new)
+    m = tl.zeros([1], dtype=tl.float32) - float("inf")
+    l_sum = tl.zeros([1], dtype=tl.float32)
+    acc = tl.zeros([D], dtype=tl.float32)
+    hi = tl.minimum(lo + CHUNK, filled)
+    for start in range(lo, hi, BLOCK_N):
+        n = start + tl.arange(0, BLOCK_N)
+        inside = n < hi
+        new = (n == pos)[:, None]
+        old = (inside & (n != pos))[:, None]
+        k = tl.load(KC + kv * N * D + n[:, None] * D + d[None, :], mask=old, other=0.0)
+        k = tl.where(new, k_new[None, :], k).to(tl.float32)
+        s = tl.where(inside, tl.sum(k * q[None, :], 1) * scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 0))
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(s - m_new)
+        v = tl.load(VC + kv * N * D + n[:, None] * D + d[None, :], mask=old, other=0.0)
+        v = tl.where(new, v_new[None, :], v).to(tl.float32)
+        l_sum = l_sum * alpha + tl.sum(p, 0)
+        acc = acc * alpha + tl.sum(p[:, None] * v, 0)
+        m = m_new
+    row = pid * SPLITS + split
+    tl.store(Part + row * D + d, acc / tl.maximum(l_sum, 1e-30))     # an empty chunk: 0 with weight exp(-inf)
+    tl.store(Lse + row + tl.arange(0, 1), m + tl.log(tl.maximum(l_sum, 1e-30)))
+    done = tl.atomic_add(Count + pid, 1, sem="acq_rel")   # release this chunk's result; the last one combines
+    if done == SPLITS - 1:
+        s_idx = tl.arange(0, S_POW2)
+        valid = s_idx < SPLITS
+        lse = tl.load(Lse + pid * SPLITS + s_idx, mask=valid, other=float("-inf"), cache_modifier=".cg")
+        w = tl.exp(lse - tl.max(lse, 0))
+        w = w / tl.sum(w, 0)
+        part = tl.load(Part + (pid * SPLITS + s_idx[:, None]) * D + d[None, :], mask=valid[:, None], other=0.0,
+                       cache_modifier=".cg")
+        tl.store(O + pid * D + d, tl.sum(w[:, None] * part, 0).to(O.dtype.element_ty))
+        tl.atomic_xchg(Count + pid, 0)                   # ready for the next call
+
+
 def _check(q, k, v):
     check_device("decode_attention", q, k, v)
     b, h, d = q.shape
@@ -207,3 +277,67 @@ def _decode_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, leng
 @_decode_attention_op.register_fake
 def _(q, k, v, length, scale, splits, block_n, num_warps):
     return q.new_empty(q.shape)
+
+
+_counters = {}      # (device, heads) -> int32 [heads] of zeros: the combine's counters, zero between calls
+
+
+def _counter(device, heads):
+    key = (str(device), heads)
+    if key not in _counters:
+        _counters[key] = torch.zeros(heads, dtype=torch.int32, device=device)
+    return _counters[key]
+
+
+def _check_rope_append(q, k, v, cos, sin, k_cache, v_cache, position):
+    check_device("decode_attention_rope_append", q, k, v, cos, sin, k_cache, v_cache, position)
+    if k_cache.dim() != 4 or k_cache.shape[0] != 1 or k_cache.shape != v_cache.shape:
+        raise ValueError(f"k_cache {tuple(k_cache.shape)}, v_cache {tuple(v_cache.shape)}: want both [1, KVH, N, D]")
+    _, kvh, n, d = k_cache.shape
+    if q.numel() % d or k.numel() != kvh * d or v.numel() != kvh * d or cos.numel() != d or sin.numel() != d:
+        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, cos {tuple(cos.shape)}: want "
+                         f"q H x {d} values, k and v {kvh} x {d}, cos and sin {d} (one token at batch 1)")
+    h = q.numel() // d
+    if h % kvh or d & (d - 1) or d < 2 or position.numel() != 1:
+        raise ValueError(f"{h} query heads over {kvh} KV heads of size {d}, position {tuple(position.shape)}: want "
+                         "the heads a multiple of the KV heads, D a power of two, one position")
+    if not k_cache.is_contiguous() or not v_cache.is_contiguous():
+        raise ValueError("k_cache and v_cache must be contiguous (the kernel writes them in place)")
+    return h, kvh, n, d
+
+
+def decode_attention_rope_append(q, k, v, cos, sin, k_cache, v_cache, position, scale=None, splits=None,
+                                 block_n=64, num_warps=4):
+    """One decode token's attention at batch 1, with its rotary embedding and cache write: q (H x D values),
+    k and v (KVH x D) as the projections give them, before the rotary embedding; cos, sin [D]; k_cache,
+    v_cache [1, KVH, N, D], written at `position` (an int tensor of one element) with the rotated k and v.
+    Returns [H, D]: attention of the rotated q over slots 0..position."""
+    return torch.ops.playbook.decode_attention_rope_append(q, k, v, cos, sin, k_cache, v_cache, position,
+                                                           float(scale or 0.0), int(splits or 0), int(block_n),
+                                                           int(num_warps))
+
+
+@torch.library.custom_op("playbook::decode_attention_rope_append", mutates_args=("k_cache", "v_cache"))
+def _rope_append_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                    k_cache: torch.Tensor, v_cache: torch.Tensor, position: torch.Tensor, scale: float, splits: int,
+                    block_n: int, num_warps: int) -> torch.Tensor:
+    h, kvh, n, d = _check_rope_append(q, k, v, cos, sin, k_cache, v_cache, position)
+    q, k, v = (t.reshape(-1, d).contiguous() for t in (q, k, v))
+    cos, sin = cos.reshape(d).contiguous(), sin.reshape(d).contiguous()
+    splits = splits or default_splits(1, h, n, block_n, q.device)
+    chunk = math.ceil(math.ceil(n / splits) / block_n) * block_n
+    splits = math.ceil(n / chunk)
+    part = torch.empty(h * splits, d, device=q.device, dtype=torch.float32)
+    lse = torch.empty(h * splits, device=q.device, dtype=torch.float32)
+    out = torch.empty(h, d, device=q.device, dtype=q.dtype)
+    _decode_rope_append[(h, splits)](q, k, v, cos, sin, k_cache, v_cache, position.reshape(1), part, lse,
+                                     _counter(q.device, h), out, n, chunk, splits, scale or 1.0 / math.sqrt(d),
+                                     GROUP=h // kvh, BLOCK_N=block_n, D=d, S_POW2=next_pow2(splits),
+                                     num_warps=num_warps)
+    return out
+
+
+@_rope_append_op.register_fake
+def _(q, k, v, cos, sin, k_cache, v_cache, position, scale, splits, block_n, num_warps):
+    d = k_cache.shape[-1]
+    return q.new_empty(q.numel() // d, d)

@@ -53,6 +53,30 @@ TOLERANCES = {torch.float32: dict(atol=1e-5, rtol=1e-5),
 GELU_TANH_K = math.sqrt(2.0 / math.pi)
 
 
+def rotate_half(x):
+    """The rotary embedding's partner of each element, as Llama-family models pair them: [-x2, x1]."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def decode_attention_rope_append(q, k, v, cos, sin, k_cache, v_cache, position, scale=None):
+    """The rotary embedding of q and k (in the inputs' dtype, as the model computes it), k and v written into the
+    caches at `position` (in place), then attention of q over slots 0..position. q: H x D values; k, v: KVH x D;
+    cos, sin: [D]; caches [1, KVH, N, D] -> [H, D]."""
+    d = k_cache.shape[-1]
+    q, k, v = q.reshape(-1, d), k.reshape(-1, d), v.reshape(-1, d)
+    cos, sin = cos.reshape(d).to(q.dtype), sin.reshape(d).to(q.dtype)
+    q = (q * cos) + (rotate_half(q) * sin)
+    k = (k * cos) + (rotate_half(k) * sin)
+    p = int(position.reshape(-1)[0])
+    k_cache[0, :, p], v_cache[0, :, p] = k.to(k_cache.dtype), v.to(v_cache.dtype)
+    group = q.shape[0] // k.shape[0]
+    keys = k_cache[0, :, : p + 1].repeat_interleave(group, dim=0).float()
+    values = v_cache[0, :, : p + 1].repeat_interleave(group, dim=0).float()
+    scores = torch.einsum("hd,hnd->hn", q.float(), keys) * (scale or d ** -0.5)
+    return torch.einsum("hn,hnd->hd", scores.softmax(-1), values).to(q.dtype)
+
+
 def decode_attention(q, k, v):
     """One query token against a KV cache. q: [B, H, D]; k, v: [B, KVH, N, D] -> [B, H, D] (fp32 softmax)."""
     group = q.shape[1] // k.shape[1]

@@ -120,3 +120,61 @@ def test_the_filled_cache_kernel_follows_the_length_tensor_and_compiles():
         scores = torch.einsum("bhd,bhnd->bhn", q, k[:, :, :filled].repeat_interleave(4, 1)) * 0.1
         want = torch.einsum("bhn,bhnd->bhd", scores.softmax(-1), v[:, :, :filled].repeat_interleave(4, 1))
         torch.testing.assert_close(step(q, k, v, length), want, atol=1e-4, rtol=1e-4)
+
+
+def rope_inputs(heads, kv_heads, slots, d, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(n, d, generator=g).to(DEVICE, dtype) for n in (heads, kv_heads, kv_heads))
+    angle = torch.rand(d // 2, generator=g) * 6
+    cos, sin = torch.cat([angle.cos()] * 2).to(DEVICE, dtype), torch.cat([angle.sin()] * 2).to(DEVICE, dtype)
+    caches = [(torch.randn(1, kv_heads, slots, d, generator=g) * 2).to(DEVICE, dtype) for _ in range(2)]
+    return q, k, v, cos, sin, caches
+
+
+@pytest.mark.parametrize("dtype,splits,block_n", [(torch.float32, None, 32), (torch.bfloat16, 5, 32),
+                                                  (torch.float32, 1, 16), (torch.float32, 3, 64)])
+@pytest.mark.parametrize("heads,kv_heads,slots,position,d", [(4, 4, 64, 0, 16), (8, 2, 300, 128, 32),
+                                                             (6, 1, 257, 256, 64), (12, 4, 1000, 63, 32),
+                                                             (12, 4, 1000, 64, 32), (2, 2, 33, 31, 8)])
+def test_the_rope_append_kernel_rotates_writes_the_caches_and_attends(heads, kv_heads, slots, position, d, dtype,
+                                                                      splits, block_n):
+    """Odd shapes, positions at a chunk's first and last slot, slot 0 and the last slot; slots past the position
+    hold NaN (never read) and the written slot starts as NaN (read only through the new k and v)."""
+    q, k, v, cos, sin, (kc, vc) = rope_inputs(heads, kv_heads, slots, d, dtype, seed=position)
+    kc[:, :, position:], vc[:, :, position:] = float("nan"), float("nan")
+    want_kc, want_vc = kc.clone(), vc.clone()
+    pos = torch.tensor([position], device=DEVICE)
+    want = ref.decode_attention_rope_append(q, k, v, cos, sin, want_kc, want_vc, pos).float()
+    for _ in range(2):           # twice: the combine's counters are back at zero after a call
+        got = da.decode_attention_rope_append(q, k, v, cos, sin, kc, vc, pos, splits=splits, block_n=block_n)
+        assert got.shape == (heads, d) and got.dtype == dtype and torch.isfinite(got).all()
+        assert (got.float() - want).abs().max() <= TOL[dtype] * max(1.0, want.abs().max())
+    assert (da._counter(q.device, heads) == 0).all()
+    for got_c, want_c in ((kc, want_kc), (vc, want_vc)):
+        assert (got_c[:, :, position].float() - want_c[:, :, position].float()).abs().max() <= TOL[dtype] * 4
+        torch.testing.assert_close(got_c[:, :, :position], want_c[:, :, :position], equal_nan=True)
+        assert got_c[:, :, position + 1:].isnan().all()
+
+
+def test_the_rope_append_kernel_refuses_what_it_cannot_take():
+    q, k, v, cos, sin, (kc, vc) = rope_inputs(6, 4, 10, 16, torch.float32)
+    pos = torch.tensor([3], device=DEVICE)
+    with pytest.raises(ValueError, match="KV heads"):
+        da.decode_attention_rope_append(q, k, v, cos, sin, kc, vc, pos)        # 6 heads over 4 KV heads
+    q, k, v, cos, sin, (kc, vc) = rope_inputs(4, 2, 10, 16, torch.float32)
+    with pytest.raises(ValueError, match="contiguous"):
+        da.decode_attention_rope_append(q, k, v, cos, sin, kc.transpose(2, 3).contiguous().transpose(2, 3), vc, pos)
+
+
+def test_the_rope_append_kernel_compiles_and_follows_the_position_tensor():
+    """One compiled step at two positions: the caller's caches hold the new k and v after each call."""
+    q, k, v, cos, sin, (kc, vc) = rope_inputs(8, 2, 200, 32, torch.float32, seed=3)
+    want_kc, want_vc = kc.clone(), vc.clone()
+    pos = torch.tensor([40], device=DEVICE)
+    step = torch.compile(lambda *a: da.decode_attention_rope_append(*a, scale=0.1), fullgraph=True)
+    for position in (40, 171):
+        pos.fill_(position)
+        want = ref.decode_attention_rope_append(q, k, v, cos, sin, want_kc, want_vc, pos, scale=0.1)
+        torch.testing.assert_close(step(q, k, v, cos, sin, kc, vc, pos), want, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(kc, want_kc, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(vc, want_vc)

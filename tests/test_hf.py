@@ -177,6 +177,53 @@ def test_the_decode_kernel_reads_the_filled_cache_and_matches_sdpa(family, optio
     torch.testing.assert_close(compiled, want, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("family,options", [("llama", {"position": "5", "heads": "8", "kv_heads": "2"}),
+                                            ("qwen2", {"position": "70", "cache": "256"}),
+                                            ("gemma", {"position": "9"})])
+def test_the_one_launch_decode_rotates_writes_and_attends_as_the_model_does(family, options):
+    """Llama-form attention modules hand rotary, cache write and attention to one kernel: the logits and the
+    written cache slot match the model's own, eager and compiled; the slots past the position are never read;
+    the cache layers' counters move as their own update() moves them."""
+    import copy
+
+    from playbook.rewrites import attention, decode_kernel
+    wl = build_workload("hf", "tiny", family, CPU, torch.float32, options=options)
+    attention.route_hf(wl.model)
+    routed, compiled = copy.deepcopy(wl.model), copy.deepcopy(wl.model)
+    with torch.no_grad():
+        want = wl.model.model(input_ids=wl.args[0], position_ids=wl.args[1][None], cache_position=wl.args[1],
+                              past_key_values=wl.model.cache, use_cache=True).logits
+    sites = decode_kernel.rope_append_sites(routed)
+    assert sites and all(p.endswith("self_attn") for p in sites)
+    position = int(options["position"])
+    for model in (routed, compiled):
+        assert decode_kernel.route_rope_append(model) == sites
+        for layer in model.cache.layers:
+            layer.keys[:, :, position:] = float("nan")
+            layer.values[:, :, position:] = float("nan")
+            layer.cumulative_length.fill_(position)
+    with torch.no_grad():
+        got = routed.model(input_ids=wl.args[0], position_ids=wl.args[1][None], cache_position=wl.args[1],
+                           past_key_values=routed.cache, use_cache=True).logits
+        step = torch.compile(routed.__class__.forward)
+        twice = [step(compiled, *wl.args) for _ in range(2)]
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    for out in twice:
+        torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-4)
+    for mine, theirs in zip(routed.cache.layers, wl.model.cache.layers):
+        assert int(mine.cumulative_length) == int(theirs.cumulative_length) == position + 1
+        torch.testing.assert_close(mine.keys[:, :, position], theirs.keys[:, :, position], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mine.values[:, :, position], theirs.values[:, :, position])
+        assert mine.keys[:, :, position + 1:].isnan().all()
+
+
+def test_the_one_launch_decode_leaves_sliding_window_and_other_forms_alone():
+    from playbook.rewrites import decode_kernel
+    for family in ("mistral", "gemma2", "phi3", "qwen3"):      # sliding cache layers; soft-capping; qkv_proj; q/k norm
+        wl = build_workload("hf", "tiny", family, CPU, torch.float32, options={"position": "3"})
+        assert decode_kernel.rope_append_sites(wl.model) == [], family
+
+
 def test_a_prompt_is_not_taken_by_the_decode_kernel():
     from playbook.rewrites import attention, decode_kernel
     wl = build_workload("hf", "tiny", "qwen2", CPU, torch.float32, options={"step": "prefill", "tokens": "9"})

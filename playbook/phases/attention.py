@@ -5,7 +5,8 @@ matmul-softmax-matmul attention (the `tiny` workload's, or a user's module) is r
 model's real mask and scale (playbook/rewrites/attention.py). The SDPA calls of one step are recorded
 and timed on every backend the device has (flash, memory-efficient, cuDNN, math); the fastest is tried
 as a forced backend beside torch's own pick. A Hugging Face decode step over a static cache is also
-offered our split-KV kernel that reads only the filled slots (playbook/rewrites/decode_kernel.py).
+offered our split-KV kernel that reads only the filled slots (playbook/rewrites/decode_kernel.py); where
+its attention modules are of the Llama form, their rotary embedding and cache write go into the same launch.
 A Hugging Face model on eager attention with fewer K/V heads than query heads (GQA, MQA) is offered
 grouped attention first: eager's math with each group's query heads folded into the rows, so no K/V
 head is copied per query head (playbook/rewrites/grouped_attention.py); it takes any explicit mask,
@@ -26,6 +27,9 @@ CHOICES = {"sdpa": "attention through SDPA, torch picks the backend",
            "sdpa + measured backend": "attention through SDPA, forced to the backend measured fastest here",
            "decode kernel": "a Hugging Face decode step's attention reads only the filled cache slots "
                             "(kernels/decode_attention.py, split-KV, the count as a tensor)",
+           "decode kernel, one launch a layer": "the decode kernel, and each Llama-form attention's rotary embedding "
+                                                "and cache write in the same launch "
+                                                "(kernels.decode_attention_rope_append)",
            "grouped attention": "a Hugging Face GQA model's eager attention with each group's query heads "
                                 "folded into the rows: one product per K/V head, no K/V copies, any mask"}
 
@@ -34,7 +38,7 @@ def label(knobs):
     if knobs.get("grouped"):
         return "grouped attention"
     if knobs.get("decode_kernel"):
-        return "decode kernel"
+        return "decode kernel, one launch a layer" if knobs.get("rope_append") else "decode kernel"
     return "sdpa + measured backend" if knobs.get("sdpa_backend") else "sdpa"
 
 
@@ -99,9 +103,16 @@ def candidates(ctx):
     sites = decode_kernel.decode_sites(model, calls)
     why = triton_here(pipe.device)
     if sites and not why:
-        out.append({"route": route, "sdpa_backend": None, "decode_kernel": True})
+        # NOTE: one candidate, not two: where the attention modules are of the Llama form, their rotary embedding
+        # and cache write go into the decode kernel's launch (five launches fewer a layer), which is the decode
+        # kernel with less around it; a second build would cost llama 1b's ladder about 15 s.
+        fused = decode_kernel.rope_append_sites(model)
+        out.append({"route": route, "sdpa_backend": None, "decode_kernel": True,
+                    **({"rope_append": fused} if fused else {})})
         ctx.info["decode_kernel"] = (f"offered for {len(sites)} Hugging Face model(s): every attention call is one "
-                                     f"query over a {calls[0][0][1].shape[2]}-slot cache")
+                                     f"query over a {calls[0][0][1].shape[2]}-slot cache"
+                                     + (f"; {len(fused)} attention module(s) of the Llama form also rotate and "
+                                        "write the cache in its launch" if fused else ""))
     elif sites:
         ctx.info["decode_kernel"] = f"not offered: {why}"
     if not out:
@@ -125,6 +136,11 @@ def apply(pipe, knobs):
                                f"{knobs['grouped']}")
     if knobs.get("decode_kernel"):
         pipe.info["decode_kernel"] = decode_kernel.route(model)
+    if knobs.get("rope_append"):
+        done = decode_kernel.route_rope_append(model, set(knobs["rope_append"]))
+        if sorted(done) != sorted(knobs["rope_append"]):
+            raise RuntimeError(f"the one-launch decode found {done}; the recipe recorded {knobs['rope_append']}")
+        pipe.info["rope_append"] = done
     pipe.sdpa_backend = knobs.get("sdpa_backend")
     if pipe.sdpa_backend:
         pipe.notes.append(f"SDPA backend forced: {pipe.sdpa_backend} (calls it cannot take fall back to "
