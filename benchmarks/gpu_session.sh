@@ -59,7 +59,7 @@ fi
 if [[ $part == ladder || $part == all ]]; then
   run=$PWD/reports/llama-1b      # inside the repo: kept between calls while the machine stays warm
   # stopped before the call's limit so the run (references included) comes back and --resume can go on
-  timeout "${LADDER_S:-540}" python3 -m playbook run --workload llama --preset 1b --device cuda --target-ms 0.9 \
+  timeout "${LADDER_S:-540}" python3 -m playbook run --workload llama --preset 1b --device cuda --target-ms "${LLAMA_TARGET_MS:-0.9}" \
     --iters 200 --warmup 20 --out "$run" "$@" 2>&1 | grep -v IPKernelApp | tee -a "$OUT/ladder.log"
   tar czf "$OUT/llama-1b-run.tgz" --exclude inductor-cache -C "$PWD/reports" llama-1b
 fi
@@ -111,7 +111,7 @@ if [[ $part == ladder-time-run ]]; then   # (the background half of ladder-time:
   touch reports/lt-done
 fi
 if [[ $part == llama-time ]]; then
-  timeout "${LADDER_S:-585}" python3 benchmarks/ladder_time.py --workload llama --preset 1b --device cuda --target-ms 0.9 \
+  timeout "${LADDER_S:-585}" python3 benchmarks/ladder_time.py --workload llama --preset 1b --device cuda --target-ms "${LLAMA_TARGET_MS:-0.9}" \
     --iters 200 --warmup 20 --out "$PWD/reports/lt-llama-1b" --json "$OUT/ladder-time.json" 2>&1 \
     | grep -v IPKernelApp > "$OUT/lt-llama.log"
   tar czf "$OUT/lt-llama-1b.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C reports lt-llama-1b
