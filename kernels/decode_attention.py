@@ -27,8 +27,12 @@ programs of the same KV head that read that slot use the new k and v from regist
 have landed). The chunks are combined in the same launch: each program adds one to its head's counter
 after writing its partial result, and the one that finds every other chunk done reads them all, writes
 the output and sets the counter back to zero for the next call (one int32 per head, kept per device).
-The rotary embedding, the two cache writes, the length and the combine were five more launches a layer.
-It is the custom op `playbook::decode_attention_rope_append`, which mutates the caches.
+A program walks `chunk` slots (256 by default), and only the chunks that hold filled slots do anything: a
+decode at position 128 is one program a query head, which writes the output itself, with no combine. On
+Hopper it takes part in Programmatic Dependent Launch as Inductor's kernels do: it may launch before the
+kernel that writes q, k and v ends (it waits for it first), and lets the next one launch once its reads
+are done. The rotary embedding, the two cache writes, the length and the combine were five more launches
+a layer. It is the custom op `playbook::decode_attention_rope_append`, which mutates the caches.
 """
 import math
 
@@ -137,60 +141,70 @@ def _combine(Part, Lse, O, SPLITS, S_POW2: tl.constexpr, D: tl.constexpr):
 
 
 @triton.jit
-def _decode_rope_append(Q, K, V, Cos, Sin, KC, VC, Pos, Part, Lse, Count, O, N, CHUNK, SPLITS, scale,
-                        GROUP: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, S_POW2: tl.constexpr):
+def _decode_rope_append(Q, K, V, Cos, Sin, KC, VC, Pos, Part, Lse, Count, O, N, CHUNK, scale,
+                        GROUP: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, S_POW2: tl.constexpr,
+                        PDL: tl.constexpr):
     pid, split = tl.program_id(0), tl.program_id(1)     # one query head x one chunk of the cache
-    kv = pid // GROUP
-    d = tl.arange(0, D)
-    rot = (d + D // 2) % D                              # rotate_half: [-x2, x1]
-    sign = tl.where(d < D // 2, -1.0, 1.0)
-    cos = tl.load(Cos + d).to(tl.float32)
-    sin = tl.load(Sin + d).to(tl.float32)
-    q = tl.load(Q + pid * D + d).to(tl.float32) * cos + sign * tl.load(Q + pid * D + rot).to(tl.float32) * sin
-    q = q.to(Q.dtype.element_ty).to(tl.float32)         # rounded as the model's own rotary output is
-    k_new = tl.load(K + kv * D + d).to(tl.float32) * cos + sign * tl.load(K + kv * D + rot).to(tl.float32) * sin
-    k_new = k_new.to(KC.dtype.element_ty)
-    v_new = tl.load(V + kv * D + d).to(VC.dtype.element_ty)
+    if PDL:     # launched before the kernel that writes q, k, v (and the position) ends: wait for it here
+        tl.extra.cuda.gdc_wait()
     pos = tl.load(Pos).to(tl.int32)
     filled = tl.minimum(pos + 1, N)
+    active = tl.cdiv(filled, CHUNK)                     # chunks holding filled slots; the rest do nothing
     lo = split * CHUNK
-    if (pid % GROUP == 0) & (pos >= lo) & (pos < lo + CHUNK) & (pos < N):     # one writer per KV head
-        tl.store(KC + (kv * N + pos) * D + d, k_new)
-        tl.store(VC + (kv * N + pos) * D + d, v_new)
-    m = tl.zeros([1], dtype=tl.float32) - float("inf")
-    l_sum = tl.zeros([1], dtype=tl.float32)
-    acc = tl.zeros([D], dtype=tl.float32)
-    hi = tl.minimum(lo + CHUNK, filled)
-    for start in range(lo, hi, BLOCK_N):
-        n = start + tl.arange(0, BLOCK_N)
-        inside = n < hi
-        new = (n == pos)[:, None]
-        old = (inside & (n != pos))[:, None]
-        k = tl.load(KC + kv * N * D + n[:, None] * D + d[None, :], mask=old, other=0.0)
-        k = tl.where(new, k_new[None, :], k).to(tl.float32)
-        s = tl.where(inside, tl.sum(k * q[None, :], 1) * scale, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 0))
-        alpha = tl.exp(m - m_new)
-        p = tl.exp(s - m_new)
-        v = tl.load(VC + kv * N * D + n[:, None] * D + d[None, :], mask=old, other=0.0)
-        v = tl.where(new, v_new[None, :], v).to(tl.float32)
-        l_sum = l_sum * alpha + tl.sum(p, 0)
-        acc = acc * alpha + tl.sum(p[:, None] * v, 0)
-        m = m_new
-    row = pid * SPLITS + split
-    tl.store(Part + row * D + d, acc / tl.maximum(l_sum, 1e-30))     # an empty chunk: 0 with weight exp(-inf)
-    tl.store(Lse + row + tl.arange(0, 1), m + tl.log(tl.maximum(l_sum, 1e-30)))
-    done = tl.atomic_add(Count + pid, 1, sem="acq_rel")   # release this chunk's result; the last one combines
-    if done == SPLITS - 1:
-        s_idx = tl.arange(0, S_POW2)
-        valid = s_idx < SPLITS
-        lse = tl.load(Lse + pid * SPLITS + s_idx, mask=valid, other=float("-inf"), cache_modifier=".cg")
-        w = tl.exp(lse - tl.max(lse, 0))
-        w = w / tl.sum(w, 0)
-        part = tl.load(Part + (pid * SPLITS + s_idx[:, None]) * D + d[None, :], mask=valid[:, None], other=0.0,
-                       cache_modifier=".cg")
-        tl.store(O + pid * D + d, tl.sum(w[:, None] * part, 0).to(O.dtype.element_ty))
-        tl.atomic_xchg(Count + pid, 0)                   # ready for the next call
+    if split < active:
+        kv = pid // GROUP
+        d = tl.arange(0, D)
+        rot = (d + D // 2) % D                          # rotate_half: [-x2, x1]
+        sign = tl.where(d < D // 2, -1.0, 1.0)
+        cos = tl.load(Cos + d).to(tl.float32)
+        sin = tl.load(Sin + d).to(tl.float32)
+        q = tl.load(Q + pid * D + d).to(tl.float32) * cos + sign * tl.load(Q + pid * D + rot).to(tl.float32) * sin
+        q = q.to(Q.dtype.element_ty).to(tl.float32)     # rounded as the model's own rotary output is
+        k_new = tl.load(K + kv * D + d).to(tl.float32) * cos + sign * tl.load(K + kv * D + rot).to(tl.float32) * sin
+        k_new = k_new.to(KC.dtype.element_ty)
+        v_new = tl.load(V + kv * D + d).to(VC.dtype.element_ty)
+        if (pid % GROUP == 0) & (pos >= lo) & (pos < lo + CHUNK) & (pos < N):     # one writer per KV head
+            tl.store(KC + (kv * N + pos) * D + d, k_new)
+            tl.store(VC + (kv * N + pos) * D + d, v_new)
+        m = tl.zeros([1], dtype=tl.float32) - float("inf")
+        l_sum = tl.zeros([1], dtype=tl.float32)
+        acc = tl.zeros([D], dtype=tl.float32)
+        hi = tl.minimum(lo + CHUNK, filled)
+        for start in range(lo, hi, BLOCK_N):
+            n = start + tl.arange(0, BLOCK_N)
+            inside = n < hi
+            new = (n == pos)[:, None]
+            old = (inside & (n != pos))[:, None]
+            k = tl.load(KC + kv * N * D + n[:, None] * D + d[None, :], mask=old, other=0.0)
+            k = tl.where(new, k_new[None, :], k).to(tl.float32)
+            s = tl.where(inside, tl.sum(k * q[None, :], 1) * scale, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, 0))
+            alpha = tl.exp(m - m_new)
+            p = tl.exp(s - m_new)
+            v = tl.load(VC + kv * N * D + n[:, None] * D + d[None, :], mask=old, other=0.0)
+            v = tl.where(new, v_new[None, :], v).to(tl.float32)
+            l_sum = l_sum * alpha + tl.sum(p, 0)
+            acc = acc * alpha + tl.sum(p[:, None] * v, 0)
+            m = m_new
+        if PDL:     # every read of the kernel before this one is done: the next kernel may start launching
+            tl.extra.cuda.gdc_launch_dependents()
+        if active == 1:                                 # one chunk: its result is the output
+            tl.store(O + pid * D + d, (acc / tl.maximum(l_sum, 1e-30)).to(O.dtype.element_ty))
+        else:
+            row = pid * S_POW2 + split
+            tl.store(Part + row * D + d, acc / tl.maximum(l_sum, 1e-30))
+            tl.store(Lse + row + tl.arange(0, 1), m + tl.log(tl.maximum(l_sum, 1e-30)))
+            done = tl.atomic_add(Count + pid, 1, sem="acq_rel")   # release this chunk; the last one combines
+            if done == active - 1:
+                s_idx = tl.arange(0, S_POW2)
+                valid = s_idx < active
+                lse = tl.load(Lse + pid * S_POW2 + s_idx, mask=valid, other=float("-inf"), cache_modifier=".cg")
+                w = tl.exp(lse - tl.max(lse, 0))
+                w = w / tl.sum(w, 0)
+                part = tl.load(Part + (pid * S_POW2 + s_idx[:, None]) * D + d[None, :], mask=valid[:, None],
+                               other=0.0, cache_modifier=".cg")
+                tl.store(O + pid * D + d, tl.sum(w[:, None] * part, 0).to(O.dtype.element_ty))
+                tl.atomic_xchg(Count + pid, 0)           # ready for the next call
 
 
 def _check(q, k, v):
@@ -306,38 +320,56 @@ def _check_rope_append(q, k, v, cos, sin, k_cache, v_cache, position):
     return h, kvh, n, d
 
 
-def decode_attention_rope_append(q, k, v, cos, sin, k_cache, v_cache, position, scale=None, splits=None,
+ROPE_APPEND_CHUNK = 256   # cache slots a program of decode_attention_rope_append walks by default (see below)
+
+
+def decode_attention_rope_append(q, k, v, cos, sin, k_cache, v_cache, position, scale=None, chunk=None,
                                  block_n=64, num_warps=4):
     """One decode token's attention at batch 1, with its rotary embedding and cache write: q (H x D values),
     k and v (KVH x D) as the projections give them, before the rotary embedding; cos, sin [D]; k_cache,
     v_cache [1, KVH, N, D], written at `position` (an int tensor of one element) with the rotated k and v.
-    Returns [H, D]: attention of the rotated q over slots 0..position."""
+    Returns [H, D]: attention of the rotated q over slots 0..position. Each query head's program walks
+    `chunk` slots (a multiple of block_n); a position past the first chunk splits the work over
+    ceil((position + 1) / chunk) programs a head, combined in the same launch."""
     return torch.ops.playbook.decode_attention_rope_append(q, k, v, cos, sin, k_cache, v_cache, position,
-                                                           float(scale or 0.0), int(splits or 0), int(block_n),
+                                                           float(scale or 0.0), int(chunk or 0), int(block_n),
                                                            int(num_warps))
+
+
+def pdl_here(device):
+    """Whether our launches can take part in Programmatic Dependent Launch here (Hopper and newer, not in the
+    interpreter, not on ROCm, and a Triton that knows the launch option)."""
+    if device.type != "cuda" or torch.version.hip or not torch.cuda.is_available():
+        return False
+    try:
+        from triton.language.extra.cuda import gdc_wait  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 9
 
 
 @torch.library.custom_op("playbook::decode_attention_rope_append", mutates_args=("k_cache", "v_cache"))
 def _rope_append_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                    k_cache: torch.Tensor, v_cache: torch.Tensor, position: torch.Tensor, scale: float, splits: int,
+                    k_cache: torch.Tensor, v_cache: torch.Tensor, position: torch.Tensor, scale: float, chunk: int,
                     block_n: int, num_warps: int) -> torch.Tensor:
     h, kvh, n, d = _check_rope_append(q, k, v, cos, sin, k_cache, v_cache, position)
     q, k, v = (t.reshape(-1, d).contiguous() for t in (q, k, v))
     cos, sin = cos.reshape(d).contiguous(), sin.reshape(d).contiguous()
-    splits = splits or default_splits(1, h, n, block_n, q.device)
-    chunk = math.ceil(math.ceil(n / splits) / block_n) * block_n
+    chunk = math.ceil((chunk or ROPE_APPEND_CHUNK) / block_n) * block_n
     splits = math.ceil(n / chunk)
-    part = torch.empty(h * splits, d, device=q.device, dtype=torch.float32)
-    lse = torch.empty(h * splits, device=q.device, dtype=torch.float32)
+    s_pow2 = next_pow2(splits)
+    part = torch.empty(h * s_pow2, d, device=q.device, dtype=torch.float32)
+    lse = torch.empty(h * s_pow2, device=q.device, dtype=torch.float32)
     out = torch.empty(h, d, device=q.device, dtype=q.dtype)
+    pdl = pdl_here(q.device)
     _decode_rope_append[(h, splits)](q, k, v, cos, sin, k_cache, v_cache, position.reshape(1), part, lse,
-                                     _counter(q.device, h), out, n, chunk, splits, scale or 1.0 / math.sqrt(d),
-                                     GROUP=h // kvh, BLOCK_N=block_n, D=d, S_POW2=next_pow2(splits),
-                                     num_warps=num_warps)
+                                     _counter(q.device, h), out, n, chunk, scale or 1.0 / math.sqrt(d),
+                                     GROUP=h // kvh, BLOCK_N=block_n, D=d, S_POW2=s_pow2, PDL=pdl,
+                                     num_warps=num_warps, **({"launch_pdl": True} if pdl else {}))
     return out
 
 
 @_rope_append_op.register_fake
-def _(q, k, v, cos, sin, k_cache, v_cache, position, scale, splits, block_n, num_warps):
+def _(q, k, v, cos, sin, k_cache, v_cache, position, scale, chunk, block_n, num_warps):
     d = k_cache.shape[-1]
     return q.new_empty(q.numel() // d, d)

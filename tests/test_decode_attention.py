@@ -131,22 +131,24 @@ def rope_inputs(heads, kv_heads, slots, d, dtype, seed=0):
     return q, k, v, cos, sin, caches
 
 
-@pytest.mark.parametrize("dtype,splits,block_n", [(torch.float32, None, 32), (torch.bfloat16, 5, 32),
-                                                  (torch.float32, 1, 16), (torch.float32, 3, 64)])
+@pytest.mark.parametrize("dtype,chunk,block_n", [(torch.float32, None, 32), (torch.bfloat16, 64, 32),
+                                                 (torch.float32, 16, 16), (torch.float32, 1000, 64),
+                                                 (torch.float32, 48, 32)])
 @pytest.mark.parametrize("heads,kv_heads,slots,position,d", [(4, 4, 64, 0, 16), (8, 2, 300, 128, 32),
                                                              (6, 1, 257, 256, 64), (12, 4, 1000, 63, 32),
                                                              (12, 4, 1000, 64, 32), (2, 2, 33, 31, 8)])
 def test_the_rope_append_kernel_rotates_writes_the_caches_and_attends(heads, kv_heads, slots, position, d, dtype,
-                                                                      splits, block_n):
-    """Odd shapes, positions at a chunk's first and last slot, slot 0 and the last slot; slots past the position
-    hold NaN (never read) and the written slot starts as NaN (read only through the new k and v)."""
+                                                                      chunk, block_n):
+    """Odd shapes, positions at a chunk's first and last slot, slot 0 and the last slot, one chunk or many (a
+    chunk not a multiple of the block is rounded up to one); slots past the position hold NaN (never read) and
+    the written slot starts as NaN (read only through the new k and v)."""
     q, k, v, cos, sin, (kc, vc) = rope_inputs(heads, kv_heads, slots, d, dtype, seed=position)
     kc[:, :, position:], vc[:, :, position:] = float("nan"), float("nan")
     want_kc, want_vc = kc.clone(), vc.clone()
     pos = torch.tensor([position], device=DEVICE)
     want = ref.decode_attention_rope_append(q, k, v, cos, sin, want_kc, want_vc, pos).float()
     for _ in range(2):           # twice: the combine's counters are back at zero after a call
-        got = da.decode_attention_rope_append(q, k, v, cos, sin, kc, vc, pos, splits=splits, block_n=block_n)
+        got = da.decode_attention_rope_append(q, k, v, cos, sin, kc, vc, pos, chunk=chunk, block_n=block_n)
         assert got.shape == (heads, d) and got.dtype == dtype and torch.isfinite(got).all()
         assert (got.float() - want).abs().max() <= TOL[dtype] * max(1.0, want.abs().max())
     assert (da._counter(q.device, heads) == 0).all()
