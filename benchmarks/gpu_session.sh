@@ -89,7 +89,8 @@ if [[ $part == peers ]]; then     # peers [pi0|llama] [limit_s]: built together,
       --option num_steps=10 --recipe $recipe --iters 50 --together --limit-s "${2:-420}" \
       --out "$OUT/peers-pi0-full.json" 2>&1 | tee "$OUT/peers-pi0.log"
   else
-    python3 benchmarks/peers.py --workload llama --preset 1b --recipe benchmarks/results/llama-1b/recipe.json \
+    recipe=reports/lt-llama-1b/recipe.json; [[ -f $recipe ]] || recipe=benchmarks/results/llama-1b/recipe.json
+    python3 benchmarks/peers.py --workload llama --preset 1b --recipe $recipe \
       --iters 100 --together --limit-s "${2:-300}" --out "$OUT/peers-llama-1b.json" 2>&1 | tee "$OUT/peers-llama.log"
   fi
 fi

@@ -27,8 +27,9 @@ programs of the same KV head that read that slot use the new k and v from regist
 have landed). The chunks are combined in the same launch: each program adds one to its head's counter
 after writing its partial result, and the one that finds every other chunk done reads them all, writes
 the output and sets the counter back to zero for the next call (one int32 per head, kept per device).
-A program walks `chunk` slots (256 by default), and only the chunks that hold filled slots do anything: a
-decode at position 128 is one program a query head, which writes the output itself, with no combine. On
+A program walks `chunk` slots (64 by default), and only the chunks that hold filled slots do anything (a
+decode at position 128 of a 1024-slot cache: 3 of 16); where one chunk holds them all, it writes the
+output itself, with no combine. On
 Hopper it takes part in Programmatic Dependent Launch as Inductor's kernels do: it may launch before the
 kernel that writes q, k and v ends (it waits for it first), and lets the next one launch once its reads
 are done. The rotary embedding, the two cache writes, the length and the combine were five more launches
@@ -320,7 +321,11 @@ def _check_rope_append(q, k, v, cos, sin, k_cache, v_cache, position):
     return h, kvh, n, d
 
 
-ROPE_APPEND_CHUNK = 256   # cache slots a program of decode_attention_rope_append walks by default (see below)
+# NOTE: cache slots a program walks by default. llama 1b's shapes on the H200 (2026-11-23,
+# benchmarks/decode_attention.py, 16 calls in a graph): 64-slot chunks of one 64-slot block 5.45 / 6.83 / 7.71 us
+# a call at positions 128 / 511 / 1023; 128 of 128: 6.22 / 6.31 / 7.94; 256 of 128 (8 warps): 5.66 / 7.91 / 9.76;
+# one 1024 chunk: 6.21 / 13.82 / 30.76. Many short chunks and the in-launch combine beat one long walk.
+ROPE_APPEND_CHUNK = 64
 
 
 def decode_attention_rope_append(q, k, v, cos, sin, k_cache, v_cache, position, scale=None, chunk=None,
