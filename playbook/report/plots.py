@@ -161,7 +161,8 @@ def plot_time(run):
     `start_ahead`, `build_ahead` and `compile_ahead` (done by a kernel started while the phase before ran) are hatched: they
     are not in the total."""
     ps = [p for p in run.phases() if p.get("time_s")]
-    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.42 * max(len(ps), 1)))
+    # tall enough for the legend beside it (up to 14 sections) even for a run of one phase
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.42 * max(len(ps), 5)))
     seen = set()
     for i, p in enumerate(ps):
         t, left = p["time_s"], 0.0
