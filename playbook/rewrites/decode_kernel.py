@@ -112,8 +112,20 @@ def _why_not_fusable(module):
         return "sliding window (its cache layers are sliding) or soft-capping"
     if d & (d - 1) or cfg.num_attention_heads % cfg.num_key_value_heads:
         return "head size not a power of two, or heads not a multiple of the KV heads"
+    if not _counted_static_layers():
+        return "this transformers' static cache layers write at cache_position, not at a counter of their own"
     rope = getattr(inspect.getmodule(type(module)), "apply_rotary_pos_emb", None)
     return None if rope is not None and _rotates_half(rope, d) else "its rotary function is not rotate-half"
+
+
+def _counted_static_layers():
+    """Whether this transformers' StaticLayer writes at a position counter of its own (a tensor), which the
+    one-launch forward reads and advances as the layer's update() does."""
+    try:
+        from transformers.cache_utils import StaticLayer
+        return isinstance(getattr(StaticLayer(max_cache_len=1), "cumulative_length", None), torch.Tensor)
+    except Exception:  # noqa: BLE001  (an older or newer cache design: the one-launch forward is not offered)
+        return False
 
 
 def _rotates_half(rope, d):
