@@ -65,7 +65,7 @@ def main(argv=None):
             rows.append({"chunk": chunk, "block_n": block_n, "num_warps": warps, "position": position, "us": us})
             print(json.dumps(rows[-1]), flush=True)
     out = {"device": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
-           "torch": torch.__version__, "pdl": da.pdl_here(torch.device("cuda")), "rows": rows}
+           "torch": torch.__version__, "pdl": da.launch_pdl(torch.device("cuda", torch.cuda.current_device())), "rows": rows}
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 
 

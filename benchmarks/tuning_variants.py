@@ -40,14 +40,12 @@ def variant_steps(phases, knobs):
 
 
 def kernel_count(step, device):
-    """GPU kernels (and copies) one call of step launches, from a profiled call."""
-    from torch.profiler import ProfilerActivity, profile
-    step()
-    torch.cuda.synchronize(device)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        step()
-        torch.cuda.synchronize(device)
-    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    """GPU operations (kernels and copies) one call of step runs, as the ladder's traces count them
+    (playbook.profile: `gpu_op_count` of the median traced step)."""
+    import tempfile
+    from playbook import profile
+    with tempfile.TemporaryDirectory() as tmp:
+        return profile.analyse(profile.capture(step, device, Path(tmp) / "step.json.gz"))["gpu_op_count"]
 
 
 def measure(params, contenders, iters, warmup, kernels=False):

@@ -35,6 +35,7 @@ kernel that writes q, k and v ends (it waits for it first), and lets the next on
 are done. The rotary embedding, the two cache writes, the length and the combine were five more launches
 a layer. It is the custom op `playbook::decode_attention_rope_append`, which mutates the caches.
 """
+import functools
 import math
 
 import torch
@@ -341,9 +342,11 @@ def decode_attention_rope_append(q, k, v, cos, sin, k_cache, v_cache, position, 
                                                            int(num_warps))
 
 
-def pdl_here(device):
-    """Whether our launches can take part in Programmatic Dependent Launch here (Hopper and newer, not in the
-    interpreter, not on ROCm, and a Triton that knows the launch option)."""
+@functools.lru_cache(maxsize=None)
+def launch_pdl(device):
+    """Whether our launches can take part in Programmatic Dependent Launch on this device (Hopper and newer, not
+    in the interpreter, not on ROCm, and a Triton that knows the launch option); asked once a device, not at
+    every call."""
     if device.type != "cuda" or torch.version.hip or not torch.cuda.is_available():
         return False
     try:
@@ -366,7 +369,7 @@ def _rope_append_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torc
     part = torch.empty(h * s_pow2, d, device=q.device, dtype=torch.float32)
     lse = torch.empty(h * s_pow2, device=q.device, dtype=torch.float32)
     out = torch.empty(h, d, device=q.device, dtype=q.dtype)
-    pdl = pdl_here(q.device)
+    pdl = launch_pdl(q.device)
     _decode_rope_append[(h, splits)](q, k, v, cos, sin, k_cache, v_cache, position.reshape(1), part, lse,
                                      _counter(q.device, h), out, n, chunk, scale or 1.0 / math.sqrt(d),
                                      GROUP=h // kvh, BLOCK_N=block_n, D=d, S_POW2=s_pow2, PDL=pdl,

@@ -23,6 +23,7 @@ and attends. Without it, a layer's decode launched the rotary of q, the rotary o
 write of v, the length, the split-KV kernel and its combine. Any other call (a prompt, batch > 1, a
 dynamic or sliding cache layer, partial rotary) runs the module's own forward.
 """
+import functools
 import inspect
 import types
 
@@ -118,6 +119,7 @@ def _why_not_fusable(module):
     return None if rope is not None and _rotates_half(rope, d) else "its rotary function is not rotate-half"
 
 
+@functools.cache
 def _counted_static_layers():
     """Whether this transformers' StaticLayer writes at a position counter of its own (a tensor), which the
     one-launch forward reads and advances as the layer's update() does."""
