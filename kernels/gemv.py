@@ -1,6 +1,6 @@
 """A decode step's projections: y = W @ x for a handful of rows, with the norm before it and the add after it.
 
-    y = gemv(x, weight)                                        # F.linear(x, weight) for x of 1 to a few rows
+    y = gemv(x, weight)                                        # F.linear(x, weight) for x of 1 to 16 rows
     y = gemv(x, weight, norm_weight=w, eps=1e-6)               # F.linear(rms_norm(x, w, eps), weight)
     y = gemv(x, weight, bias=b, residual=r)                    # F.linear(x, weight, b) + r
     ref = reference.gemv(x, weight, ...)
@@ -12,6 +12,16 @@ norm is folded into the prologue: rms_norm(x) @ W.T = rstd * ((x * w) @ W.T), an
 that gives rstd is gathered from the same x chunks, so the norm costs no kernel and no pass of its own.
 The bias and a residual add go into the epilogue, before the one rounding to x's dtype.
 
+Two to MAX_ROWS rows (pi0's action expert: 11 suffix tokens a denoise step; a short prompt; a few
+speculated tokens) are still bound by W's bytes, at 2 * rows FLOPs a weight: one program then takes every
+row at once, so W is read once, not once a row. It multiplies a [16, BLOCK_K] tile of x by its
+[BLOCK_N, BLOCK_K] tile of W on the tensor cores (tl.dot), and a projection with too few columns to fill
+the SMs splits K: each split writes its partial sums (and its part of the rows' sums of squares), and the
+last split of a column block to finish adds them up and applies the epilogue, in the same launch, through
+one int32 counter a column block that it sets back to zero (`rows_blocks` chooses). A 16-bit W is
+multiplied in its own dtype, as cuBLAS does, and in fp32 in Triton's interpreter (whose bf16 tl.dot gives
+garbage: Triton 3.9).
+
 `blocks(n, k, device)` gives each program two rows of W in K chunks of 1024 (one row where two would
 leave fewer than two programs per SM: a 512-row K/V projection must still spread over 132 SMs). It is
 the torch custom op `playbook::gemv`, opaque to Inductor and capturable in a CUDA graph. On a CPU it
@@ -22,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton import check_device, next_pow2
+from ._triton import INTERPRET, check_device, next_pow2
 
 TILE = 4096          # fp32 elements of a program's accumulator tile (BLOCK_N x BLOCK_K), at most
 # NOTE: two rows of W a program, K in chunks of 1024, 4 warps: on the H200 (benchmarks/results/gemv/gemv.json,
@@ -31,6 +41,7 @@ TILE = 4096          # fp32 elements of a program's accumulator tile (BLOCK_N x 
 # gate/up shapes to 2.0x on the 512-row K/V projection). The earlier choice (up to 8 rows, chunks of 512)
 # was 1.2 to 1.7x slower than this one on the five shapes of 8 MB or more.
 ROWS, CHUNK = 2, 1024
+MAX_ROWS = 16        # rows one program of the few-row kernel takes (tl.dot's smallest M); more fall to F.linear
 
 
 @triton.jit
@@ -61,6 +72,66 @@ def _gemv(X, W, B, R, NW, Y, N, K, stride_x, stride_w, stride_r, stride_y, eps, 
     tl.store(Y + row * stride_y + n, y.to(Y.dtype.element_ty), mask=n_in)
 
 
+@triton.jit
+def _gemv_rows(X, W, B, R, NW, Y, Part, Sq, Count, M, N, K, K_SPLIT, stride_x, stride_w, stride_r, stride_y,
+               eps, offset, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, HAS_NORM: tl.constexpr,
+               SPLITS: tl.constexpr, FP32_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_K: tl.constexpr):
+    pid, split = tl.program_id(0), tl.program_id(1)     # BLOCK_N outputs of every row, over one split of K
+    m = tl.arange(0, BLOCK_M)
+    m_in = m < M
+    n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_in = n < N
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    squares = tl.zeros([BLOCK_M], dtype=tl.float32)
+    lo = split * K_SPLIT
+    hi = tl.minimum(lo + K_SPLIT, K)
+    for start in range(lo, hi, BLOCK_K):
+        k = start + tl.arange(0, BLOCK_K)
+        k_in = k < hi
+        x = tl.load(X + m[:, None] * stride_x + k[None, :], mask=m_in[:, None] & k_in[None, :], other=0.0)
+        if HAS_NORM:
+            x = x.to(tl.float32)
+            squares += tl.sum(x * x, 1)
+            x = x * (tl.load(NW + k, mask=k_in, other=0.0).to(tl.float32) + offset)[None, :]
+        w = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & k_in[None, :], other=0.0)
+        if FP32_DOT:
+            acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
+        else:
+            acc += tl.dot(x.to(w.dtype), tl.trans(w))
+    if SPLITS > 1:      # park this split's sums; the last split of this column block to finish adds them up
+        tl.store(Part + (split * BLOCK_M + m[:, None]) * N + n[None, :], acc, mask=n_in[None, :])
+        tl.store(Sq + (split * tl.num_programs(0) + pid) * BLOCK_M + m, squares)
+        done = tl.atomic_add(Count + pid, 1, sem="acq_rel")
+        if done == SPLITS - 1:
+            acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            squares = tl.zeros([BLOCK_M], dtype=tl.float32)
+            for s in range(SPLITS):
+                acc += tl.load(Part + (s * BLOCK_M + m[:, None]) * N + n[None, :], mask=n_in[None, :], other=0.0,
+                               cache_modifier=".cg")
+                squares += tl.load(Sq + (s * tl.num_programs(0) + pid) * BLOCK_M + m, cache_modifier=".cg")
+            _rows_epilogue(acc, squares, B, R, Y, m, m_in, n, n_in, K, stride_r, stride_y, eps, HAS_BIAS, HAS_RES,
+                           HAS_NORM)
+            tl.atomic_xchg(Count + pid, 0)              # ready for the next call
+    else:
+        _rows_epilogue(acc, squares, B, R, Y, m, m_in, n, n_in, K, stride_r, stride_y, eps, HAS_BIAS, HAS_RES,
+                       HAS_NORM)
+
+
+@triton.jit
+def _rows_epilogue(acc, squares, B, R, Y, m, m_in, n, n_in, K, stride_r, stride_y, eps, HAS_BIAS: tl.constexpr,
+                   HAS_RES: tl.constexpr, HAS_NORM: tl.constexpr):
+    y = acc
+    if HAS_NORM:
+        y = y / tl.sqrt(squares / K + eps)[:, None]
+    if HAS_BIAS:
+        y += tl.load(B + n, mask=n_in, other=0.0).to(tl.float32)[None, :]
+    both = m_in[:, None] & n_in[None, :]
+    if HAS_RES:
+        y += tl.load(R + m[:, None] * stride_r + n[None, :], mask=both, other=0.0).to(tl.float32)
+    tl.store(Y + m[:, None] * stride_y + n[None, :], y.to(Y.dtype.element_ty), mask=both)
+
+
 def sm_count(device):
     device = torch.device(device)
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
@@ -85,6 +156,43 @@ def gpu_blocks(n, k, sms, waves=2):
     return block_n, block_k
 
 
+# NOTE: the few-row kernel's blocks (2 to 16 rows): 32 columns of W a program in K chunks of 256, 4 warps; K is split
+# only where the column blocks cannot cover half the SMs, and then until they cover them twice. On the H200
+# (benchmarks/results/gemv/gemv-pi0-11rows.json, 2026-12-01, pi0's 11-row projections, a sweep of 24 choices) that
+# was the fastest or within 2% of it on all five shapes: unsplit on the 80- and 256-block q/k/v and gate+up (4.88 and
+# 6.98 us, against 5.99 and 8.86 us split 4 and 2 ways), 8 splits on the 32-block o and down (5.47 and 6.60 us).
+ROWS_BLOCK_N, ROWS_BLOCK_K = 32, 256
+
+
+def rows_blocks(n, k, device, waves=2):
+    """(BLOCK_N, BLOCK_K, splits) of the few-row kernel. On a GPU: ROWS_BLOCK_N columns a program in K chunks of
+    ROWS_BLOCK_K; where the column blocks cover fewer than half the SMs, K split into as many parts as it takes
+    to give every SM `waves` programs (each part at least one chunk). On a CPU (the interpreter) one large
+    program a column block, K unsplit."""
+    device = torch.device(device)
+    block_k = max(16, min(ROWS_BLOCK_K, next_pow2(k)))
+    if device.type == "cpu":
+        return max(16, min(64, next_pow2(n))), max(16, min(128, next_pow2(k))), 1
+    return rows_gpu_blocks(n, k, sm_count(device), waves, ROWS_BLOCK_N, block_k)
+
+
+def rows_gpu_blocks(n, k, sms, waves=2, block_n=ROWS_BLOCK_N, block_k=ROWS_BLOCK_K):
+    tiles = -(-n // block_n)
+    chunks = -(-k // block_k)
+    splits = 1 if 2 * tiles >= sms else max(1, min(chunks, -(-waves * sms // tiles)))
+    return block_n, block_k, -(-chunks // -(-chunks // splits))     # no split left without a chunk
+
+
+_counters = {}      # (device, column blocks) -> int32 zeros: the split-K combine's counters, zero between calls
+
+
+def _counter(device, tiles):
+    key = (str(device), tiles)
+    if key not in _counters:
+        _counters[key] = torch.zeros(tiles, dtype=torch.int32, device=device)
+    return _counters[key]
+
+
 def _check(x, weight, bias, residual, norm_weight):
     check_device("gemv", *(t for t in (x, weight, bias, residual, norm_weight) if t is not None))
     if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
@@ -100,17 +208,19 @@ def _check(x, weight, bias, residual, norm_weight):
 
 
 def gemv(x, weight, bias=None, residual=None, norm_weight=None, eps=1e-6, offset=0.0, block_n=0, block_k=0,
-         num_warps=4):
+         num_warps=4, splits=0):
     """F.linear(rms_norm(x) if norm_weight is given else x, weight, bias) + residual, in fp32 with one
-    rounding to x's dtype. x: [..., K] (decode: one row); weight [N, K]; residual [..., N]."""
+    rounding to x's dtype. x: [..., K] (decode: one row; up to MAX_ROWS rows in one program, any number
+    in blocks of MAX_ROWS); weight [N, K]; residual [..., N]. block_n, block_k, splits: 0 for the
+    defaults (splits: the few-row kernel's split of K)."""
     return torch.ops.playbook.gemv(x, weight, bias, residual, norm_weight, float(eps), float(offset),
-                                   int(block_n), int(block_k), int(num_warps))
+                                   int(block_n), int(block_k), int(num_warps), int(splits))
 
 
 @torch.library.custom_op("playbook::gemv", mutates_args=())
 def _gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
              norm_weight: torch.Tensor | None, eps: float, offset: float, block_n: int, block_k: int,
-             num_warps: int) -> torch.Tensor:
+             num_warps: int, splits: int) -> torch.Tensor:
     n, k = _check(x, weight, bias, residual, norm_weight)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, k).contiguous()
@@ -120,6 +230,12 @@ def _gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r
     if rows == 0:
         return y.reshape(*lead, n)
     r = residual.reshape(rows, n).contiguous() if residual is not None else y
+    if rows > 1:
+        for lo in range(0, rows, MAX_ROWS):       # MAX_ROWS rows a launch, W read once for them
+            hi = min(rows, lo + MAX_ROWS)
+            _launch_rows(x2[lo:hi], w, bias, r[lo:hi], residual is not None, norm_weight, y[lo:hi], eps, offset,
+                         block_n, block_k, num_warps, splits)
+        return y.reshape(*lead, n)
     auto_n, auto_k = blocks(n, k, x.device)
     block_n, block_k = block_n or auto_n, block_k or auto_k
     _gemv[(triton.cdiv(n, block_n), rows)](
@@ -130,6 +246,24 @@ def _gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r
     return y.reshape(*lead, n)
 
 
+def _launch_rows(x, w, bias, r, has_res, norm_weight, y, eps, offset, block_n, block_k, num_warps, splits):
+    rows, k = x.shape
+    n = w.shape[0]
+    auto_n, auto_k, auto_splits = rows_blocks(n, k, x.device)
+    block_n, block_k = max(16, block_n or auto_n), max(16, block_k or auto_k)
+    splits = min(splits or auto_splits, -(-k // block_k))
+    k_split = -(-k // (splits * block_k)) * block_k
+    splits = -(-k // k_split)
+    tiles = triton.cdiv(n, block_n)
+    part = torch.empty(splits * MAX_ROWS, n, device=x.device, dtype=torch.float32) if splits > 1 else y
+    sq = torch.empty(splits * tiles * MAX_ROWS, device=x.device, dtype=torch.float32) if splits > 1 else y
+    _gemv_rows[(tiles, splits)](
+        x, w, bias if bias is not None else y, r, norm_weight if norm_weight is not None else y, y, part, sq,
+        _counter(x.device, tiles), rows, n, k, k_split, x.stride(0), w.stride(0), r.stride(0), y.stride(0), eps,
+        offset, HAS_BIAS=bias is not None, HAS_RES=has_res, HAS_NORM=norm_weight is not None, SPLITS=splits,
+        FP32_DOT=w.dtype == torch.float32 or INTERPRET, BLOCK_M=MAX_ROWS, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
+
+
 @_gemv_op.register_fake
-def _(x, weight, bias, residual, norm_weight, eps, offset, block_n, block_k, num_warps):
+def _(x, weight, bias, residual, norm_weight, eps, offset, block_n, block_k, num_warps, splits):
     return x.new_empty(*x.shape[:-1], weight.shape[0])
