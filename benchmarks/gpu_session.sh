@@ -25,6 +25,11 @@
 #                                                   # Inductor's combo kernels (independent small kernels as one)
 #   bash benchmarks/gpu_session.sh rope-append      # benchmarks/tuning_variants.py: llama 1b's recipe beside itself with
 #                                                   # the one-launch decode (rotary + cache write + attention)
+#   bash benchmarks/gpu_session.sh few-rows         # kernels.gemv's few-row kernel: its tests on CUDA, pi0's 11-row
+#                                                   # projections against cuBLAS (a sweep), pi0 full's recipe beside
+#                                                   # itself with its denoise projections through it
+#   bash benchmarks/gpu_session.sh pi0-kernels      # the committed pi0 full run from phase 5 on again (kernels, tuning,
+#                                                   # verify; tuning's recorded budget dropped for its default), target 15 ms
 #   bash benchmarks/gpu_session.sh autotune-cache   # benchmarks/autotune_cache_check.py: a cached coordinate-descent
 #                                                   # build, does it tune again in a new process?
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
@@ -147,6 +152,24 @@ if [[ $part == rope-append ]]; then   # llama 1b's recipe with its attention mod
   timeout "${TV_S:-250}" python3 benchmarks/tuning_variants.py --recipe benchmarks/results/llama-1b/recipe.json \
     --knobs "attention=$sites" --kernels --json "$OUT/rope-append.json" 2>&1 | grep -v Warning > "$OUT/rope-append.log"
   grep -E "built in|p50|kernels a step|Error|error" "$OUT/rope-append.log"
+fi
+if [[ $part == few-rows ]]; then   # pi0's denoise projections (11 rows) through kernels.gemv
+  python3 -m pytest -q tests/test_gemv.py 2>&1 | tail -2 | tee "$OUT/gemv-tests.txt"     # compiled, on CUDA
+  timeout "${GEMV_S:-200}" python3 benchmarks/gemv.py --rows 11 --shapes pi0 --sweep --out "$OUT" 2>&1 | tee "$OUT/gemv-pi0.log"
+  timeout "${TV_S:-330}" python3 benchmarks/tuning_variants.py --recipe benchmarks/results/pi0-full/recipe.json \
+    --knobs 'kernels={"gemv": true}' --kernels --iters 50 --warmup 10 --json "$OUT/pi0-gemv.json" 2>&1 \
+    | grep -v Warning > "$OUT/pi0-gemv.log"
+  grep -E "built in|p50|kernels a step|Error|error" "$OUT/pi0-gemv.log"
+fi
+if [[ $part == pi0-kernels ]]; then   # phases 5-7 of the committed pi0 full run again, at this code
+  python3 -m pytest -q tests/test_gpu.py -k "projection_shape" 2>&1 | tail -2 | tee "$OUT/gpu-tests.txt"
+  run=$PWD/reports/pi0-full
+  rm -rf "$run"; cp -r benchmarks/results/pi0-full "$run"
+  rm -f "$run"/phases/0[5-7]-*.json "$run"/notebooks/0[5-7]-*
+  python3 -c "import json, sys; p = sys.argv[1]; r = json.load(open(p)); r.pop('budgets', None); json.dump(r, open(p, 'w'), indent=1)" "$run/run.json"
+  timeout "${LADDER_S:-500}" python3 -m playbook run --out "$run" --resume --target-ms "${PI0_TARGET_MS:-15}" 2>&1 \
+    | grep -v IPKernelApp | tee "$OUT/pi0-kernels.log"
+  tar czf "$OUT/pi0-full-run.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C "$PWD/reports" pi0-full
 fi
 if [[ $part == pi0-time ]]; then
   timeout "${LADDER_S:-585}" python3 benchmarks/ladder_time.py --workload pi0 --preset full --device cuda --target-ms "${PI0_TARGET_MS:-20}" \

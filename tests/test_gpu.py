@@ -99,3 +99,23 @@ def test_a_graph_replay_traces_the_same_kernels_as_eager_with_one_launch(tmp_pat
     for s in (eager, graph):
         assert sum(s["category_ms"].values()) == pytest.approx(s["gpu_busy_ms"], rel=0.05)
         assert s["category_ms"]["gemm"] > 0
+
+
+def test_phase_5_times_each_projection_shape_before_it_builds():
+    """rewrites.gemv.time_shapes on a real step: one row per distinct shape (rows, N, K, norm), both ways timed in
+    graphs; the winners are shapes of that table, and a routed step with only them still gives the same logits."""
+    from playbook.rewrites import gemv
+    from playbook.workloads import build_workload
+    wl = build_workload("hf", "tiny", "qwen2", torch.device("cuda"), torch.bfloat16, options={"position": "9"})
+    with torch.no_grad():
+        want = wl.model(*wl.args, **wl.kwargs).float()
+    found = gemv.find_sites(wl.model, wl.args, wl.kwargs)
+    table = gemv.time_shapes(found, torch.device("cuda"), torch.bfloat16)
+    assert len(table) == len(set(gemv.shape_keys(found).values()))
+    assert all(r["gemv_us"] > 0 and r["cublas_us"] > 0 for r in table)
+    shapes = gemv.winners(table)
+    assert all(any([r["rows"], r["N"], r["K"], r["norm"]] == s for r in table) for s in shapes)
+    gemv.route(wl.model, gemv.select(found, shapes))
+    with torch.no_grad():
+        got = wl.model(*wl.args, **wl.kwargs).float()
+    assert (got - want).abs().max().item() < 0.05 * want.abs().max().item()

@@ -1,21 +1,27 @@
-"""Phase 5's decode-projection rewrite: one-row Linears -> kernels.gemv, and each RMSNorm that feeds only
+"""Phase 5's decode-projection rewrite: few-row Linears -> kernels.gemv, and each RMSNorm that feeds only
 projections folded into their prologue.
 
     found = find_sites(model, args, kwargs)     # on one real call: what would be routed and folded, and why not
+    table = time_shapes(found, device, dtype)   # GPU: each projection shape on kernels.gemv and on cuBLAS
+    found = select(found, winners(table))       # only the shapes the kernel wins
     routed = route(model, found)                # in place
 
-A decode step's projections read each weight once for one row of activations: a matrix-vector product
-bound by the weight's bytes. The rewrite is found by data flow on one real call of the step, not by
-names:
-- a Linear is routed when every call it got had one row (a Linear that also sees a prompt, or a vision
-  encoder's patches, keeps F.linear for those calls: it falls back by shape);
+A decode step's projections read each weight once for one row of activations (or a few: pi0's 11 suffix
+tokens a denoise step, a short prompt): a matrix-vector product bound by the weight's bytes. The rewrite is
+found by data flow on one real call of the step, not by names:
+- a Linear is routed when every call it got had at most MAX_ROWS rows (a Linear that also sees a long
+  prompt, or a vision encoder's patches, keeps F.linear for those calls: it falls back by shape);
 - an RMSNorm (recognised by a probe, kernel_swap.norm_flavour) is folded when every output it produced
   was read only by Linears, as their whole input, and those Linears never took an input from anywhere
   else. The norm then passes its input through, and each of those Linears computes the norm itself in
   its prologue (rstd * ((x * w) @ W.T)). A norm whose output is also read by anything else (a residual
   taken after the norm, a shape-changing view) is left, with the op that read it.
-Routed Linears keep their class and parameters (state_dict unchanged); a call with more than one row, or
-any call when the kernel cannot run, goes through F.linear after the norm's own forward, so the folded
+Before building, phase 5 times every distinct shape (rows, N, K, with the norm folded in or not) both ways,
+inside CUDA graphs with the weights rotating past the L2 cache as a step reads them, and routes only the
+shapes whose kernel is faster beyond noise: at 11 rows (pi0's denoise steps, H200) the kernel beat cuBLAS on
+some projections and lost on others (benchmarks/results/gemv/).
+Routed Linears keep their class and parameters (state_dict unchanged); a call with more than MAX_ROWS rows,
+or any call when the kernel cannot run, goes through F.linear after the norm's own forward, so the folded
 model is the same model at every shape.
 """
 import types
@@ -29,7 +35,7 @@ from torch.utils._pytree import tree_leaves
 from .fusion import FusedPart
 from .kernel_swap import norm_flavour
 
-MAX_ROWS = 1          # the kernel's case: a batch-1 decode step's one row
+MAX_ROWS = 16         # kernels.gemv.MAX_ROWS, the rows its few-row kernel takes at once (a test checks they agree)
 
 
 def _rows(x):
@@ -104,7 +110,7 @@ def find_sites(model, args=(), kwargs=None):
     finally:
         for h in handles:
             h.remove()
-    found = {"linears": [], "folds": [], "left": []}
+    found = {"linears": [], "folds": [], "left": [], "shapes": {}}
     groups = {}                           # a fused group is routed whole, or not at all
     for path, mod in linears.items():
         groups.setdefault(id(_owner(mod)), []).append(path)
@@ -113,9 +119,11 @@ def find_sites(model, args=(), kwargs=None):
         if not rows.get(path):
             found["left"].append({"path": path, "why": "not called by the step"})
         elif many > MAX_ROWS:
-            found["left"].append({"path": path, "why": f"called with {many} rows (a decode step has one)"})
+            found["left"].append({"path": path, "why": f"called with {many} rows (the GEMV takes 1 to {MAX_ROWS})"})
         else:
             found["linears"].append(path)
+            w = _owner(mod).weight
+            found["shapes"][path] = [max(1, many), w.shape[0], w.shape[1]]
     routed = set(found["linears"])
     for path, (mod, eps, offset) in norms.items():
         outs = outputs.get(path) or []
@@ -136,12 +144,88 @@ def find_sites(model, args=(), kwargs=None):
     return found
 
 
+def shape_keys(found):
+    """{path: (rows, N, K, norm)} of found's routed projections: what time_shapes times and select keeps. A
+    fused group's parts share their group's key (it is one projection)."""
+    folded = {p for f in found["folds"] for p in f["into"]}
+    return {p: (*found["shapes"][p], p in folded) for p in found["linears"]}
+
+
+ROTATE_BYTES = 256 * 2 ** 20     # weight copies a timed graph rotates over: several times an H100/H200's L2
+CALLS = 20                       # calls of one shape in one timed graph
+
+
+def time_shapes(found, device, dtype, iters=15):
+    """[{rows, N, K, norm, gemv_us, cublas_us}] for each distinct shape of found's projections: kernels.gemv
+    (with the norm folded in where a fold would apply, which the pair it replaces also pays for) against
+    F.linear (cuBLAS), each as CALLS back-to-back calls in one CUDA graph over weight copies that rotate past
+    the L2, replays timed side by side. GPU only."""
+    from kernels.gemv import gemv
+
+    from .. import bench
+    table = []
+    for rows, n, k, norm in sorted(set(shape_keys(found).values())):
+        copies = max(2, min(CALLS, -(-ROTATE_BYTES // (n * k * dtype.itemsize))))
+        g = torch.Generator(device=device).manual_seed(0)
+        ws = [torch.randn(n, k, device=device, dtype=dtype, generator=g) * k ** -0.5 for _ in range(copies)]
+        x = torch.randn(rows, k, device=device, dtype=dtype, generator=g)
+        nw = torch.rand(k, device=device, dtype=dtype, generator=g) + 0.5 if norm else None
+        ours = _graph(lambda w: gemv(x, w, norm_weight=nw), ws, device)
+        theirs = _graph(lambda w: F.linear(x, w), ws, device)
+        t = bench.time_side_by_side({"gemv": ours.replay, "cublas": theirs.replay}, device, iters=iters, warmup=3)
+        table.append({"rows": rows, "N": n, "K": k, "norm": norm,
+                      "gemv_us": round(t["gemv"].p50_ms * 1e3 / CALLS, 2),
+                      "cublas_us": round(t["cublas"].p50_ms * 1e3 / CALLS, 2)})
+        del ws, ours, theirs
+    return table
+
+
+def _graph(call, ws, device):
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for w in ws[:2]:
+            call(w)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(CALLS):
+            call(ws[i % len(ws)])
+    return graph
+
+
+def winners(table, margin=0.02):
+    """The shapes of time_shapes' table where the kernel is faster than cuBLAS by more than margin, as the
+    [rows, N, K, norm] lists phase 5 records in its knobs."""
+    return [[r["rows"], r["N"], r["K"], r["norm"]] for r in table if r["gemv_us"] < r["cublas_us"] * (1 - margin)]
+
+
+def select(found, shapes):
+    """found with only the projections whose shape is in shapes (time_shapes' winners; True: all of them),
+    and only the folds whose projections all stay routed."""
+    if shapes is True:
+        return found
+    keep = {tuple(s) for s in shapes}
+    keys = shape_keys(found)
+    linears = [p for p in found["linears"] if keys[p] in keep]
+    kept = set(linears)
+    left = found["left"] + [{"path": p, "why": "cuBLAS faster at its shape " + "x".join(map(str, keys[p][:3]))}
+                            for p in found["linears"] if p not in kept]
+    folds = []
+    for f in found["folds"]:
+        if all(p in kept for p in f["into"]):
+            folds.append(f)
+        else:
+            left.append({"path": f["norm"], "why": "its projections are left to cuBLAS"})
+    return {**found, "linears": linears, "folds": folds, "left": left}
+
+
 def _why_not_fold(into, inputs, ptrs, routed):
     if not into:
         return "its output reaches no Linear"
     for p in into:
         if p not in routed:
-            return f"{p} is not routed (more than one row)"
+            return f"{p} is not routed (more than {MAX_ROWS} rows)"
         for x in inputs[p]:
             out = ptrs.get(x.untyped_storage().data_ptr())
             if out is None:
