@@ -316,3 +316,21 @@ def test_tuning_can_give_the_projections_back_to_inductor():
     assert not any({"forward", "_playbook_norm", "_playbook_forward"} & set(m.__dict__) for m in wl.model.modules())
     with torch.no_grad():
         torch.testing.assert_close(wl.model(*wl.args, **wl.kwargs), want, atol=1e-4, rtol=1e-4)
+
+
+def test_on_a_gpu_the_gemv_candidate_replaces_inductor_fusion_alone(monkeypatch):
+    """Where the shape table found projections the kernel wins, phase 5 builds the GEMV with Inductor's fusion
+    settings and not the fusion settings alone (a build that only told the two apart); otherwise the latter."""
+    import types as pytypes
+
+    from playbook.phases import kernels as phase
+    wl = _hf("llama", {"position": "3"})
+    ctx = pytypes.SimpleNamespace(info={}, pipe=pytypes.SimpleNamespace(compile=True), device=torch.device("cuda"),
+                                  vendor="cuda", fresh_pipeline=lambda: pytypes.SimpleNamespace(workload=wl))
+    gemv = {"gemv": [[1, 256, 256, False]], "inductor_fusion": True}
+    monkeypatch.setattr(phase, "_gemv_candidates", lambda ctx, pipe, notes: [gemv])
+    out = phase.candidates(ctx)
+    assert out[0] == gemv and {"inductor_fusion": True} not in out
+    assert any("fusion settings alone not built" in n for n in ctx.info["kernels_notes"])
+    monkeypatch.setattr(phase, "_gemv_candidates", lambda ctx, pipe, notes: [])
+    assert phase.candidates(ctx)[0] == {"inductor_fusion": True}

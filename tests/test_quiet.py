@@ -45,3 +45,23 @@ def test_without_the_chain_there_is_nothing_to_wait_for(monkeypatch, tmp_path):
     monkeypatch.setenv(quiet.LOCK_ENV, str(tmp_path / "gone" / "quiet.lock"))
     with quiet.quiet():                                # a run folder that no longer exists: no lock
         pass
+
+
+def test_a_table_of_timings_waits_for_a_warm_up_once(tmp_path, monkeypatch):
+    """quiet() inside quiet() (phase 5's shape table, phase 3's GEMMs: a timing a row) takes the lock once, and no
+    warm-up step starts between the inner sections."""
+    monkeypatch.setenv(quiet.LOCK_ENV, str(tmp_path / "quiet.lock"))
+    clock.reset()
+    warmer = subprocess.Popen([sys.executable, "-c", WARMER], stdout=subprocess.PIPE, text=True)
+    assert warmer.stdout.readline().startswith("start")
+    with quiet.quiet():
+        t0 = time.time()
+        for _ in range(4):
+            with quiet.quiet():                     # an inner section: no second wait, no deadlock on our own lock
+                time.sleep(0.3)
+        t1 = time.time()
+    out, _ = warmer.communicate(timeout=60)
+    starts = [float(s.split()[1]) for s in out.splitlines() if s.startswith("start")]
+    assert not any(t0 < s < t1 for s in starts), (t0, t1, starts)
+    assert 0.0 < clock.time_s()["wait_ahead"] < 1.0
+    assert quiet._depth[0] == 0

@@ -34,10 +34,12 @@ KEEP_IF = "not_slower"
 # On the H200 (2026-11-23, three candidates) the Triton swap went third and measured the same or slower on
 # every llama 1b run so far, at 10-11 s a build; the GPU budget went down to 40 s, which holds the kept
 # recipe's rebuild, Inductor's fusion and the GEMV, and leaves the swap out on llama 1b (the JSON says so).
-# The GEMV candidate (with Inductor's fusion settings) now goes first: it won or tied phase 5 on every llama 1b
-# run, and on pi0 full (whose kept recipe takes longer to rebuild than the 40 s) the budget had held only the
-# first candidate, Inductor's fusion alone, leaving out the GEMV that the denoise loop's 11-row projections
-# need (H200, 2026-11-23: 2500 kernels, cuBLAS at 5-7 us for projections whose floor is 1.1-4.6 us).
+# The GEMV candidate (with Inductor's fusion settings) replaces Inductor's fusion alone where phase 5's table
+# finds projection shapes it wins: on pi0 full (whose kept recipe takes longer to rebuild than the 40 s) the
+# budget had held only the first candidate, Inductor's fusion alone, leaving out the GEMV. H200, 2026-12-01:
+# pi0 full 17.71 -> 17.20 ms with o, down and the time MLP routed (q/k/v and gate+up with their norms lost to
+# cuBLAS); llama 1b 1.144 -> 1.042 ms, where Inductor's fusion alone measured 1.143 (the same as the recipe
+# before it) and cost a 12 s build.
 BUDGET_S = {"cuda": 40, "cpu": 45}
 
 INDUCTOR_FUSION = {"epilogue_fusion": True, "aggressive_fusion": True, "group_fusion": True,
@@ -91,7 +93,11 @@ def candidates(ctx):
     else:
         pipe = ctx.fresh_pipeline()
         if ctx.device.type == "cuda":
-            out = _gemv_candidates(ctx, pipe, notes) + out      # first: it carries Inductor's fusion settings too
+            gemv = _gemv_candidates(ctx, pipe, notes)
+            if gemv:     # it carries Inductor's fusion settings, and its shapes won their timings: it replaces them
+                out = gemv
+                notes.append("Inductor's fusion settings alone not built: the decode GEMV candidate carries "
+                             "them, and its projections each beat cuBLAS at their shape (gemv_shapes)")
         else:
             notes.append("decode GEMV not tried: its point is HBM bandwidth, which a CPU run cannot show "
                          "(tests/test_gemv.py checks it in the interpreter)")

@@ -160,24 +160,25 @@ def time_shapes(found, device, dtype, iters=15):
     (with the norm folded in where a fold would apply, which the pair it replaces also pays for) against
     F.linear (cuBLAS), each as CALLS back-to-back calls in one CUDA graph over weight copies that rotate past
     the L2, replays timed side by side. GPU only."""
+    from ..quiet import quiet
+    with quiet():                # the kernels started ahead wait once for the whole table
+        return [_time_shape(*key, device, dtype, iters) for key in sorted(set(shape_keys(found).values()))]
+
+
+def _time_shape(rows, n, k, norm, device, dtype, iters):
     from kernels.gemv import gemv
 
     from .. import bench
-    table = []
-    for rows, n, k, norm in sorted(set(shape_keys(found).values())):
-        copies = max(2, min(CALLS, -(-ROTATE_BYTES // (n * k * dtype.itemsize))))
-        g = torch.Generator(device=device).manual_seed(0)
-        ws = [torch.randn(n, k, device=device, dtype=dtype, generator=g) * k ** -0.5 for _ in range(copies)]
-        x = torch.randn(rows, k, device=device, dtype=dtype, generator=g)
-        nw = torch.rand(k, device=device, dtype=dtype, generator=g) + 0.5 if norm else None
-        ours = _graph(lambda w: gemv(x, w, norm_weight=nw), ws, device)
-        theirs = _graph(lambda w: F.linear(x, w), ws, device)
-        t = bench.time_side_by_side({"gemv": ours.replay, "cublas": theirs.replay}, device, iters=iters, warmup=3)
-        table.append({"rows": rows, "N": n, "K": k, "norm": norm,
-                      "gemv_us": round(t["gemv"].p50_ms * 1e3 / CALLS, 2),
-                      "cublas_us": round(t["cublas"].p50_ms * 1e3 / CALLS, 2)})
-        del ws, ours, theirs
-    return table
+    copies = max(2, min(CALLS, -(-ROTATE_BYTES // (n * k * dtype.itemsize))))
+    g = torch.Generator(device=device).manual_seed(0)
+    ws = [torch.randn(n, k, device=device, dtype=dtype, generator=g) * k ** -0.5 for _ in range(copies)]
+    x = torch.randn(rows, k, device=device, dtype=dtype, generator=g)
+    nw = torch.rand(k, device=device, dtype=dtype, generator=g) + 0.5 if norm else None
+    ours = _graph(lambda w: gemv(x, w, norm_weight=nw), ws, device)
+    theirs = _graph(lambda w: F.linear(x, w), ws, device)
+    t = bench.time_side_by_side({"gemv": ours.replay, "cublas": theirs.replay}, device, iters=iters, warmup=3)
+    return {"rows": rows, "N": n, "K": k, "norm": norm, "gemv_us": round(t["gemv"].p50_ms * 1e3 / CALLS, 2),
+            "cublas_us": round(t["cublas"].p50_ms * 1e3 / CALLS, 2)}
 
 
 def _graph(call, ws, device):
