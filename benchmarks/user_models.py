@@ -4,6 +4,7 @@
     python benchmarks/user_models.py --out reports/user-models --gpus 2        # two at a time, one a GPU
     python benchmarks/user_models.py --out reports/user-models --only vit-base,t5-small
     python benchmarks/user_models.py --summary reports/user-models             # summary.json + the README table
+    python benchmarks/user_models.py --device cpu --sizes tiny --out reports/user-models-cpu   # on a CPU, float32
 
 Each model gets its own folder: the ladder's run (`python -m playbook run`, as a user starts it, with
 --budget-min), then benchmarks/peers.py with that run's recipe (eager, the four torch.compile modes and
@@ -31,6 +32,7 @@ MODELS = {
     "qwen2-decode": ("qwen2", "decode", "hf", "ckpt:qwen2", ["step=decode", "position=128"], ""),
     "qwen2-prefill": ("qwen2", "prefill", "hf", "ckpt:qwen2", ["step=prefill", "tokens=128"], ""),
     "phi3-decode": ("phi3", "decode", "hf", "ckpt:phi3", ["step=decode", "position=128"], ""),
+    "phi3-prefill": ("phi3", "prefill", "hf", "ckpt:phi3", ["step=prefill", "tokens=128"], ""),
     "mistral-prefill": ("mistral", "prefill", "hf", "mistral", ["step=prefill", "tokens=128"], "small"),
     "bert-encoder": ("bert", "forward (128 tokens)", "hf", "bert", ["tokens=128"], "small"),
     "vit-base": ("vit", "forward (one 224 image)", "hf", "vit", [], "small"),

@@ -127,7 +127,8 @@ def test_a_run_records_the_checkpoint_as_an_absolute_path(tmp_path, monkeypatch)
 def test_a_checkpoint_goes_down_the_ladder_headless(tmp_path):
     """papermill runs the phases on a save_pretrained folder; each one is kept, rejected or skipped with a
     reason, never failed, and verify is correct against the checkpoint's own untouched outputs.
-    (The whole ladder of two families, decode and prefill, ran on this CPU: benchmarks/results/hf-cpu.json.)"""
+    (The whole ladder of two checkpoint families, decode and prefill, and four more model types ran on this CPU:
+    benchmarks/results/user-models-cpu/summary.json, from benchmarks/user_models.py --device cpu --sizes tiny.)"""
     import json
     import subprocess
     import sys
