@@ -261,6 +261,11 @@ def test_phase_5_offers_the_decode_gemv_to_a_decode_step_and_applies_it():
     assert phase.label(knobs) in phase.CHOICES
     assert phase._gemv_candidates(ctx, step, notes, timed(lambda *a: True)) == []     # decided before building
     assert "cuBLAS was as fast or faster at every one" in notes[-1]
+
+    def broken(found, device, dtype):
+        raise RuntimeError("no kernel image for this GPU")
+    assert phase._gemv_candidates(ctx, step, notes, broken) == []          # the phase goes on without it
+    assert "timing its projection shapes failed: RuntimeError: no kernel image" in notes[-1]
     prompt = _hf("qwen2", {"step": "prefill", "tokens": "20"})
     prompt.model.model.lm_head = torch.nn.Identity()            # no few-row projection left
     assert phase._gemv_candidates(ctx, pytypes.SimpleNamespace(workload=prompt), notes, timed(down)) == []

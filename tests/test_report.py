@@ -52,3 +52,15 @@ def test_a_timeline_of_thousands_of_kernels_is_merged_into_what_a_figure_can_sho
     assert len(merged) <= BARS_PER_LANE and {m[2] for m in merged} == {"gemm", "norm"}
     assert abs(sum(m[1] for m in merged) - 400.0) < 1.0               # the lane's span is kept
     assert merge_events([(0.0, 1.0, "a", "gemm"), (5.0, 1.0, "b", "gemm")]) == [[0.0, 1.0, "gemm"], [5.0, 1.0, "gemm"]]
+
+
+def test_phase_5s_shape_table_says_which_projections_were_routed():
+    p = phase(5, "kernels")
+    p["knobs"] = {"gemv": [[11, 1024, 4096, False]], "inductor_fusion": True}
+    p["gemv_shapes"] = [{"rows": 11, "N": 1024, "K": 4096, "norm": False, "gemv_us": 6.84, "cublas_us": 8.05},
+                        {"rows": 11, "N": 8192, "K": 1024, "norm": True, "gemv_us": 7.7, "cublas_us": 6.89}]
+    text = report.phase_summary(p)
+    assert "| 11, 1024 x 4096 | no | 6.84 | 8.05 | yes |" in text
+    assert "| 11, 8192 x 1024 | yes | 7.7 | 6.89 | no |" in text
+    p["status"] = "rejected"                       # a rejected phase routed nothing in the recipe
+    assert "| 11, 1024 x 4096 | no | 6.84 | 8.05 | no |" in report.phase_summary(p)

@@ -139,8 +139,13 @@ def _gemv_candidates(ctx, pipe, notes, time_shapes=None):
         ctx.info["gemv_sites"] = {"linears": 0, "norms_folded": 0, "left": found["left"][:20]}
         notes.append("decode GEMV not tried: no projection of the step has 1 to 16 rows (not a decode step)")
         return []
-    with clock.section("decide"):
-        table = (time_shapes or gemv.time_shapes)(found, ctx.device, pipe.dtype)
+    try:
+        with clock.section("decide"):
+            table = (time_shapes or gemv.time_shapes)(found, ctx.device, pipe.dtype)
+    except Exception as e:  # noqa: BLE001  (a kernel that cannot build or run here: no candidate, and why)
+        notes.append(f"decode GEMV not tried: timing its projection shapes failed: {type(e).__name__}: "
+                     f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}")
+        return []
     shapes = gemv.winners(table)
     chosen = gemv.select(found, shapes)
     ctx.info["gemv_shapes"] = table

@@ -182,6 +182,14 @@ def phase_details(p):
         k = p["kernel_sites"]
         out.append(f"- kernel sites: {k['norms']} RMSNorms ({k['gemma_norms']} Gemma-style), {k['mlps']} gated MLPs, "
                    f"{k['add_norm_layers']} add + norm pairs; left alone: {len(k['left'])}")
+    if p.get("gemv_shapes"):
+        routed = {tuple(s) for s in ((p.get("knobs") or {}).get("gemv") or [])} if p["status"] == "kept" else set()
+        out += ["", "| projection shape (rows, N x K) | norm folded in | gemv (us) | cuBLAS (us) | routed in the recipe |",
+                "| --- | --- | --- | --- | --- |"]
+        for r in p["gemv_shapes"]:
+            key = (r["rows"], r["N"], r["K"], r["norm"])
+            out.append(f"| {r['rows']}, {r['N']} x {r['K']} | {'yes' if r['norm'] else 'no'} | {r['gemv_us']} "
+                       f"| {r['cublas_us']} | {'yes' if key in routed else 'no'} |")
     for n in p.get("kernels_notes", []):
         out.append(f"- {n}")
     return out + profile_details(p)
