@@ -83,6 +83,20 @@ def test_flops_are_counted_on_the_real_step():
     assert flops == 2 * layers * tokens + 2 * lm.lm_head.weight.numel() + attention
 
 
+def test_the_cache_goes_by_the_name_this_transformers_gives_it():
+    """Recent transformers call a forward's cache `cache` (`past_key_values` deprecated, to be removed in 5.40),
+    older ones `past_key_values`: the decode step and pi0 pass it by the name the installed one takes."""
+    def old(input_ids=None, past_key_values=None, use_cache=None):
+        pass
+
+    def new(input_ids=None, cache=None, use_cache=None, **kwargs):
+        pass
+    assert hf.cache_arg(old) == "past_key_values" and hf.cache_arg(new) == "cache"
+    assert hf.cache_arg(len) == "past_key_values"                  # no signature to read: the older name
+    wl = build_workload("hf", "tiny", "llama", CPU, torch.float32, options={"position": "4"})
+    assert wl.model.cache_arg == hf.cache_arg(type(wl.model.model).forward)
+
+
 def test_llama_is_a_preset_of_the_same_decode_step():
     from playbook.workloads.hf import DecodeStep
     wl = build_workload("llama", "tiny", "", CPU, torch.float32)
@@ -193,7 +207,7 @@ def test_the_one_launch_decode_rotates_writes_and_attends_as_the_model_does(fami
     routed, compiled = copy.deepcopy(wl.model), copy.deepcopy(wl.model)
     with torch.no_grad():
         want = wl.model.model(input_ids=wl.args[0], position_ids=wl.args[1][None], cache_position=wl.args[1],
-                              past_key_values=wl.model.cache, use_cache=True).logits
+                              use_cache=True, **{wl.model.cache_arg: wl.model.cache}).logits
     sites = decode_kernel.rope_append_sites(routed)
     assert sites and all(p.endswith("self_attn") for p in sites)
     position = int(options["position"])
@@ -205,7 +219,7 @@ def test_the_one_launch_decode_rotates_writes_and_attends_as_the_model_does(fami
             layer.cumulative_length.fill_(position)
     with torch.no_grad():
         got = routed.model(input_ids=wl.args[0], position_ids=wl.args[1][None], cache_position=wl.args[1],
-                           past_key_values=routed.cache, use_cache=True).logits
+                           use_cache=True, **{routed.cache_arg: routed.cache}).logits
         step = torch.compile(routed.__class__.forward)
         twice = [step(compiled, *wl.args) for _ in range(2)]
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

@@ -15,7 +15,7 @@ goes to transformers' own SDPA path with its usual mask.
     route_rope_append(model, fusable)      # their decode step: one launch for rotary, cache write, attention
 
 An attention module of the Llama form (q_proj, k_proj, v_proj, o_proj; its forward applies the module's
-apply_rotary_pos_emb to q and k, then writes them with past_key_values.update; no q/k norm, no sliding
+apply_rotary_pos_emb to q and k, then writes them with the cache's update (past_key_values or cache); no q/k norm, no sliding
 window, no soft-capping; the rotary function computes rotate-half, checked on numbers) can hand its whole
 decode step to kernels.decode_attention_rope_append: the projections' raw outputs, the step's cos and
 sin, and the StaticCache layer's tensors and counter go in, and one launch rotates, writes both caches
@@ -91,7 +91,8 @@ def route(model):
 
 # what a Llama-form attention forward says: it rotates q and k with its module's function, then writes the cache
 _ROPE_CALL = "apply_rotary_pos_emb(query_states, key_states, cos, sin)"
-_UPDATE_CALL = "past_key_values.update(key_states, value_states, self.layer_idx"
+_UPDATE_CALLS = ("past_key_values.update(key_states, value_states, self.layer_idx",     # older transformers (5.17)
+                 "cache.update(key_states, value_states, self.layer_idx")                # recent ones (5.24)
 _NOT_TAKEN = ("q_norm", "k_norm", "sinks", "softcap")
 
 
@@ -104,7 +105,8 @@ def _why_not_fusable(module):
         source = inspect.getsource(type(module).forward)
     except (OSError, TypeError):
         return "its forward's source cannot be read"
-    if _ROPE_CALL not in source or _UPDATE_CALL not in source or any(w in source for w in _NOT_TAKEN):
+    if (_ROPE_CALL not in source or not any(c in source for c in _UPDATE_CALLS)
+            or any(w in source for w in _NOT_TAKEN)):
         return "its forward is not the Llama form"
     cfg, d = module.config, module.head_dim
     sliding = (getattr(module, "sliding_window", None) or "sliding_attention" in (getattr(cfg, "layer_types", None) or ())
@@ -162,14 +164,16 @@ def _static_layer(cache, idx):
 
 
 def _one_launch_forward(self, hidden_states, position_embeddings=None, attention_mask=None, past_key_values=None,
-                        **kwargs):
-    """A Llama-form attention's forward whose decode step is kernels.decode_attention_rope_append."""
-    layer = _static_layer(past_key_values, self.layer_idx)
+                        cache=None, **kwargs):
+    """A Llama-form attention's forward whose decode step is kernels.decode_attention_rope_append. Its cache comes
+    as `cache` (recent transformers) or `past_key_values` (older ones), and goes on to the module's own forward so."""
+    given = {"cache": cache} if cache is not None else {"past_key_values": past_key_values}
+    layer = _static_layer(cache if cache is not None else past_key_values, self.layer_idx)
     cos, sin = position_embeddings if position_embeddings is not None else (None, None)
     if (layer is None or cos is None or hidden_states.shape[0] != 1 or hidden_states.shape[1] != 1
             or cos.shape[-1] != self.head_dim or cos.numel() != self.head_dim):
         return type(self).forward(self, hidden_states, position_embeddings=position_embeddings,
-                                  attention_mask=attention_mask, past_key_values=past_key_values, **kwargs)
+                                  attention_mask=attention_mask, **given, **kwargs)
     from kernels.decode_attention import decode_attention_rope_append
     q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
     out = decode_attention_rope_append(q, k, v, cos, sin, layer.keys, layer.values, layer.cumulative_length,

@@ -236,6 +236,7 @@ class DecodeStep(nn.Module):
         self.cache = cache
         self.position = position
         self.layers = _cache_counters(cache)
+        self.cache_arg = cache_arg(model.forward)        # a constant to Dynamo: read once, here
 
     def _pin(self, cache_position):
         for layer in self.layers:
@@ -247,7 +248,7 @@ class DecodeStep(nn.Module):
         # input_ids: [1, 1]; cache_position: [1]
         self._pin(cache_position)
         out = self.model(input_ids=input_ids, position_ids=cache_position[None], cache_position=cache_position,
-                         past_key_values=self.cache, use_cache=True)
+                         use_cache=True, **{self.cache_arg: self.cache})
         self._pin(cache_position)
         return out.logits
 
@@ -279,6 +280,18 @@ class ForwardStep(nn.Module):
             if getattr(out, key, None) is not None:
                 return getattr(out, key)
         return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def cache_arg(forward):
+    """The name the installed transformers gives forward's KV-cache argument: `cache` in recent ones (5.24 on
+    this project's CPU, where `past_key_values` still works, with a warning, until 5.40), `past_key_values` in
+    older ones (5.17 on the GPU machine)."""
+    import inspect
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params and "past_key_values" not in params else "past_key_values"
 
 
 def default_cache(position):
@@ -313,8 +326,8 @@ def decode_step(model, cfg, position, slots, device, seed):
     gen = torch.Generator().manual_seed(seed + 1)
     prompt = torch.randint(0, vocab, (1, position + 1), generator=gen).to(device)
     with torch.no_grad():
-        model(input_ids=prompt[:, :-1], cache_position=torch.arange(position, device=device),
-              past_key_values=cache, use_cache=True)
+        model(input_ids=prompt[:, :-1], cache_position=torch.arange(position, device=device), use_cache=True,
+              **{cache_arg(model.forward): cache})
     step = DecodeStep(model, cache, position).eval()
     return step, (prompt[:, -1:], torch.tensor([position], device=device)), kv_bytes(cache, position)
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import PlaybookError
 from .base import Workload
+from .hf import cache_arg
 
 CAMERA_SLOTS = 3
 MAX_PROMPT = 48
@@ -107,7 +108,8 @@ def sinusoidal_time(t, width, min_period=4e-3, max_period=4.0):
 
 
 class KVCache:
-    """Per-layer K/V of the prefix, handed to Hugging Face attention as `past_key_values`.
+    """Per-layer K/V of the prefix, handed to Hugging Face attention as its cache (`cache`, or
+    `past_key_values` in older transformers: workloads.hf.cache_arg).
 
     fill=True (the prefix pass): each layer's K/V are kept and returned as they are.
     fill=False (a denoise step): each layer attends to [prefix K/V ; its own K/V], the cache unchanged."""
@@ -132,8 +134,8 @@ def _mask(allowed, attn_implementation, dtype):
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def _layer(layer, h, mask, cos_sin, cache):
-    out = layer(h, attention_mask=mask, position_embeddings=cos_sin, past_key_values=cache)
+def _layer(layer, h, mask, cos_sin, cache, cache_arg):
+    out = layer(h, attention_mask=mask, position_embeddings=cos_sin, **{cache_arg: cache})
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -144,6 +146,7 @@ class Denoise(nn.Module):
         super().__init__()
         width = expert.config.hidden_size
         self.expert = expert
+        self.cache_arg = cache_arg(type(expert.layers[0]).forward)     # a constant to Dynamo: read once, here
         self.state_proj = nn.Linear(ACTION_DIM, width)
         self.action_in_proj = nn.Linear(ACTION_DIM, width)
         self.action_time_mlp_in = nn.Linear(2 * width, width)
@@ -164,7 +167,7 @@ class Denoise(nn.Module):
         cache = KVCache(False, dict(enumerate(keys)), dict(enumerate(values)))
         h = self.embed_suffix(state, x_t, t)
         for layer in self.expert.layers:
-            h = _layer(layer, h, mask, cos_sin, cache)
+            h = _layer(layer, h, mask, cos_sin, cache, self.cache_arg)
         h = self.expert.norm(h)
         return self.action_out_proj(h[:, -self.horizon:])
 
@@ -198,6 +201,7 @@ class Pi0(nn.Module):
         expert = GemmaModel(gemma_config(p, *p.expert, vocab=1))
         expert.embed_tokens = None                             # the expert embeds actions, not tokens
         self.denoise = Denoise(expert, num_steps, horizon)
+        self.cache_arg = cache_arg(type(self.lm.layers[0]).forward)
         self.skipped_cameras = ()                              # the knob: camera slots whose work is dropped
         self.batch_cameras = False                             # the knob: one vision call for all of them
 
@@ -228,7 +232,7 @@ class Pi0(nn.Module):
         positions = (torch.cumsum(pad.long(), dim=1) - 1).clamp(min=0)
         cos_sin = self.lm.rotary_emb(h, positions)
         for layer in self.lm.layers:
-            h = _layer(layer, h, mask, cos_sin, cache)
+            h = _layer(layer, h, mask, cos_sin, cache, self.cache_arg)
         layers = range(len(self.lm.layers))
         return [cache.keys[i] for i in layers], [cache.values[i] for i in layers]
 
