@@ -261,7 +261,8 @@ def _launch_rows(x, w, bias, r, has_res, norm_weight, y, eps, offset, block_n, b
         x, w, bias if bias is not None else y, r, norm_weight if norm_weight is not None else y, y, part, sq,
         _counter(x.device, tiles), rows, n, k, k_split, x.stride(0), w.stride(0), r.stride(0), y.stride(0), eps,
         offset, HAS_BIAS=bias is not None, HAS_RES=has_res, HAS_NORM=norm_weight is not None, SPLITS=splits,
-        FP32_DOT=w.dtype == torch.float32 or INTERPRET, BLOCK_M=MAX_ROWS, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
+        FP32_DOT=w.dtype == torch.float32 or INTERPRET, BLOCK_M=MAX_ROWS, BLOCK_N=block_n, BLOCK_K=block_k,
+        num_warps=num_warps)
 
 
 @_gemv_op.register_fake

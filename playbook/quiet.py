@@ -97,8 +97,8 @@ _depth = [0]         # quiet() sections open in this process: an inner one holds
 def quiet(wait_s=QUIET_WAIT_S):
     """Hold the lock alone while timing: first wait (up to wait_s, charged to the clock's `wait_ahead`)
     for the warm-up steps under way to end; no new one starts until the timed section is over. Nested
-    sections take the lock once: a table of many timings (phase 5's projection shapes, phase 3's GEMMs)
-    waits for a warm-up step once, not once a timing, while the warm-ups step on between them (five shapes
+    sections take the lock once: a table of many timings (phase 5's projection shapes) waits for a
+    warm-up step once, not once a timing, while the warm-ups step on between them (five shapes
     of llama 1b waited 23 s that way, H200, 2026-12-01)."""
     from . import clock
     files = _lock_files() if not _depth[0] else None

@@ -28,8 +28,9 @@ CASES = ([(lead, n, k, dtype, parts) for dtype in (torch.float32, torch.bfloat16
          + [(lead, n, k, torch.float16, parts) for lead, n, k in SHAPES[1:3] for parts in PARTS[3:]])
 
 
-@pytest.mark.parametrize("lead,n,k,dtype,parts", CASES)
-def test_matches_the_reference_on_odd_shapes(lead, n, k, dtype, parts):
+def operands(lead, n, k, dtype, parts):
+    """x [*lead, k], W [n, k] and the keyword arguments `parts` names: norm (Llama's w or Gemma's 1 + w), bias,
+    residual."""
     x = tensors((*lead, k), dtype, 0, 2.0)
     w = tensors((n, k), dtype, 1, k ** -0.5)
     kw = {}
@@ -40,6 +41,12 @@ def test_matches_the_reference_on_odd_shapes(lead, n, k, dtype, parts):
         kw["bias"] = tensors((n,), dtype, 3)
     if "residual" in parts:
         kw["residual"] = tensors((*lead, n), dtype, 4)
+    return x, w, kw
+
+
+@pytest.mark.parametrize("lead,n,k,dtype,parts", CASES)
+def test_matches_the_reference_on_odd_shapes(lead, n, k, dtype, parts):
+    x, w, kw = operands(lead, n, k, dtype, parts)
     close(gv.gemv(x, w, **kw), ref.gemv(x, w, **kw), dtype, k)
 
 
@@ -59,14 +66,7 @@ ROW_CASES = [(2, 19, 40, 1, torch.float32), (11, 70, 300, 3, torch.float32), (16
 @pytest.mark.parametrize("rows,n,k,splits,dtype", ROW_CASES)
 @pytest.mark.parametrize("parts", ["plain", "norm+bias+residual", "gemma norm"])
 def test_few_rows_read_the_weight_once_and_match_the_reference(rows, n, k, splits, dtype, parts):
-    x = tensors((1, rows, k), dtype, 0, 2.0)
-    w = tensors((n, k), dtype, 1, k ** -0.5)
-    kw = {}
-    if "norm" in parts:
-        kw.update(norm_weight=tensors((k,), dtype, 2, 0.5) + (0.0 if "gemma" in parts else 1.0), eps=1e-5,
-                  offset=1.0 if "gemma" in parts else 0.0)
-    if "bias" in parts:
-        kw.update(bias=tensors((n,), dtype, 3), residual=tensors((1, rows, n), dtype, 4))
+    x, w, kw = operands((1, rows), n, k, dtype, parts)
     want = ref.gemv(x, w, **kw)
     for _ in range(2):          # a second call finds the split-K counters back at zero
         close(gv.gemv(x, w, splits=splits, block_n=16, block_k=32, **kw), want, dtype, k)
@@ -80,7 +80,7 @@ def test_few_row_blocks_split_k_only_where_the_columns_cannot_fill_the_sms():
     assert gv.rows_gpu_blocks(1024, 256, sms=132) == (32, 256, 1)      # one chunk of K: nothing to split
     assert gv.rows_gpu_blocks(100000, 2048, sms=132) == (32, 256, 1)
     for n, k in ((1, 1), (2560, 1024), (1024, 2048), (7, 3000)):
-        bn, bk, splits = gv.rows_gpu_blocks(n, k, sms=132)
+        _, bk, splits = gv.rows_gpu_blocks(n, k, sms=132)
         assert splits >= 1 and (splits - 1) * -(-k // (splits * bk)) * bk < k     # no split without a chunk
 
 

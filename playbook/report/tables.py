@@ -183,7 +183,9 @@ def phase_details(p):
         out.append(f"- kernel sites: {k['norms']} RMSNorms ({k['gemma_norms']} Gemma-style), {k['mlps']} gated MLPs, "
                    f"{k['add_norm_layers']} add + norm pairs; left alone: {len(k['left'])}")
     if p.get("gemv_shapes"):
-        routed = {tuple(s) for s in ((p.get("knobs") or {}).get("gemv") or [])} if p["status"] == "kept" else set()
+        chosen = (p.get("knobs") or {}).get("gemv") if p["status"] == "kept" else None
+        routed = {(r["rows"], r["N"], r["K"], r["norm"]) for r in p["gemv_shapes"]} if chosen is True else \
+            {tuple(s) for s in chosen or []}
         out += ["", "| projection shape (rows, N x K) | norm folded in | gemv (us) | cuBLAS (us) | routed in the recipe |",
                 "| --- | --- | --- | --- | --- |"]
         for r in p["gemv_shapes"]:
