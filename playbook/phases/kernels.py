@@ -63,8 +63,10 @@ CHOICES = {"inductor fusion": "Inductor's fusion settings (aggressive fusion, ep
            "triton kernels + inductor fusion": "our Triton norm and gated-activation kernels, with Inductor's "
                                                "fusion settings",
            "aiter kernels": "aiter's RMSNorm and activation ops (ROCm, unverified on hardware)",
-           "decode gemv": "few-row projections through kernels.gemv, norms folded into their prologue",
-           "decode gemv + inductor fusion": "few-row projections through kernels.gemv, norms folded in, with "
+           "decode gemv": "few-row projections through kernels.gemv at the shapes where it beat cuBLAS in the "
+                          "phase's own table (gemv_shapes), norms folded into their prologue",
+           "decode gemv + inductor fusion": "few-row projections through kernels.gemv at the shapes where it beat "
+                                            "cuBLAS in the phase's own table (gemv_shapes), norms folded in, with "
                                             "Inductor's fusion settings"}
 
 
