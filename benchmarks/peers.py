@@ -194,7 +194,7 @@ def add_ratios(results):
         if r["status"] == "ok":
             r["vs_eager"] = round(eager["p50_ms"] / r["p50_ms"], 2)
             r["x_of_floor"] = round(r["p50_ms"] / floor, 2)
-    return round(floor, 4)
+    return float(f"{floor:.4g}")          # four significant digits: a tiny model's floor is not rounded to 0
 
 
 def table(files):
