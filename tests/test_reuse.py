@@ -63,10 +63,11 @@ def test_check_passes_here_and_fails_without_a_kept_knob(verified_run, tmp_path,
     bad = tmp_path / "recipe.json"
     bad.write_text(json.dumps(stripped))
     # Without the compile the step is eager again: about 1.8x the compiled p50 here. A lost knob shows as far
-    # more than the 5% bar, and the side-by-side ratio (the same eager model twice) says so too.
+    # more than the 5% bar, and the side-by-side ratio says so too: the same eager model twice, about 1x (the
+    # tiny model's recorded speedup on CI's CPU has been as low as 1.36x, and that ratio's noise 12%).
     code, result = reuse.check(bad, tolerance_pct=5.0, iters=40, say=lambda m: None)
     assert code == 1 and result["worse_pct"] > 5.0 and result["correct"]
-    assert result["speedup_vs_baseline"] < 0.8 * result["recorded_speedup"]
+    assert 0.7 < result["speedup_vs_baseline"] < 1.3 and result["recorded_speedup"] > 1.0
     capsys.readouterr()
 
 
