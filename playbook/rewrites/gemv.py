@@ -169,30 +169,18 @@ def _time_shape(rows, n, k, norm, device, dtype, iters):
     from kernels.gemv import gemv
 
     from .. import bench
+    from ..capture import GraphStep
     copies = max(2, min(CALLS, -(-ROTATE_BYTES // (n * k * dtype.itemsize))))
     g = torch.Generator(device=device).manual_seed(0)
     ws = [torch.randn(n, k, device=device, dtype=dtype, generator=g) * k ** -0.5 for _ in range(copies)]
     x = torch.randn(rows, k, device=device, dtype=dtype, generator=g)
     nw = torch.rand(k, device=device, dtype=dtype, generator=g) + 0.5 if norm else None
-    ours = _graph(lambda w: gemv(x, w, norm_weight=nw), ws, device)
-    theirs = _graph(lambda w: F.linear(x, w), ws, device)
-    t = bench.time_side_by_side({"gemv": ours.replay, "cublas": theirs.replay}, device, iters=iters, warmup=3)
+    calls = {"gemv": lambda w: gemv(x, w, norm_weight=nw), "cublas": lambda w: F.linear(x, w)}
+    graphs = {name: GraphStep(lambda c=c: [c(ws[i % copies]) for i in range(CALLS)], (), {}).graph.replay
+              for name, c in calls.items()}        # CALLS calls a replay, each on the next copy of W
+    t = bench.time_side_by_side(graphs, device, iters=iters, warmup=3)
     return {"rows": rows, "N": n, "K": k, "norm": norm, "gemv_us": round(t["gemv"].p50_ms * 1e3 / CALLS, 2),
             "cublas_us": round(t["cublas"].p50_ms * 1e3 / CALLS, 2)}
-
-
-def _graph(call, ws, device):
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for w in ws[:2]:
-            call(w)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(CALLS):
-            call(ws[i % len(ws)])
-    return graph
 
 
 def winners(table, margin=0.02):
