@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import capture, clock
+from . import autotune_cache, capture, clock
 from .devices import resolve_device, resolve_dtype, sync, vendor
 from .phases import get_phase
 from .workloads import build_workload
@@ -168,6 +168,8 @@ class Runner:
             fn = _with_sdpa_backend(fn, pipe.sdpa_backend)
         self.compile_s = None
         options = {"triton.cudagraphs": False, **pipe.inductor}
+        if pipe.compile and options.get("coordinate_descent_tuning"):
+            pipe.info["autotune_cache"] = autotune_cache.install()
         if pipe.compile and pipe.compile_scope == "regions":
             for region in wl.regions:     # each compiled once; repeated calls (denoise steps) reuse its code
                 path, _, method = region.rpartition(".")

@@ -1,0 +1,80 @@
+"""playbook/autotune_cache.py: a saved autotuner re-read from the autotune cache keeps its config's
+coordinate-descent mark, so verify's rebuild of a tuned recipe does not tune again."""
+from types import SimpleNamespace
+
+import pytest
+
+th = pytest.importorskip("torch._inductor.runtime.triton_heuristics")
+
+from playbook import autotune_cache  # noqa: E402
+
+
+def _config(block, warps=4):
+    return SimpleNamespace(kwargs={"XBLOCK": block}, num_warps=warps, num_stages=1)
+
+
+def _autotuner(configs):
+    tuner = SimpleNamespace(compile_results=[SimpleNamespace(config=c) for c in configs], filename="k.py",
+                            inductor_meta={"coordinate_descent_tuning": True}, fn=SimpleNamespace(fn=object()))
+    tuner._precompile_config = lambda cfg: SimpleNamespace(config=cfg, precompiled=True)
+    return tuner
+
+
+def _cache_says(monkeypatch, best, state="hit"):
+    monkeypatch.setattr(th, "check_autotune_cache",
+                        lambda configs, filename, meta: ([best] if best else configs, None,
+                                                         {"autotune_cache_state": state}))
+
+
+@pytest.mark.parametrize("configs", [[_config(64)], [_config(32), _config(64), _config(128)]],
+                         ids=["one config", "three configs"])
+def test_a_tuned_config_among_the_compiled_ones_keeps_its_mark(monkeypatch, configs):
+    best = _config(64)
+    best.found_by_coordesc = True
+    _cache_says(monkeypatch, best)
+    tuner = _autotuner(configs)
+    autotune_cache.recheck_keeping_mark(tuner, reload_kernel_from_src=None)
+    (only,) = tuner.compile_results
+    assert only.config.kwargs == {"XBLOCK": 64} and only.config.found_by_coordesc is True
+    assert not getattr(only, "precompiled", False)
+
+
+def test_a_tuned_config_not_compiled_yet_is_compiled_alone(monkeypatch):
+    best = _config(256, warps=8)
+    best.found_by_coordesc = True
+    _cache_says(monkeypatch, best)
+    tuner = _autotuner([_config(32), _config(64)])
+    autotune_cache.recheck_keeping_mark(tuner, reload_kernel_from_src=None)
+    (only,) = tuner.compile_results
+    assert only.precompiled and only.config is best
+
+
+def test_a_miss_leaves_every_config_to_autotuning(monkeypatch):
+    _cache_says(monkeypatch, None, state="miss")
+    tuner = _autotuner([_config(32), _config(64)])
+    autotune_cache.recheck_keeping_mark(tuner, reload_kernel_from_src=None)
+    assert len(tuner.compile_results) == 2
+    assert not any(getattr(r.config, "found_by_coordesc", False) for r in tuner.compile_results)
+
+
+def test_install_says_what_it_did():
+    why = autotune_cache.install()
+    assert why.startswith(("installed", "not needed"))
+    assert autotune_cache.install() == why              # once a process
+    source_keeps_mark = not autotune_cache._needs_fix(th.CachingAutotuner.recheck_autotune_cache) \
+        or th.CachingAutotuner.recheck_autotune_cache is autotune_cache.recheck_keeping_mark
+    assert source_keeps_mark
+
+
+def test_a_reread_that_drops_the_mark_is_recognised():
+    def reread_of_torch_2_11(self, reload_kernel_from_src):     # narrows, but leaves the config unmarked
+        for compile_result in self.compile_results:
+            self.compile_results = [compile_result]
+            return
+
+    def reread_of_torch_2_13(self, reload_kernel_from_src):
+        for compile_result in self.compile_results:
+            compile_result.config.found_by_coordesc = True
+            return
+    assert autotune_cache._needs_fix(reread_of_torch_2_11)
+    assert not autotune_cache._needs_fix(reread_of_torch_2_13)
