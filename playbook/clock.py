@@ -20,7 +20,8 @@ from contextlib import contextmanager
 
 SECTIONS = ("start", "build", "decide", "compile", "check", "wait_ahead", "time", "trace", "render")
 
-_state = {"t0": None, "spent": {}, "stack": [], "counters": {}, "stages": {}, "ready": None, "ahead": {}}
+_state = {"t0": None, "spent": {}, "stack": [], "counters": {}, "stages": {}, "ready": None, "ahead": {},
+          "bypassed": 0}
 
 
 def process_start():
@@ -51,8 +52,9 @@ def reset():
     """Start a phase's clock: `start` is charged from the process's start to the imports' end."""
     now = time.time()
     ready = min(_state["ready"] or now, now)
+    _keep_bypass_reasons()
     _state.update(t0=now, spent={"start": max(0.0, ready - process_start())}, stack=[],
-                  counters=_cache_counters(), stages=_stage_totals())
+                  counters=_cache_counters(), stages=_stage_totals(), bypassed=len(_bypassed))
 
 
 @contextmanager
@@ -93,14 +95,43 @@ def _cache_counters():
             "fx_graph_miss": counters["inductor"]["fxgraph_cache_miss"],
             "fx_graph_bypass": counters["inductor"]["fxgraph_cache_bypass"],
             "aot_autograd_hit": counters["aot_autograd"]["autograd_cache_hit"],
-            "aot_autograd_miss": counters["aot_autograd"]["autograd_cache_miss"]}
+            "aot_autograd_miss": counters["aot_autograd"]["autograd_cache_miss"],
+            "aot_autograd_bypass": counters["aot_autograd"]["autograd_cache_bypass"]}
+
+
+_bypassed = []      # why AOTAutograd did not use its cache, in order, as torch logged it
+
+
+def _keep_bypass_reasons():
+    """Collect AOTAutograd's "Bypassing autograd cache due to: ..." (an INFO line) without printing it: a
+    logger filter takes the record and drops INFO and DEBUG records of that logger only."""
+    import logging
+    log = logging.getLogger("torch._functorch._aot_autograd.autograd_cache")
+    if any(getattr(f, "_playbook", False) for f in log.filters):
+        return
+
+    def keep(record):
+        if record.levelno >= logging.WARNING:
+            return True
+        msg = record.getMessage()
+        if "Bypassing autograd cache" in msg:
+            _bypassed.append(msg.split("due to:", 1)[-1].strip().splitlines()[0][:240])
+        return False
+    keep._playbook = True
+    log.addFilter(keep)
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
 
 
 def cache_counts():
     """Compile-cache hits and misses since reset(): a graph served from Inductor's FX graph cache (or
     AOTAutograd's) was not compiled again."""
     now, then = _cache_counters(), _state["counters"] or {}
-    return {k: v - then.get(k, 0) for k, v in now.items()}
+    out = {k: v - then.get(k, 0) for k, v in now.items()}
+    why = sorted(set(_bypassed[_state["bypassed"]:]))
+    if why:
+        out["aot_autograd_bypass_why"] = why
+    return out
 
 
 def _stage_totals():

@@ -33,6 +33,18 @@ def test_cache_counts_are_differences_since_the_reset():
     assert clock.cache_counts()["fx_graph_hit"] == 0
 
 
+def test_why_aotautograds_cache_was_bypassed_is_kept_and_not_printed(capsys):
+    import logging
+    clock.reset()
+    log = logging.getLogger("torch._functorch._aot_autograd.autograd_cache")
+    log.info("Bypassing autograd cache due to: %s", "Cannot cache a graph with freezing enabled")
+    log.info("Writing AOTAutograd cache entry to /tmp/x")
+    assert clock.cache_counts()["aot_autograd_bypass_why"] == ["Cannot cache a graph with freezing enabled"]
+    assert "Bypassing" not in capsys.readouterr().err
+    clock.reset()                       # a reason belongs to the phase that met it
+    assert "aot_autograd_bypass_why" not in clock.cache_counts()
+
+
 def _run_with(tmp_path, run_params, totals):
     run = open_run(str(tmp_path / "r"), **run_params)
     for number, (name, total) in enumerate(totals):

@@ -71,7 +71,9 @@ def time_line(time_s):
 
 def _cache_line(c):
     return (f"FX graph {c.get('fx_graph_hit', 0)} hit / {c.get('fx_graph_miss', 0)} missed, "
-            f"AOTAutograd {c.get('aot_autograd_hit', 0)} hit / {c.get('aot_autograd_miss', 0)} missed")
+            f"AOTAutograd {c.get('aot_autograd_hit', 0)} hit / {c.get('aot_autograd_miss', 0)} missed"
+            + (f" / {c['aot_autograd_bypass']} bypassed ({'; '.join(c.get('aot_autograd_bypass_why') or [])})"
+               if c.get("aot_autograd_bypass") else ""))
 
 
 def progress_table(run):
