@@ -3,7 +3,7 @@
 Norms and gated activations are memory-bound: one pass over the data is the limit. Two ways there:
 swap the model's RMSNorms, residual-add + norm pairs and gated activations for kernels/ (recognised by
 behaviour, Llama and Gemma norms told apart by a probe), or let Inductor fuse the same ops with the
-source's settings (epilogue, aggressive and group fusion, max_fusion_size, pattern matcher, freezing).
+source's settings (epilogue, aggressive and group fusion, max_fusion_size, pattern matcher; freezing on a CPU).
 Both, and the two together, are measured against the kept recipe; on ROCm with aiter installed its ops
 are a candidate too (unverified on hardware here). On a GPU, a decode step (projections of one to 16
 rows, found by data flow: a decode token, pi0's denoise suffix) is offered kernels.gemv for every such
@@ -43,7 +43,14 @@ KEEP_IF = "not_slower"
 BUDGET_S = {"cuda": 40, "cpu": 45}
 
 INDUCTOR_FUSION = {"epilogue_fusion": True, "aggressive_fusion": True, "group_fusion": True,
-                   "max_fusion_size": 128, "pattern_matcher": True, "freezing": True}
+                   "max_fusion_size": 128, "pattern_matcher": True}
+# NOTE: freezing (weights become constants, folded at compile time) is set on a CPU only, where it lets
+# Inductor prepack a linear's weight for oneDNN. A frozen graph bypasses AOTAutograd's cache ("Cannot cache
+# a graph with freezing enabled"), so every later build of the recipe traced it again: on the H200 (llama 1b,
+# torch 2.11, 2026-12-01) 7.6 s of create_aot_dispatcher_function in each of tuning's and verify's rebuilds,
+# with the FX graph cache hit, and the CPU ladder's verify showed 0 AOTAutograd hits too. A GPU's weights are
+# read in place by cuBLAS and Triton: there is nothing for freezing to prepack.
+FREEZING_ON = ("cpu",)
 
 
 def triton_here(device):
@@ -174,7 +181,8 @@ def apply(pipe, knobs):
     if knobs.get("inductor_fusion"):
         import torch._inductor.config as inductor_config
         missing = []
-        for key, value in INDUCTOR_FUSION.items():
+        wanted = {**INDUCTOR_FUSION, **({"freezing": True} if pipe.device.type in FREEZING_ON else {})}
+        for key, value in wanted.items():
             if hasattr(inductor_config, key):
                 pipe.inductor[key] = value
             else:
