@@ -93,3 +93,19 @@ def test_triton_timing_does_not_start_a_shape_its_limit_cannot_hold(monkeypatch)
     rows = phase3._triton_rows(room, torch.device("cpu"), {}, prediction, limit_s=48.0)
     assert len(rows) == 3 and prediction["triton_autotune_s"] == 48.0       # a fourth would end at 64 s: over
     assert prediction["triton_shapes_left_out"] == ["11x512x64", "11x1024x64"]
+
+
+def test_triton_timing_stops_once_the_shapes_left_cannot_reach_a_win(monkeypatch):
+    """Triton saves nothing on the shape with the most headroom; the headroom left (50 us) is under the 60 us a
+    win needs, so the rest is not timed. Under a 5 us bar every shape is timed."""
+    from playbook.phases import gemm as phase3
+    monkeypatch.setattr(phase3, "measure", lambda shapes, device, ceilings, backends: [
+        dict(shapes[0], backend="triton", us=11.0)])                  # cuBLAS takes 10 us on every shape
+    room = [({**_row(n, "cublas", 10.0), "M": 11}, us) for n, us in ((64, 50.0), (128, 30.0), (256, 20.0))]
+    prediction = {}
+    rows = phase3._triton_rows(room, torch.device("cpu"), {}, prediction, limit_s=480.0, bar_us=60.0)
+    assert len(rows) == 1 and prediction["triton_shapes_left_out"] == ["11x128x64", "11x256x64"]
+    assert "cannot reach" in prediction["triton_stopped"]
+    prediction = {}
+    assert len(phase3._triton_rows(room, torch.device("cpu"), {}, prediction, limit_s=480.0, bar_us=5.0)) == 3
+    assert "triton_stopped" not in prediction

@@ -80,7 +80,7 @@ def candidates(ctx):
         # Triton's per-shape autotuning is part of the phase's time: under a chain budget it gets a share
         # of it (TRITON_SHARE), the rest is for building the candidate.
         limit = BUDGET_S if ctx.budget_s is None else min(BUDGET_S, TRITON_SHARE * ctx.budget_s)
-        rows += _triton_rows(triton_room, pipe.device, ceilings, prediction, limit)
+        rows += _triton_rows(triton_room, pipe.device, ceilings, prediction, limit, bar_us)
     mark_best(rows)
     write_csv(rows, ctx.run.path / "gemm_tuning.csv")
     totals = {n: step_total(rows, n) for n in blas}   # Triton is timed on the shapes with headroom only
@@ -119,19 +119,29 @@ def candidates(ctx):
     return out
 
 
-def _triton_rows(room, device, ceilings, prediction, limit_s):
-    """Triton's autotuned time for the shapes with the most headroom, within limit_s seconds."""
+def _triton_rows(room, device, ceilings, prediction, limit_s, bar_us=0.0):
+    """Triton's autotuned time for the shapes with the most headroom, within limit_s seconds. Timing stops
+    once what Triton saved so far plus every untimed shape's whole headroom is under bar_us: no outcome of
+    the shapes left could then predict a win."""
     total, covered, t0, rows, left, timed = sum(us for _, us in room), 0.0, time.perf_counter(), [], [], 0
+    saved, untimed = 0.0, total
     for row, us in room:
         spent = time.perf_counter() - t0
+        if timed and saved + untimed < bar_us:
+            left.append(f"{row['M']}x{row['N']}x{row['K']}")
+            prediction["triton_stopped"] = (f"after {timed} shape(s): {_ms(saved)} ms saved plus {_ms(untimed)} ms "
+                                            f"of headroom left cannot reach the {_ms(bar_us)} ms a win needs")
+            continue
         # NOTE: a shape is not started when the mean shape so far would take the timing past its limit: on pi0
         # full (H200, 2026-11-23) each shape's autotuning took about 16 s, and the fourth began at 48 s of 48.
         if covered >= HEADROOM_SHARE * total or spent + (spent / timed if timed else 0.0) > limit_s:
             left.append(f"{row['M']}x{row['N']}x{row['K']}")
             continue
         shape = {k: row[k] for k in ("M", "N", "K", "dtype", "bias", "count")}
-        rows += measure([shape], device, ceilings, backends=["triton"])
-        covered, timed = covered + us, timed + 1
+        got = measure([shape], device, ceilings, backends=["triton"])
+        rows += got
+        saved += sum(row["count"] * max(0.0, row["us"] - g["us"]) for g in got if g["us"] is not None)
+        covered, timed, untimed = covered + us, timed + 1, untimed - us
     prediction["triton_shapes_left_out"] = left
     prediction["triton_autotune_s"] = round(time.perf_counter() - t0, 1)
     prediction["triton_autotune_limit_s"] = round(limit_s, 1)
