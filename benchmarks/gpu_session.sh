@@ -30,6 +30,8 @@
 #                                                   # itself with its denoise projections through it
 #   bash benchmarks/gpu_session.sh pi0-kernels      # the committed pi0 full run from phase 5 on again (kernels, tuning,
 #                                                   # verify; tuning's recorded budget dropped for its default), target 15 ms
+#   bash benchmarks/gpu_session.sh freezing         # benchmarks/tuning_variants.py: the llama 1b recipe that llama-time just
+#                                                   # wrote (or the committed one) beside itself with Inductor's freezing
 #   bash benchmarks/gpu_session.sh autotune-cache   # benchmarks/autotune_cache_check.py: a cached coordinate-descent
 #                                                   # build, does it tune again in a new process?
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
@@ -152,6 +154,12 @@ if [[ $part == rope-append ]]; then   # llama 1b's recipe with its attention mod
   timeout "${TV_S:-250}" python3 benchmarks/tuning_variants.py --recipe benchmarks/results/llama-1b/recipe.json \
     --knobs "attention=$sites" --kernels --json "$OUT/rope-append.json" 2>&1 | grep -v Warning > "$OUT/rope-append.log"
   grep -E "built in|p50|kernels a step|Error|error" "$OUT/rope-append.log"
+fi
+if [[ $part == freezing ]]; then   # does freezing (weights as constants) make a GPU recipe faster? it costs AOTAutograd's cache
+  recipe=reports/lt-llama-1b/recipe.json; [[ -f $recipe ]] || recipe=benchmarks/results/llama-1b/recipe.json
+  timeout "${TV_S:-300}" python3 benchmarks/tuning_variants.py --recipe "$recipe" --inductor '{"freezing": true}' \
+    --json "$OUT/freezing-llama-1b.json" 2>&1 | grep -v Warning > "$OUT/freezing.log"
+  grep -E "built in|p50|Error|error" "$OUT/freezing.log"
 fi
 if [[ $part == few-rows ]]; then   # pi0's denoise projections (11 rows) through kernels.gemv
   python3 -m pytest -q tests/test_gemv.py 2>&1 | tail -2 | tee "$OUT/gemv-tests.txt"     # compiled, on CUDA
