@@ -4,13 +4,18 @@
     autotune_cache.install()      # before torch.compile; does nothing where torch already does this
 
 A recipe tuned with coordinate descent (phase 6) is rebuilt in verify from Inductor's FX graph cache.
-Its Triton kernels then come back as saved autotuners, and torch re-reads each one's best config from
-the autotune cache (`CachingAutotuner.recheck_autotune_cache`). Up to torch 2.12 that re-read dropped
-the config's `found_by_coordesc` mark where the config was among the compiled ones, and skipped kernels
-with a single config altogether, so every such kernel ran coordinate descent again on its first call.
-NOTE: on the H200 (llama 1b, torch 2.11, 2026-12-01) verify hit the FX graph cache and still spent 14.4 s
-in `CachingAutotuner.coordinate_descent_tuning` (19.5 s on 2026-11-23); torch 2.13 keeps the mark.
-install() replaces the re-read with one that keeps it, on a torch whose own does not.
+Its Triton kernels then come back with their best configs from the autotune cache. Torch 2.11 (the GPU
+machine's) then loses the tuning in two places, both mended in torch 2.13:
+- the re-read of a saved autotuner (`CachingAutotuner.recheck_autotune_cache`) drops the config's
+  `found_by_coordesc` mark where the config is among the compiled ones, and skips kernels with a single
+  config, so each such kernel runs coordinate descent again on its first call;
+- a reduction kernel then adds smaller-RBLOCK configs for occupancy (`_dynamic_scale_rblock`) even on a
+  cache hit, so it has several launchers: it benchmarks them, saves the winner *without* the mark over the
+  tuned config, and runs coordinate descent again; the next process misses on it.
+NOTE: on the H200 (llama 1b, torch 2.11) verify hit the FX graph cache and still spent 14.4 s (2026-12-01),
+19.5 s (2026-11-23) and, with the re-read mended alone, 13.8 s (2026-12-01) in
+`CachingAutotuner.coordinate_descent_tuning`.
+install() puts a mended version of each in place, on a torch whose own lacks the mend.
 """
 import inspect
 
@@ -51,6 +56,24 @@ def recheck_keeping_mark(self, reload_kernel_from_src):
             self.compile_results = [self._precompile_config(best)]
 
 
+def no_rblock_scaling_on_a_hit(scale):
+    """torch's _dynamic_scale_rblock, skipped when the kernel's config came from the autotune cache."""
+    def scale_unless_cached(self):
+        info = getattr(self, "autotune_cache_info", None) or {}
+        if info.get("autotune_cache_state") == "hit":
+            return None
+        return scale(self)
+    scale_unless_cached.__wrapped__ = scale
+    return scale_unless_cached
+
+
+def _scales_on_a_hit(scale):
+    try:
+        return "autotune_cache_state" not in inspect.getsource(scale)
+    except (OSError, TypeError):
+        return False
+
+
 def install():
     """Put recheck_keeping_mark in place where torch needs it; returns why it did or did not (for the JSON)."""
     if _installed["done"]:
@@ -63,9 +86,14 @@ def install():
     except (ImportError, AttributeError) as e:
         _installed["why"] = f"not needed: this torch's Inductor has no saved-autotuner re-read ({e})"
         return _installed["why"]
-    if not _needs_fix(recheck):
-        _installed["why"] = "not needed: this torch keeps the coordinate-descent mark on a cache hit"
-    else:
+    done = []
+    if _needs_fix(recheck):
         autotuner.recheck_autotune_cache = recheck_keeping_mark
-        _installed["why"] = "installed: a cached coordinate-descent config is not tuned again"
+        done.append("the re-read keeps the coordinate-descent mark")
+    scale = getattr(autotuner, "_dynamic_scale_rblock", None)
+    if scale is not None and _scales_on_a_hit(scale):
+        autotuner._dynamic_scale_rblock = no_rblock_scaling_on_a_hit(scale)
+        done.append("no RBLOCK scaling on a cache hit")
+    _installed["why"] = (f"installed: {' and '.join(done)}, so a cached coordinate-descent config is not tuned "
+                         "again" if done else "not needed: this torch keeps a cached coordinate-descent config")
     return _installed["why"]

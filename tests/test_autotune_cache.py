@@ -60,6 +60,8 @@ def test_a_miss_leaves_every_config_to_autotuning(monkeypatch):
 def test_install_says_what_it_did():
     why = autotune_cache.install()
     assert why.startswith(("installed", "not needed"))
+    scale = th.CachingAutotuner._dynamic_scale_rblock
+    assert not autotune_cache._scales_on_a_hit(scale) or getattr(scale, "__wrapped__", None)
     assert autotune_cache.install() == why              # once a process
     source_keeps_mark = not autotune_cache._needs_fix(th.CachingAutotuner.recheck_autotune_cache) \
         or th.CachingAutotuner.recheck_autotune_cache is autotune_cache.recheck_keeping_mark
@@ -78,3 +80,23 @@ def test_a_reread_that_drops_the_mark_is_recognised():
             return
     assert autotune_cache._needs_fix(reread_of_torch_2_11)
     assert not autotune_cache._needs_fix(reread_of_torch_2_13)
+
+
+def test_rblock_scaling_is_skipped_for_a_config_from_the_cache():
+    calls = []
+    scale = autotune_cache.no_rblock_scaling_on_a_hit(lambda self: calls.append(self))
+    hit = SimpleNamespace(autotune_cache_info={"autotune_cache_state": "hit"})
+    miss = SimpleNamespace(autotune_cache_info={"autotune_cache_state": "miss"})
+    scale(hit)
+    scale(miss)
+    scale(SimpleNamespace(autotune_cache_info=None))
+    assert calls == [miss, calls[1]] and len(calls) == 2
+
+    def scale_of_torch_2_11(self):
+        return self.compile_results
+
+    def scale_of_torch_2_13(self):
+        if self.autotune_cache_info.get("autotune_cache_state") == "hit":
+            return None
+    assert autotune_cache._scales_on_a_hit(scale_of_torch_2_11)
+    assert not autotune_cache._scales_on_a_hit(scale_of_torch_2_13)
