@@ -1,6 +1,7 @@
 """Does a coordinate-descent build served from Inductor's caches tune again? (GPU; issue 17's verify time.)
 
-    python benchmarks/autotune_cache_check.py --out reports/autotune-cache.json
+    python benchmarks/autotune_cache_check.py --out reports/autotune-cache.json            # with playbook's mend
+    python benchmarks/autotune_cache_check.py --torch-only --out reports/autotune-cache.json   # torch as it is
 
 On the H200 (llama 1b, torch 2.11, 2026-11-23) verify rebuilt the recipe that tuning had just built and
 kept, hit Inductor's FX graph cache, and still spent 13 s in `CachingAutotuner.coordinate_descent_tuning`.
@@ -15,6 +16,9 @@ the coordinate-descent mark, over the tuned ones; the third process then missed 
 coordinate descent for it again (6.4 s tuning in the first process, 1.5 s in the second, 0.3 s in the
 third). Returning early from coordinate descent on a cache hit (tried that day) changed nothing: torch
 already skips it there. So the cached tuned configs churn between processes; the cause is in Inductor.
+playbook/autotune_cache.py names the three causes found since and mends them; each process here records
+`coordesc_benches` (torch's count of coordinate-descent benchmarks) and `not_retuned` (kernels the mend
+kept from tuning again).
 """
 import argparse
 import json
@@ -28,10 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_once():
+def build_once(mend=True, recipe=None):
     import torch
 
-    from playbook import clock
+    from playbook import autotune_cache, clock
+    if not mend:                # keep the pipeline's own install() from mending too
+        autotune_cache._installed.update(done=True, why="not installed (--torch-only)")
+    installed = autotune_cache.install()
     torch.manual_seed(0)
     dim, hidden = 2048, 8192
     w1 = torch.randn(2 * hidden, dim, device="cuda", dtype=torch.bfloat16) / dim ** 0.5
@@ -62,16 +69,25 @@ def build_once():
         autotune_cache.AutotuneCache.save = saved
     except (ImportError, AttributeError) as e:
         states.append(f"not instrumented: {e}")
+    from torch._dynamo.utils import counters
     clock.reset()
-    fn = torch.compile(block, options={"coordinate_descent_tuning": True, "triton.cudagraphs": False})
-    x = torch.randn(1, 1, dim, device="cuda", dtype=torch.bfloat16)
     t0 = time.perf_counter()
-    fn(x)
+    if recipe:                  # a kept recipe (with tuning's coordinate descent) built as verify builds it
+        from playbook.pipeline import Pipeline
+        from playbook.reuse import load_recipe
+        data = load_recipe(recipe)
+        Pipeline.from_recipe({"seed": 0, **data["workload"]}, data["phases"]).build()
+        t0 += clock.time_s().get("build", 0.0)          # the model's build is not the compile
+    else:
+        fn = torch.compile(block, options={"coordinate_descent_tuning": True, "triton.cudagraphs": False})
+        fn(torch.randn(1, 1, dim, device="cuda", dtype=torch.bfloat16))
     torch.cuda.synchronize()
     return {"first_call_s": round(time.perf_counter() - t0, 2), "compile_cache": clock.cache_counts(),
             "compile_stages": clock.compile_stages(least_s=0.01),
             "autotune_cache_states": {k: states.count(k) for k in set(map(str, states))},
-            "saves": {"coordesc": saves.count(True), "other": saves.count(False)}}
+            "saves": {"coordesc": saves.count(True), "other": saves.count(False)},
+            "coordesc_benches": counters["inductor"]["coordesc_tuning_bench"], "mend": installed,
+            "not_retuned": autotune_cache.not_retuned()}
 
 
 def best_configs(cache):
@@ -89,24 +105,29 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "reports" / "autotune-cache.json"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--torch-only", action="store_true", help="without playbook/autotune_cache.py's mend")
+    ap.add_argument("--recipe", help="build this recipe.json (a tuned one) instead of the small block")
+    ap.add_argument("--processes", type=int, default=3)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(build_once()))
+        print(json.dumps(build_once(mend=not args.torch_only, recipe=args.recipe)))
         return 0
     import torch
     cache = tempfile.mkdtemp(prefix="playbook-autotune-check-")
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache,
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     runs = []
-    for i in range(3):                  # 1 tunes and fills the cache; 2 and 3 build the same on it
-        done = subprocess.run([sys.executable, __file__, "--child"], env=env, capture_output=True, text=True)
+    for i in range(args.processes):     # 1 tunes and fills the cache; the others build the same on it
+        child = [sys.executable, __file__, "--child"] + (["--torch-only"] if args.torch_only else []) \
+            + (["--recipe", args.recipe] if args.recipe else [])
+        done = subprocess.run(child, env=env, capture_output=True, text=True)
         last = (done.stdout.strip().splitlines() or ["{}"])[-1]
         run = json.loads(last) if done.returncode == 0 else {"error": done.stderr[-2000:]}
         run["best_configs_after"] = best_configs(cache)
         runs.append(run)
         print(f"process {i + 1}: {json.dumps(run)[:600]}", flush=True)
     out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-           "runs": runs}
+           "mend": not args.torch_only, "recipe": args.recipe, "runs": runs}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     return 0

@@ -11,7 +11,11 @@ machine's) then loses the tuning in two places, both mended in torch 2.13:
   config, so each such kernel runs coordinate descent again on its first call;
 - a reduction kernel then adds smaller-RBLOCK configs for occupancy (`_dynamic_scale_rblock`) even on a
   cache hit, so it has several launchers: it benchmarks them, saves the winner *without* the mark over the
-  tuned config, and runs coordinate descent again; the next process misses on it.
+  tuned config, and runs coordinate descent again; the next process misses on it;
+- and the mark is an attribute torch sets on a `triton.Config`, whose unpickling keeps only its own fields:
+  a kernel compiled in a worker process, or loaded from a saved bundle, comes back unmarked whatever the
+  cache said, and is tuned again. So coordinate descent itself first reads the kernel's autotune-cache
+  entry: a config recorded there as found by coordinate descent is used as it is.
 NOTE: on the H200 (llama 1b, torch 2.11) verify hit the FX graph cache and still spent 14.4 s (2026-12-01),
 19.5 s (2026-11-23) and, with the re-read mended alone, 13.8 s (2026-12-01) in
 `CachingAutotuner.coordinate_descent_tuning`.
@@ -19,7 +23,7 @@ install() puts a mended version of each in place, on a torch whose own lacks the
 """
 import inspect
 
-_installed = {"done": False, "why": None}
+_installed = {"done": False, "why": None, "not_retuned": 0}
 
 
 def _needs_fix(recheck):
@@ -74,26 +78,66 @@ def _scales_on_a_hit(scale):
         return False
 
 
+def cached_as_tuned(autotuner, config):
+    """True when the kernel's autotune-cache entry records this very config as found by coordinate descent."""
+    cache = getattr(getattr(autotuner, "save_cache_hook", None), "__self__", None)
+    read = getattr(cache, "_read", None)
+    if read is None:
+        return False
+    try:
+        best = read()
+    except Exception:  # noqa: BLE001  (an unreadable entry means tuning as torch would)
+        return False
+    if not isinstance(best, dict) or not best.get("found_by_coordesc"):
+        return False
+    if best.get("configs_hash") != getattr(cache, "configs_hash", None):
+        return False
+    return (all(best.get(k) == v for k, v in config.kwargs.items())
+            and best.get("num_warps") == config.num_warps and best.get("num_stages") == config.num_stages)
+
+
+def tuning_unless_cached(tune):
+    """torch's coordinate_descent_tuning, skipped for a launcher whose config the cache records as tuned."""
+    def tune_unless_cached(self, launcher, *args, **kwargs):
+        if cached_as_tuned(self, launcher.config):
+            launcher.config.found_by_coordesc = True
+            _installed["not_retuned"] += 1
+            return launcher
+        return tune(self, launcher, *args, **kwargs)
+    tune_unless_cached.__wrapped__ = tune
+    return tune_unless_cached
+
+
+def not_retuned():
+    """How many kernels this process did not tune again, their tuned config read from the cache."""
+    return _installed["not_retuned"]
+
+
 def install():
-    """Put recheck_keeping_mark in place where torch needs it; returns why it did or did not (for the JSON)."""
+    """Put the mended re-read, RBLOCK scaling and coordinate descent in place where this torch needs them;
+    returns what it did, for the phase JSON."""
     if _installed["done"]:
         return _installed["why"]
     _installed["done"] = True
     try:
         from torch._inductor.runtime import triton_heuristics as th
         autotuner = th.CachingAutotuner
-        recheck = autotuner.recheck_autotune_cache
     except (ImportError, AttributeError) as e:
-        _installed["why"] = f"not needed: this torch's Inductor has no saved-autotuner re-read ({e})"
+        _installed["why"] = f"not needed: this torch's Inductor has no Triton autotuner ({e})"
         return _installed["why"]
     done = []
-    if _needs_fix(recheck):
+    recheck = getattr(autotuner, "recheck_autotune_cache", None)
+    if recheck is not None and _needs_fix(recheck):
         autotuner.recheck_autotune_cache = recheck_keeping_mark
         done.append("the re-read keeps the coordinate-descent mark")
     scale = getattr(autotuner, "_dynamic_scale_rblock", None)
     if scale is not None and _scales_on_a_hit(scale):
         autotuner._dynamic_scale_rblock = no_rblock_scaling_on_a_hit(scale)
         done.append("no RBLOCK scaling on a cache hit")
-    _installed["why"] = (f"installed: {' and '.join(done)}, so a cached coordinate-descent config is not tuned "
+    tune = getattr(autotuner, "coordinate_descent_tuning", None)
+    if tune is not None and not hasattr(tune, "__wrapped__"):
+        autotuner.coordinate_descent_tuning = tuning_unless_cached(tune)
+        done.append("a config the cache records as tuned is used as it is")
+    _installed["why"] = (f"installed: {', '.join(done)}, so a cached coordinate-descent config is not tuned "
                          "again" if done else "not needed: this torch keeps a cached coordinate-descent config")
     return _installed["why"]

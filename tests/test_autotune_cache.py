@@ -100,3 +100,37 @@ def test_rblock_scaling_is_skipped_for_a_config_from_the_cache():
             return None
     assert autotune_cache._scales_on_a_hit(scale_of_torch_2_11)
     assert not autotune_cache._scales_on_a_hit(scale_of_torch_2_13)
+
+
+class _Cache:
+    """Stands in for torch's AutotuneCache: one kernel's entry, as read from its .best_config file."""
+    configs_hash = "h1"
+
+    def __init__(self, entry):
+        self.entry = entry
+
+    def _read(self):
+        return dict(self.entry) if self.entry is not None else None
+
+    def save(self, *args, **kwargs):
+        pass
+
+
+@pytest.mark.parametrize("entry, skipped", [
+    ({"XBLOCK": 64, "num_warps": 4, "num_stages": 1, "configs_hash": "h1", "found_by_coordesc": True}, True),
+    ({"XBLOCK": 64, "num_warps": 4, "num_stages": 1, "configs_hash": "h1", "found_by_coordesc": False}, False),
+    ({"XBLOCK": 128, "num_warps": 4, "num_stages": 1, "configs_hash": "h1", "found_by_coordesc": True}, False),
+    ({"XBLOCK": 64, "num_warps": 4, "num_stages": 1, "configs_hash": "old", "found_by_coordesc": True}, False),
+    (None, False)], ids=["tuned", "not tuned", "another config", "other configs", "no entry"])
+def test_coordinate_descent_is_skipped_only_for_the_config_the_cache_records_as_tuned(entry, skipped):
+    """The config reaching coordinate descent has lost its mark (a triton.Config unpickles without it)."""
+    tuned = []
+    tune = autotune_cache.tuning_unless_cached(lambda self, launcher: tuned.append(launcher) or "tuned again")
+    tuner = SimpleNamespace(save_cache_hook=_Cache(entry).save)
+    launcher = SimpleNamespace(config=_config(64))
+    before = autotune_cache.not_retuned()
+    got = tune(tuner, launcher)
+    assert (got is launcher and not tuned and launcher.config.found_by_coordesc) if skipped else got == "tuned again"
+    assert autotune_cache.not_retuned() - before == int(skipped)
+    assert tune(SimpleNamespace(save_cache_hook=None), launcher) == "tuned again"     # no cache: torch's way
+
