@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))   # the project's kernels/ before benchmarks/kernels.py (transformers imports "kernels")
 
 
 def build_once(mend=True, recipe=None):
@@ -53,7 +54,7 @@ def build_once(mend=True, recipe=None):
 
     states, saves = [], []
     try:                                # what each kernel's autotune-cache lookup said, and what was saved
-        from torch._inductor.runtime import autotune_cache, triton_heuristics
+        from torch._inductor.runtime import autotune_cache as torch_autotune_cache, triton_heuristics
         check = triton_heuristics.check_autotune_cache
 
         def checked(configs, filename, inductor_meta):
@@ -61,12 +62,13 @@ def build_once(mend=True, recipe=None):
             states.append(got[2].get("autotune_cache_state"))
             return got
         triton_heuristics.check_autotune_cache = checked
-        save = autotune_cache.AutotuneCache.save
+        save = torch_autotune_cache.AutotuneCache.save
 
-        def saved(self, config, time_taken_ns, found_by_coordesc=False, *a, **k):
+        def counted_save(self, config, time_taken_ns, found_by_coordesc=False, *a, **k):
             saves.append(bool(found_by_coordesc))
             return save(self, config, time_taken_ns, found_by_coordesc, *a, **k)
-        autotune_cache.AutotuneCache.save = saved
+        counted_save.__name__ = counted_save.__qualname__ = "save"     # a pickled hook names its method "save"
+        torch_autotune_cache.AutotuneCache.save = counted_save
     except (ImportError, AttributeError) as e:
         states.append(f"not instrumented: {e}")
     from torch._dynamo.utils import counters
