@@ -48,8 +48,10 @@ INDUCTOR_FUSION = {"epilogue_fusion": True, "aggressive_fusion": True, "group_fu
 # Inductor prepack a linear's weight for oneDNN. A frozen graph bypasses AOTAutograd's cache ("Cannot cache
 # a graph with freezing enabled"), so every later build of the recipe traced it again: on the H200 (llama 1b,
 # torch 2.11, 2026-12-01) 7.6 s of create_aot_dispatcher_function in each of tuning's and verify's rebuilds,
-# with the FX graph cache hit, and the CPU ladder's verify showed 0 AOTAutograd hits too. A GPU's weights are
-# read in place by cuBLAS and Triton: there is nothing for freezing to prepack.
+# with the FX graph cache hit, and the CPU ladder's verify showed 0 AOTAutograd hits too. Nor did it make the GPU
+# step faster: llama 1b's tuned recipe side by side with and without it, 0.98442 vs 0.98384 ms, both correct
+# (H200, 2026-12-01, benchmarks/results/freezing/). Without it, that run's verify hit AOTAutograd's cache and
+# spent 5.1 s in Dynamo and AOTAutograd, against 11.5 s before.
 FREEZING_ON = ("cpu",)
 
 
