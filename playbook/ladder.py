@@ -125,15 +125,27 @@ def _candidates(mod, ctx, result, knobs_to_try):
     return candidates
 
 
-def _build_candidates(mod, run, recipe_steps, candidates, judges, budget, spent_s):
-    """Build and check each candidate until the budget would be overrun. Returns (runners of the correct
-    ones by index, a record per candidate built, the labels left out by the budget)."""
+def _label(mod, knobs):
+    return mod.label(knobs) if hasattr(mod, "label") else json.dumps(knobs)[:80]
+
+
+def _build_candidates(mod, run, recipe_steps, candidates, judges, budget, spent_s, result):
+    """Build and check each candidate until the budget would be overrun, or, for a phase whose candidates
+    are NESTED (each holds the ones after it), until one is correct. Returns (runners of the correct ones by
+    index, a record per candidate built, the labels left out by the budget)."""
     runners, records, left_out = {}, [], []
     longest = spent_s                       # the kept recipe's build: what one more build may cost
     for i, knobs in enumerate(steps(candidates, f"{mod.NAME}: building candidates")):
         label = mod.label(knobs) if hasattr(mod, "label") else None
+        if getattr(mod, "NESTED", False) and runners:
+            held = [_label(mod, k) for k in candidates[i:]]
+            result["not_built"] = {"labels": held, "why": f"{_label(mod, candidates[min(runners)])} holds them "
+                                   "and is correct (this phase's candidates are nested)"}
+            result["notes"].append(f"not built: {', '.join(held)}; {result['not_built']['why']}")
+            print(f"[{mod.NAME}] {len(held)} candidate(s) not built: {result['not_built']['why']}", flush=True)
+            break
         if budget is not None and records and spent_s + longest > budget:
-            left_out += [mod.label(k) if hasattr(mod, "label") else json.dumps(k)[:80] for k in candidates[i:]]
+            left_out += [_label(mod, k) for k in candidates[i:]]
             print(f"[{mod.NAME}] budget: {spent_s:.0f} of {budget:.0f} s spent, a build takes up to "
                   f"{longest:.0f} s: {len(candidates) - i} candidate(s) left out", flush=True)
             break
@@ -177,7 +189,7 @@ def _try(mod, run, result, iters, warmup, knobs_to_try=()):
     budget, t0 = phase_budget(mod, run), time.perf_counter()
     contenders = {"previous": base.build()}                   # "previous" and candidate indices
     runners, records, left_out = _build_candidates(mod, run, recipe_steps, candidates, judges, budget,
-                                                   time.perf_counter() - t0)
+                                                   time.perf_counter() - t0, result)
     contenders.update(runners)
     if budget is not None:
         result["budget"] = {"budget_s": round(budget, 1), "spent_s": round(time.perf_counter() - t0, 1),

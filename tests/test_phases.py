@@ -64,6 +64,22 @@ def test_fusion_saves_three_gemms_per_layer(tiny_run):
     assert r["weight_bytes"]["after"] == r["weight_bytes"]["before"] and len(r["knobs"]["groups"]) == 8
 
 
+def test_nested_candidates_stop_at_the_first_correct_one(tiny_run, monkeypatch):
+    """fusion's candidates are nested (the one with the workload's knobs holds the fusion alone): once one is
+    correct, the ones it holds are not built, and the JSON says so."""
+    from playbook.phases import fusion
+    offered = fusion.candidates
+
+    def with_a_superset(ctx):
+        (fused,) = offered(ctx)
+        return [dict(fused, model_knobs={}), fused]        # no knob to set, so both are correct
+    monkeypatch.setattr(fusion, "candidates", with_a_superset)
+    r = run_phase("fusion", tiny_run, iters=5, warmup=1)
+    assert r["status"] in ("kept", "rejected"), r["error"]
+    assert len(r["candidates"]) == 1 and "model_knobs" in r["candidates"][0]["knobs"]
+    assert r["not_built"]["labels"] == ["fuse projections"] and "nested" in r["not_built"]["why"]
+
+
 def test_kernels_tries_triton_and_inductor_fusion(tiny_run, monkeypatch):
     from playbook.phases import kernels
     monkeypatch.setattr(kernels, "BUDGET_S", None)         # every candidate, however slow this machine builds

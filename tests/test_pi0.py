@@ -131,7 +131,9 @@ def test_pi0_tiny_goes_down_the_whole_ladder_with_verify_correct(tmp_path):
     assert grouped["correct"] and grouped["error"] is None, grouped
     fusion = phases["fusion"]
     assert fusion["model_knobs_offered"] == {"skip_masked_cameras": [2], "batch_cameras": True}
-    assert all(c["correct"] for c in fusion["candidates"])            # with and without the knob: same actions
+    (built,) = fusion["candidates"]                   # nested: the fusion alone is not built once this is correct
+    assert built["label"] == "fuse projections + model knobs" and built["correct"]
+    assert fusion["not_built"]["labels"] == ["fuse projections"]
     run = json.loads((out / "run.json").read_text())
     assert run["options"] == {"cameras": 2, "prompt_len": 20, "action_horizon": 10, "num_steps": 4}
     assert "| 7 verify (kept) |" in (out / "report.md").read_text()

@@ -110,6 +110,8 @@ def phase_summary(p):
     if p.get("compile_stages"):
         top = list(p["compile_stages"].items())[:5]
         lines.append("- inside the compiles (torch's timers, nested): " + ", ".join(f"{k} {v} s" for k, v in top))
+    if p.get("not_built"):
+        lines.append(f"- not built: {', '.join(p['not_built']['labels'])} ({p['not_built']['why']})")
     if p.get("budget"):
         b = p["budget"]
         lines.append(f"- time budget {b['budget_s']} s, spent {b['spent_s']} s"
