@@ -12,11 +12,16 @@ and its JSON says why. baseline, cudagraph and verify always run.
 """
 import statistics
 
-# NOTE: relative cost of each phase in units of phase 1's wall time, from the llama 1b ladder on the
-# H200 (2026-11-22: cudagraph 114 s; attention 52, gemm 170, fusion 105, kernels 180, tuning 216,
-# verify 86 s), rounded; gemm and tuning count what they may spend, not what they spent then.
-WEIGHT = {"cudagraph": 1.0, "attention": 0.5, "gemm": 0.8, "fusion": 0.9, "kernels": 1.3, "tuning": 1.6,
-          "verify": 0.8}
+# NOTE: relative cost of each phase in units of phase 1's wall time. First from the llama 1b ladder on the
+# H200 (2026-11-22: cudagraph 114 s; attention 52, gemm 170, fusion 105, kernels 180, tuning 216, verify 86 s).
+# Re-measured on the H200 once the compile caches served rebuilds (2026-12-01; 2026-11-23 for pi0's attention):
+# attention 0.76 (llama 1b) and 1.0 (pi0 full, two candidates); gemm 0.06 (llama, one-row shapes untimed on
+# Triton), 0.46 and 0.81 (pi0); fusion 0.89 (llama), 1.06 and 1.1 (pi0 with both candidates built, before they
+# were nested); kernels 1.14 (llama); tuning 2.23 (llama, held to its own 75 s); verify 0.37 and 0.39 (pi0),
+# 1.16 (llama, 18 s of it coordinate descent tuning again). On pi0 full the old weights held 394 s for gemm,
+# fusion and verify, which took 261, and skipped attention. gemm and tuning count what they may spend.
+WEIGHT = {"cudagraph": 1.0, "attention": 0.8, "gemm": 0.6, "fusion": 0.8, "kernels": 1.3, "tuning": 1.6,
+          "verify": 0.6}
 ALWAYS = ("baseline", "cudagraph", "verify")    # phase 1 is the ladder's largest step, and the unit
 # NOTE: what a short budget keeps first, by what each phase gained over the recipe before it (H200,
 # 2026-11-22): fusion 1.19x (llama 1b) and 1.18x (pi0 full), tuning 1.09x (llama), gemm 1.05x (pi0),
