@@ -134,3 +134,24 @@ def test_coordinate_descent_is_skipped_only_for_the_config_the_cache_records_as_
     assert autotune_cache.not_retuned() - before == int(skipped)
     assert tune(SimpleNamespace(save_cache_hook=None), launcher) == "tuned again"     # no cache: torch's way
 
+
+
+def test_torchs_own_autotune_cache_entry_survives_a_pickled_hook_and_skips_tuning(tmp_path, monkeypatch):
+    """With torch's AutotuneCache (not a stand-in): coordinate descent's save, then the hook pickled as a
+    compiled kernel's autotuner is between processes, then a launcher whose config lost its mark."""
+    import pickle
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    from torch._inductor.runtime.autotune_cache import AutotuneCache, inductor_meta_from_config
+    meta = dict(inductor_meta_from_config(), coordinate_descent_tuning=True)
+    (tmp_path / "k").mkdir()
+    cache = AutotuneCache.create(meta, str(tmp_path / "k" / "kernel.py"), "configs-1")
+    if cache is None or not cache.local_cache:
+        pytest.skip("this torch keeps no local autotune cache")
+    tuned = _config(64)
+    cache.save(tuned, 1_000_000, found_by_coordesc=True)
+    hook = pickle.loads(pickle.dumps(cache.save))
+    retuned = []
+    tune = autotune_cache.tuning_unless_cached(lambda self, launcher: retuned.append(launcher) or launcher)
+    unmarked = SimpleNamespace(config=_config(64))
+    assert tune(SimpleNamespace(save_cache_hook=hook), unmarked) is unmarked and not retuned
+    assert tune(SimpleNamespace(save_cache_hook=hook), SimpleNamespace(config=_config(128))) and len(retuned) == 1
