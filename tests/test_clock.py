@@ -71,16 +71,21 @@ def test_a_short_budget_keeps_the_phases_that_gained_most(tmp_path, run_params):
     assert plan.share(run, "attention", later, seconds_left=100)[0] is None
 
 
+def _pi0_like_phase_one(run, library_gemm, triton_elementwise, triton_gemm, attention):
+    """Phase 1's trace as a kernel table: cuBLAS's GEMMs, Inductor's Triton kernels, the attention kernels (ms)."""
+    table = [{"name": "nvjet_sm90_tst_128x64", "category": "gemm", "count": 90, "ms": library_gemm},
+             {"name": "triton_poi_fused_add_mul_0", "category": "elementwise", "count": 300, "ms": triton_elementwise},
+             {"name": "triton_red_fused_mm_2", "category": "gemm", "count": 10, "ms": triton_gemm},
+             {"name": "cudnn_generated_fort_native_sdpa", "category": "attention", "count": 81, "ms": attention}]
+    run.write_phase({**run.phase("cudagraph"), "profile": {"unit": "kernel", "kernel_table": table}})
+
+
 def test_pi0_full_on_a_slow_machine_gets_attention_gemm_and_fusion_within_nine_minutes(tmp_path, run_params):
     """The H200 of 2026-12-01: phase 1 took 138 s and 363 s of --budget-min 9.2 were left; gemm, fusion and
     verify then took 261 s. The old weights held 394 s for them and skipped attention; the re-measured ones
     hold less than that and give attention a share, and still skip kernels once fusion has run."""
     run = _run_with(tmp_path, run_params, [("baseline", 45.0), ("cudagraph", 137.5)])
-    table = [{"name": "nvjet_sm90_tst_128x64", "category": "gemm", "count": 90, "ms": 19.0},
-             {"name": "triton_poi_fused_add_mul_0", "category": "elementwise", "count": 300, "ms": 3.64},
-             {"name": "triton_red_fused_mm_2", "category": "gemm", "count": 10, "ms": 0.35},
-             {"name": "cudnn_generated_fort_native_sdpa", "category": "attention", "count": 81, "ms": 5.55}]
-    run.write_phase({**run.phase("cudagraph"), "profile": {"unit": "kernel", "kernel_table": table}})
+    _pi0_like_phase_one(run, library_gemm=19.0, triton_elementwise=3.64, triton_gemm=0.35, attention=5.55)
     later = ["attention", "gemm", "fusion", "kernels", "tuning", "verify"]
     share, why = plan.share(run, "attention", later, seconds_left=363)
     assert why is None and share >= 60, why            # grouped attention's build and the kept recipe's: ~50 s
@@ -118,11 +123,7 @@ def test_the_eager_step_s_batched_products_count_as_attention_s_reach(tmp_path, 
     """pi0-like: eager attention's per-head products (aten::bmm, 4.5 ms of the eager step) are what grouped
     attention or SDPA replace, so attention outranks tuning and kernels though its own kernels are small."""
     run = _run_with(tmp_path, run_params, [("baseline", 20.0), ("cudagraph", 40.0)])
-    table = [{"name": "nvjet_sm90_tst_128x64", "category": "gemm", "count": 90, "ms": 18.9},
-             {"name": "triton_poi_fused_add_mul_0", "category": "elementwise", "count": 300, "ms": 2.0},
-             {"name": "triton_red_fused_mm_2", "category": "gemm", "count": 10, "ms": 2.06},
-             {"name": "cudnn_generated_fort_native_sdpa", "category": "attention", "count": 81, "ms": 1.06}]
-    run.write_phase({**run.phase("cudagraph"), "profile": {"unit": "kernel", "kernel_table": table}})
+    _pi0_like_phase_one(run, library_gemm=18.9, triton_elementwise=2.0, triton_gemm=2.06, attention=1.06)
     by_op = [{"op": "aten::bmm", "shapes": [[8, 11, 827], [8, 827, 256]], "kernels": 180, "ms": 2.97},
              {"op": "aten::mm", "shapes": [[816, 2048], [2048, 16384]], "kernels": 72, "ms": 2.64},
              {"op": "aten::bmm", "shapes": [[8, 11, 256], [8, 256, 827]], "kernels": 180, "ms": 1.5}]
