@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import bench
+from . import bench, stderr_filter
 from .devices import dtype_name
 
 REPEAT = 20
@@ -98,9 +98,8 @@ def _runner(name, device, a, w, b):
     """fn() computing F.linear(a, w, b) on backend name, and a restore() for global switches."""
     libs = dict((display, switch) for switch, display in blas_libraries(device))
     if name in libs:
-        prev = torch.backends.cuda.preferred_blas_library()
-        torch.backends.cuda.preferred_blas_library(libs[name])
-        return (lambda: F.linear(a, w, b)), (lambda: torch.backends.cuda.preferred_blas_library(prev))
+        prev = stderr_filter.prefer_blas(libs[name])
+        return (lambda: F.linear(a, w, b)), (lambda: stderr_filter.prefer_blas(prev))
     if name == "aten":
         return (lambda: F.linear(a, w, b)), (lambda: None)
     if name == "triton":

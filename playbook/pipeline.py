@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import autotune_cache, capture, clock
+from . import autotune_cache, capture, clock, stderr_filter
 from .devices import resolve_device, resolve_dtype, sync, vendor
 from .phases import get_phase
 from .workloads import build_workload
@@ -144,12 +144,11 @@ def _with_sdpa_backend(model, backend):
 def _with_blas(fn, library):
     """Prefer this BLAS library during each call (baked in when captured), then restore the global choice."""
     def call(*args, **kwargs):
-        prev = torch.backends.cuda.preferred_blas_library()
-        torch.backends.cuda.preferred_blas_library(library)
+        prev = stderr_filter.prefer_blas(library)
         try:
             return fn(*args, **kwargs)
         finally:
-            torch.backends.cuda.preferred_blas_library(prev)
+            stderr_filter.prefer_blas(prev)
     return call
 
 

@@ -24,15 +24,14 @@ counted, and their self times categorised, instead; the summary says so.
 import bisect
 import gzip
 import json
-import os
 import re
 import statistics
-import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from . import stderr_filter
 
 STEP_MARK = "playbook_step"
 CATEGORIES = ("gemm", "attention", "norm", "elementwise", "memcpy", "other")
@@ -67,29 +66,6 @@ def categorize(name, patterns=KERNEL_PATTERNS):
     return "other"
 
 
-NOISE = re.compile(r"^(USDT|STAGE):.*SyncActivityProfilerHandler")
-
-
-@contextmanager
-def quiet_profiler():
-    """Keep Kineto's start/stop lines (`USDT:... profiler_start`, written straight to fd 2) out of the
-    terminal and the notebooks; every other line written to stderr meanwhile is passed on."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            kept = [ln for ln in tmp.read().decode(errors="replace").splitlines(True) if not NOISE.match(ln)]
-            if kept:
-                sys.stderr.write("".join(kept))
-
-
 def capture(step, device, path, steps=5, warmup=2):
     """Write a Chrome trace (.json.gz) of `steps` calls after `warmup` unrecorded ones."""
     from torch.profiler import ProfilerActivity, profile, record_function, schedule
@@ -97,7 +73,7 @@ def capture(step, device, path, steps=5, warmup=2):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with quiet_profiler(), torch.no_grad(), profile(activities=activities, record_shapes=True,
+    with stderr_filter.filtered(), torch.no_grad(), profile(activities=activities, record_shapes=True,
                                   schedule=schedule(wait=0, warmup=warmup, active=steps, repeat=1),
                                   on_trace_ready=lambda p: p.export_chrome_trace(str(path))) as prof:
         for _ in range(warmup + steps):

@@ -1,0 +1,56 @@
+"""Lines torch writes straight to the process's stderr (fd 2, past Python's warnings) that tell a user
+nothing, kept out of the terminal and the notebooks; every other line is passed on.
+
+    from playbook import stderr_filter
+    with stderr_filter.filtered():                  # around a profiled section: Kineto's start/stop lines
+        ...
+    prev = stderr_filter.prefer_blas("cublaslt")    # torch.backends.cuda.preferred_blas_library, without its warning
+
+The lines: Kineto's `USDT:... SyncActivityProfilerHandler` at each profiler start and stop, and c10's
+once-a-process "preferred_blas_library is an experimental feature" when phase 3 (or a recipe that kept
+its choice) switches the BLAS library.
+"""
+import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
+
+import torch
+
+NOISE = re.compile(r"^(USDT|STAGE):.*SyncActivityProfilerHandler"
+                   r"|^\[W\d+ [\d:.]+ \S+\] Warning: torch\.backends\.cuda\.preferred_blas_library is an experimental")
+
+_blas = {"warned": False}
+
+
+@contextmanager
+def filtered():
+    """Hold fd 2 in a file meanwhile, then write back every line of it that NOISE does not match."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().decode(errors="replace").splitlines(True) if not NOISE.match(ln)]
+            if kept:
+                sys.stderr.write("".join(kept))
+
+
+def prefer_blas(library):
+    """Set torch's preferred BLAS library; returns the one before. Its first switch in a process (the one
+    c10 warns about) runs inside filtered(); later ones cost nothing extra (a recipe's step may call it)."""
+    prev = torch.backends.cuda.preferred_blas_library()
+    if _blas["warned"]:
+        torch.backends.cuda.preferred_blas_library(library)
+        return prev
+    with filtered():
+        torch.backends.cuda.preferred_blas_library(library)
+    _blas["warned"] = True
+    return prev
