@@ -64,3 +64,10 @@ def test_phase_5s_shape_table_says_which_projections_were_routed():
     assert "| 11, 8192 x 1024 | yes | 7.7 | 6.89 | no |" in text
     p["status"] = "rejected"                       # a rejected phase routed nothing in the recipe
     assert "| 11, 1024 x 4096 | no | 6.84 | 8.05 | no |" in report.phase_summary(p)
+
+
+def test_what_a_phase_did_not_build_is_said():
+    p = phase(4, "fusion")
+    p["not_built"] = {"labels": ["fuse projections"],
+                      "why": "fuse projections + model knobs holds them and is correct (this phase's candidates are nested)"}
+    assert "- not built: fuse projections (fuse projections + model knobs holds them" in report.phase_summary(p)
