@@ -71,3 +71,15 @@ def test_what_a_phase_did_not_build_is_said():
     p["not_built"] = {"labels": ["fuse projections"],
                       "why": "fuse projections + model knobs holds them and is correct (this phase's candidates are nested)"}
     assert "- not built: fuse projections (fuse projections + model knobs holds them" in report.phase_summary(p)
+
+
+def test_the_time_line_says_why_aotautograds_cache_was_bypassed():
+    p = phase(5, "kernels")
+    p["time_s"] = {"start": 1.0, "compile": 3.3, "total": 5.0}
+    p["compile_cache"] = {"fx_graph_hit": 1, "fx_graph_miss": 0, "aot_autograd_hit": 0, "aot_autograd_miss": 0,
+                          "aot_autograd_bypass": 1,
+                          "aot_autograd_bypass_why": ["Cannot cache a graph with freezing enabled"]}
+    text = report.phase_summary(p)
+    assert "AOTAutograd 0 hit / 0 missed / 1 bypassed (Cannot cache a graph with freezing enabled)" in text
+    p["compile_cache"] = {"fx_graph_hit": 1, "aot_autograd_hit": 1}        # an older record: no bypass counted
+    assert "bypassed" not in report.phase_summary(p)
