@@ -181,8 +181,10 @@ def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min
     if budget:
         run.update(budget_min=budget / 60)
     target = run.params.get("target_ms")
-    log(f"run {run.path} ({run.params['workload']} {run.params.get('preset')}, {run.params['device']}, "
-        f"{run.params['dtype']}, target {target or 'none'} ms"
+    workload, preset = run.params["workload"], run.params.get("preset")
+    what = workload if not preset or preset == workload else f"{workload} {preset}"
+    log(f"run {run.path} ({what}, {run.params['device']}, {run.params['dtype']}, "
+        f"{f'target {target} ms' if target else 'no target'}"
         f"{f', budget {budget / 60:g} min' if budget else ''}): {len(books)} phases")
     (run.path / "notebooks").mkdir(exist_ok=True)
     started = time.time()
