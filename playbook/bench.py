@@ -22,6 +22,13 @@ from .devices import sync
 from .quiet import quiet
 
 MIN_NOISE = 0.02   # the source's auto-revert threshold: differences under 2% are never called real
+# NOTE: a slow step gets fewer samples: no more than SAMPLE_S seconds of them a contender, and never under
+# MIN_SAMPLES. pi0 full's eager step (212 ms on the H200, 2026-12-01) took 12.7 s of samples a timing at
+# --iters 50, in baseline, again beside phase 1's candidates and again in verify; 20 samples of a step that
+# long put its median within a fraction of a percent. A step under SAMPLE_S / iters is untouched (llama 1b's
+# eager 17 ms step: all 200).
+SAMPLE_S = 4.0
+MIN_SAMPLES = 20
 
 
 @dataclass
@@ -72,9 +79,24 @@ def _samples(step, device, iters):
 
 
 def warm_up(step, device, warmup):
+    """Run step warmup times, each synced; returns the fastest call's seconds (None without a warm-up): a
+    first call that still captures or autotunes does not count."""
+    fastest = None
     for _ in range(warmup):
+        t0 = time.perf_counter()
         step()
-    sync(device)
+        sync(device)
+        took = time.perf_counter() - t0
+        fastest = took if fastest is None else min(fastest, took)
+    return fastest
+
+
+def capped(iters, call_s):
+    """How many samples to take of a step whose call takes call_s seconds: iters, or fewer where they would
+    take longer than SAMPLE_S (never under MIN_SAMPLES, never over iters)."""
+    if not call_s:
+        return iters
+    return min(iters, max(MIN_SAMPLES, int(SAMPLE_S / call_s)))
 
 
 @contextlib.contextmanager
@@ -94,23 +116,23 @@ def no_gc():
 
 def time_step(step, device, iters=100, warmup=10):
     with torch.no_grad(), quiet():
-        warm_up(step, device, warmup)
+        call_s = warm_up(step, device, warmup)
         with no_gc():
-            return summarize(_samples(step, device, iters))
+            return summarize(_samples(step, device, capped(iters, call_s)))
 
 
 def time_side_by_side(steps, device, iters=100, warmup=10, rounds=5):
-    """Time several steps in alternating rounds; each gets iters samples in all."""
-    per_round = max(1, iters // rounds)
+    """Time several steps in alternating rounds; each gets iters samples in all (fewer for a slow step:
+    capped())."""
     samples = {name: [] for name in steps}
     round_p50 = {name: [] for name in steps}
     with torch.no_grad(), quiet():
-        for step in steps.values():
-            warm_up(step, device, warmup)
+        per_round = {name: max(1, capped(iters, warm_up(step, device, warmup)) // rounds)
+                     for name, step in steps.items()}
         with no_gc():
             for _ in range(rounds):
                 for name, step in steps.items():
-                    got = _samples(step, device, per_round)
+                    got = _samples(step, device, per_round[name])
                     samples[name] += got
                     round_p50[name].append(statistics.median(got))
     return {name: summarize(samples[name], round_p50[name]) for name in steps}

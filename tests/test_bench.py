@@ -46,3 +46,21 @@ def test_the_garbage_collector_is_off_while_samples_are_taken_and_restored_after
     assert seen[:2] == [True, True]                               # warm-up runs as the program does
     assert seen[2:5] == [False] * 3 and seen[-4:] == [False] * 4  # every sample with the collector off
     assert gc.isenabled()
+
+
+def test_a_slow_step_gets_fewer_samples_and_a_fast_one_all_of_them(monkeypatch):
+    monkeypatch.setattr(bench, "SAMPLE_S", 1.0)
+    monkeypatch.setattr(bench, "MIN_SAMPLES", 5)
+    assert bench.capped(100, 0.001) == 100 and bench.capped(100, None) == 100
+    assert bench.capped(100, 0.05) == 20 and bench.capped(100, 1.0) == 5
+    # a loaded 2-core machine may stretch a 1 ms sleep, but not to the 20 ms it would take to be capped
+    ts = bench.time_side_by_side({"fast": lambda: time.sleep(0.001), "slow": lambda: time.sleep(0.1)},
+                                 torch.device("cpu"), iters=50, warmup=2, rounds=5)
+    assert ts["fast"].iters == 50 and 5 <= ts["slow"].iters <= 10
+    assert len(ts["slow"].round_p50_ms) == 5                      # still in every round, beside the others
+    first = []
+
+    def compiles_on_its_first_call():                            # a step still capturing: not what it costs
+        time.sleep(0.5 if not first else 0.001)
+        first.append(1)
+    assert bench.time_step(compiles_on_its_first_call, torch.device("cpu"), iters=40, warmup=3).iters == 40
