@@ -33,15 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # the project's kernels/ before benchmarks/kernels.py (transformers imports "kernels")
 
 
-def build_once(mend=True, recipe=None):
+def _block(dim=2048, hidden=8192):
+    """A small decode-like block (RMSNorm, gate/up, SiLU, down, residual) on random bf16 weights."""
     import torch
-
-    from playbook import autotune_cache, clock
-    if not mend:                # keep the pipeline's own install() from mending too
-        autotune_cache._installed.update(done=True, why="not installed (--torch-only)")
-    installed = autotune_cache.install()
     torch.manual_seed(0)
-    dim, hidden = 2048, 8192
     w1 = torch.randn(2 * hidden, dim, device="cuda", dtype=torch.bfloat16) / dim ** 0.5
     w2 = torch.randn(dim, hidden, device="cuda", dtype=torch.bfloat16) / hidden ** 0.5
     nw = torch.ones(dim, device="cuda", dtype=torch.bfloat16)
@@ -51,7 +46,16 @@ def build_once(mend=True, recipe=None):
         h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype) * nw
         gate, up = (h @ w1.t()).chunk(2, dim=-1)
         return x + (torch.nn.functional.silu(gate) * up) @ w2.t()
+    return block
 
+
+def build_once(mend=True, recipe=None):
+    import torch
+
+    from playbook import autotune_cache, clock
+    if not mend:                # keep the pipeline's own install() from mending too
+        autotune_cache.hold_off("not installed (--torch-only)")
+    installed = autotune_cache.install()
     states, saves = [], []
     try:                                # what each kernel's autotune-cache lookup said, and what was saved
         from torch._inductor.runtime import autotune_cache as torch_autotune_cache, triton_heuristics
@@ -81,8 +85,8 @@ def build_once(mend=True, recipe=None):
         Pipeline.from_recipe({"seed": 0, **data["workload"]}, data["phases"]).build()
         t0 += clock.time_s().get("build", 0.0)          # the model's build is not the compile
     else:
-        fn = torch.compile(block, options={"coordinate_descent_tuning": True, "triton.cudagraphs": False})
-        fn(torch.randn(1, 1, dim, device="cuda", dtype=torch.bfloat16))
+        fn = torch.compile(_block(), options={"coordinate_descent_tuning": True, "triton.cudagraphs": False})
+        fn(torch.randn(1, 1, 2048, device="cuda", dtype=torch.bfloat16))
     torch.cuda.synchronize()
     return {"first_call_s": round(time.perf_counter() - t0, 2), "compile_cache": clock.cache_counts(),
             "compile_stages": clock.compile_stages(least_s=0.01),

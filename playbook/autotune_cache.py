@@ -113,6 +113,11 @@ def not_retuned():
     return _installed["not_retuned"]
 
 
+def hold_off(why):
+    """Leave this torch as it is for the rest of the process (a comparison run): install() does nothing."""
+    _installed.update(done=True, why=why)
+
+
 def install():
     """Put the mended re-read, RBLOCK scaling and coordinate descent in place where this torch needs them;
     returns what it did, for the phase JSON."""

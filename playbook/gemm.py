@@ -99,7 +99,7 @@ def _runner(name, device, a, w, b):
     libs = dict((display, switch) for switch, display in blas_libraries(device))
     if name in libs:
         prev = stderr_filter.prefer_blas(libs[name])
-        return (lambda: F.linear(a, w, b)), (lambda: stderr_filter.prefer_blas(prev))
+        return (lambda: F.linear(a, w, b)), (lambda: torch.backends.cuda.preferred_blas_library(prev))
     if name == "aten":
         return (lambda: F.linear(a, w, b)), (lambda: None)
     if name == "triton":

@@ -148,7 +148,7 @@ def _with_blas(fn, library):
         try:
             return fn(*args, **kwargs)
         finally:
-            stderr_filter.prefer_blas(prev)
+            torch.backends.cuda.preferred_blas_library(prev)
     return call
 
 

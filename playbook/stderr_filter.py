@@ -5,6 +5,7 @@ nothing, kept out of the terminal and the notebooks; every other line is passed 
     with stderr_filter.filtered():                  # around a profiled section: Kineto's start/stop lines
         ...
     prev = stderr_filter.prefer_blas("cublaslt")    # torch.backends.cuda.preferred_blas_library, without its warning
+    torch.backends.cuda.preferred_blas_library(prev)   # restoring needs no filter: c10 warns once a process
 
 The lines: Kineto's `USDT:... SyncActivityProfilerHandler` at each profiler start and stop, and c10's
 once-a-process "preferred_blas_library is an experimental feature" when phase 3 (or a recipe that kept
