@@ -28,6 +28,16 @@ def rows(x, n):
     return x2
 
 
+def zero_counters(cache, device, n):
+    """int32 zeros [n] on device, made once per (device, n) and kept in cache: the counters through which the
+    last program of a split launch finds it is last (it combines, then sets its counter back to zero)."""
+    key = (str(device), n)
+    if key not in cache:
+        import torch
+        cache[key] = torch.zeros(n, dtype=torch.int32, device=device)
+    return cache[key]
+
+
 def next_pow2(n):
     return 1 << max(0, (int(n) - 1).bit_length())
 

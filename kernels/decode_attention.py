@@ -43,7 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton import check_device, next_pow2
+from ._triton import check_device, next_pow2, zero_counters
 
 
 @triton.jit
@@ -299,10 +299,7 @@ _counters = {}      # (device, heads) -> int32 [heads] of zeros: the combine's c
 
 
 def _counter(device, heads):
-    key = (str(device), heads)
-    if key not in _counters:
-        _counters[key] = torch.zeros(heads, dtype=torch.int32, device=device)
-    return _counters[key]
+    return zero_counters(_counters, device, heads)
 
 
 def _check_rope_append(q, k, v, cos, sin, k_cache, v_cache, position):

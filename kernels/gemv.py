@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton import INTERPRET, check_device, next_pow2
+from ._triton import INTERPRET, check_device, next_pow2, zero_counters
 
 TILE = 4096          # fp32 elements of a program's accumulator tile (BLOCK_N x BLOCK_K), at most
 # NOTE: two rows of W a program, K in chunks of 1024, 4 warps: on the H200 (benchmarks/results/gemv/gemv.json,
@@ -186,13 +186,6 @@ def rows_gpu_blocks(n, k, sms, waves=2, block_n=ROWS_BLOCK_N, block_k=ROWS_BLOCK
 _counters = {}      # (device, column blocks) -> int32 zeros: the split-K combine's counters, zero between calls
 
 
-def _counter(device, tiles):
-    key = (str(device), tiles)
-    if key not in _counters:
-        _counters[key] = torch.zeros(tiles, dtype=torch.int32, device=device)
-    return _counters[key]
-
-
 def _check(x, weight, bias, residual, norm_weight):
     check_device("gemv", *(t for t in (x, weight, bias, residual, norm_weight) if t is not None))
     if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
@@ -259,7 +252,7 @@ def _launch_rows(x, w, bias, r, has_res, norm_weight, y, eps, offset, block_n, b
     sq = torch.empty(splits * tiles * MAX_ROWS, device=x.device, dtype=torch.float32) if splits > 1 else y
     _gemv_rows[(tiles, splits)](
         x, w, bias if bias is not None else y, r, norm_weight if norm_weight is not None else y, y, part, sq,
-        _counter(x.device, tiles), rows, n, k, k_split, x.stride(0), w.stride(0), r.stride(0), y.stride(0), eps,
+        zero_counters(_counters, x.device, tiles), rows, n, k, k_split, x.stride(0), w.stride(0), r.stride(0), y.stride(0), eps,
         offset, HAS_BIAS=bias is not None, HAS_RES=has_res, HAS_NORM=norm_weight is not None, SPLITS=splits,
         FP32_DOT=w.dtype == torch.float32 or INTERPRET, BLOCK_M=MAX_ROWS, BLOCK_N=block_n, BLOCK_K=block_k,
         num_warps=num_warps)
