@@ -34,6 +34,8 @@
 #                                                   # wrote (or the committed one) beside itself with Inductor's freezing
 #   bash benchmarks/gpu_session.sh autotune-cache   # benchmarks/autotune_cache_check.py: a cached coordinate-descent
 #                                                   # build, does it tune again in a new process?
+#   bash benchmarks/gpu_session.sh few-query        # kernels.few_query_attention: its tests on CUDA, then pi0's denoise
+#                                                   # attention against the compiled math it replaces (a sweep)
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
 #                                                   # ladder + peers each, GPUS at a time, in the background;
 #                                                   # each call waits up to WAIT_S and copies what is done
@@ -117,6 +119,10 @@ if [[ $part == ladder-time-run ]]; then   # (the background half of ladder-time:
   bash benchmarks/gpu_session.sh llama-time
   bash benchmarks/gpu_session.sh pi0-time
   touch reports/lt-done
+fi
+if [[ $part == few-query ]]; then     # issue 19: pi0's denoise attention in one launch
+  python3 -m pytest -q tests/test_few_query_attention.py tests/test_rewrites.py -k "few_query or grouped or Few" 2>&1 | tail -3 | tee "$OUT/few-query-tests.txt"
+  python3 benchmarks/few_query_attention.py --json "$OUT/few-query-attention.json" 2>&1 | tee "$OUT/few-query.log"
 fi
 if [[ $part == llama-time ]]; then
   timeout "${LADDER_S:-585}" python3 benchmarks/ladder_time.py --workload llama --preset 1b --device cuda --target-ms "${LLAMA_TARGET_MS:-0.9}" \

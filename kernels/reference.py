@@ -83,3 +83,19 @@ def decode_attention(q, k, v):
     k, v = k.repeat_interleave(group, dim=1).float(), v.repeat_interleave(group, dim=1).float()
     scores = torch.einsum("bhd,bhnd->bhn", q.float(), k) / q.shape[-1] ** 0.5
     return torch.einsum("bhn,bhnd->bhd", scores.softmax(-1), v).to(q.dtype)
+
+
+def few_query_attention(q, k, v, mask=None, scale=None, softcap=None):
+    """A few queries against K/V with any mask. q: [B, H, Lq, D]; k, v: [B, KVH, Lk, D]; mask: None or
+    [B|1, H|1, Lq|1, Lk], boolean "may attend" or additive -> [B, Lq, H, D]. Scores and softmax in fp32, the
+    probabilities rounded to v's dtype for their product; a row with every slot masked gives zeros."""
+    group = q.shape[1] // k.shape[1]
+    keys, values = k.repeat_interleave(group, dim=1).float(), v.repeat_interleave(group, dim=1)
+    scores = q.float() @ keys.transpose(-1, -2) * (scale or q.shape[-1] ** -0.5)
+    if softcap:
+        scores = softcap * torch.tanh(scores / softcap)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    probs = torch.nan_to_num(scores.softmax(-1), nan=0.0)
+    out = probs.to(v.dtype).float() @ values.float()
+    return out.transpose(1, 2).to(q.dtype)

@@ -116,8 +116,12 @@ def _runner(name, device, a, w, b):
 def measure(shapes, device, ceilings=None, progress=print, backends=None):
     """Rows of shape x backend: us, TFLOP/s, GB/s, the shape's floor (floor_us) and % of it reached.
     backends: the names to time (default: every one here)."""
-    ceilings = ceilings or {}
-    names = backends or backends_here(device)
+    from .quiet import quiet
+    with quiet():       # the kernels started ahead wait once for the whole table, not once a timing
+        return _measure(shapes, device, ceilings or {}, progress, backends or backends_here(device))
+
+
+def _measure(shapes, device, ceilings, progress, names):
     rows = []
     for i, s in enumerate(shapes):
         a, w, b = _operands(s, device)

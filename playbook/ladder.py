@@ -232,5 +232,6 @@ def _try(mod, run, result, iters, warmup, knobs_to_try=()):
     result["notes"] += rec.get("notes", [])
     result.update(rec.get("info") or {})
     if not keep:
-        result["notes"].append(f"{v} than the kept recipe ({best.p50_ms:.4f} vs {previous.p50_ms:.4f} ms, "
+        than = "the same as" if v == "same" else f"{v} than"
+        result["notes"].append(f"{than} the kept recipe ({best.p50_ms:.4f} vs {previous.p50_ms:.4f} ms, "
                                f"noise {noise:.1%}): not kept")

@@ -105,6 +105,26 @@ def test_grouped_attention_is_eager_attention_with_any_mask(heads, kv_heads, q_l
     assert torch.allclose(out, _eager_reference(q, k, v, mask, 0.2), atol=1e-5)
 
 
+@pytest.mark.parametrize("q_len,boolean", [(11, True), (3, False), (40, True)])
+def test_few_query_attention_is_grouped_attention_in_one_launch(q_len, boolean):
+    """Calls of up to 16 queries go to kernels.few_query_attention (Triton's interpreter here), longer ones to the
+    grouped math: the same outputs either way, pi0's suffix mask included."""
+    from playbook.rewrites import grouped_attention as ga
+    torch.manual_seed(1)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"          # on a CPU, the kernel in Triton's interpreter
+    q, k, v = (torch.randn(1, h, n, 32, device=dev) for h, n in ((8, q_len), (1, q_len + 90), (1, q_len + 90)))
+    allowed = torch.ones(1, 1, q_len, q_len + 90, dtype=torch.bool, device=dev)
+    allowed[..., 80:90] = False                                  # padded prefix slots
+    allowed[0, 0, 0, 91:] = False                                # the state token does not see the actions
+    mask = allowed if boolean else torch.zeros(allowed.shape, device=dev).masked_fill(~allowed, -3.0e38)
+    assert ga._kernel_takes(nn.Module(), q, k, mask, 0.0) is (q_len <= 16)
+    out, weights = ga.few_query_forward(nn.Module(), q, k, v, mask, scaling=0.2)
+    assert weights is None and out.shape == (1, q_len, 8, 32)
+    assert torch.allclose(out, _eager_reference(q, k, v, mask, 0.2), atol=1e-4)
+    calls = [((q, k, v), {}), ((torch.randn(1, 8, 816, 32), torch.randn(1, 8, 816, 32), None), {})]   # + a prefix
+    assert len(ga.few_query_calls(calls)) == (1 if q_len <= 16 else 0)
+
+
 def test_grouped_attention_refuses_heads_that_do_not_group():
     from playbook.rewrites.grouped_attention import grouped_attention_forward
     with pytest.raises(ValueError, match="not a multiple"):
@@ -126,6 +146,10 @@ def test_a_gqa_hugging_face_model_on_eager_attention_is_grouped_with_its_own_pad
     assert grouped_attention.route(model) == [{"path": "", "heads": 6, "kv_heads": 2, "was": "eager"}]
     assert model.config._attn_implementation == grouped_attention.NAME
     with torch.no_grad():
+        assert_same(snapshot(model(input_ids=ids, attention_mask=pad).last_hidden_state), want)
+    assert grouped_attention.route(model, few_query=True)[0]["was"] == grouped_attention.NAME
+    assert model.config._attn_implementation == grouped_attention.FEW_QUERY
+    with torch.no_grad():                                         # 7 queries a call: the kernel takes them
         assert_same(snapshot(model(input_ids=ids, attention_mask=pad).last_hidden_state), want)
     mha = GemmaModel(GemmaConfig(**{**cfg.to_dict(), "num_key_value_heads": 6})).eval()
     assert grouped_attention.find_sites(mha) == []               # no groups: nothing to fold

@@ -10,7 +10,9 @@ its attention modules are of the Llama form, their rotary embedding and cache wr
 A Hugging Face model on eager attention with fewer K/V heads than query heads (GQA, MQA) is offered
 grouped attention first: eager's math with each group's query heads folded into the rows, so no K/V
 head is copied per query head (playbook/rewrites/grouped_attention.py); it takes any explicit mask,
-which SDPA's own GQA path does not. Correctness is gated against the baseline as always.
+which SDPA's own GQA path does not; where some of its calls are a few queries over a longer K/V (pi0's
+denoise steps), it is also offered with those calls in one Triton launch each (kernels.few_query_attention).
+Correctness is gated against the baseline as always.
 """
 from ..rewrites import attention, count_ops, decode_kernel, grouped_attention
 from . import Skip
@@ -31,12 +33,15 @@ CHOICES = {"sdpa": "attention through SDPA, torch picks the backend",
                                                 "and cache write in the same launch "
                                                 "(kernels.decode_attention_rope_append)",
            "grouped attention": "a Hugging Face GQA model's eager attention with each group's query heads "
-                                "folded into the rows: one product per K/V head, no K/V copies, any mask"}
+                                "folded into the rows: one product per K/V head, no K/V copies, any mask",
+           "grouped attention, few-query kernel": "grouped attention, and each call of 1 to 16 queries over a longer "
+                                                  "K/V in one launch (kernels.few_query_attention: the scores, "
+                                                  "mask, softmax and values' product)"}
 
 
 def label(knobs):
     if knobs.get("grouped"):
-        return "grouped attention"
+        return "grouped attention, few-query kernel" if knobs.get("few_query") else "grouped attention"
     if knobs.get("decode_kernel"):
         return "decode kernel, one launch a layer" if knobs.get("rope_append") else "decode kernel"
     return "sdpa + measured backend" if knobs.get("sdpa_backend") else "sdpa"
@@ -96,6 +101,17 @@ def candidates(ctx):
         out.append({"route": {"hf": [], "rewrite": []}, "sdpa_backend": None,
                     "grouped": [g["path"] for g in grouped]})
         ctx.info["grouped_attention"] = grouped
+        few = grouped_attention.few_query_calls(calls)
+        why = triton_here(pipe.device)
+        if few and not why:
+            # First: it is grouped attention with its few-query calls in one launch each, the same math on every
+            # other call. Both are built; the phase keeps the faster.
+            out.insert(0, dict(out[0], few_query=True))
+            q, k = few[0][0][0].shape, few[0][0][1].shape
+            ctx.info["few_query"] = (f"offered: {len(few)} of {len(calls)} attention calls a step are "
+                                     f"{q[2]} queries over {k[2]} slots (kernels.few_query_attention)")
+        elif few:
+            ctx.info["few_query"] = f"not offered: {why}"
     if route["hf"] or route["rewrite"]:
         out.append({"route": route, "sdpa_backend": None})
     if force:
@@ -130,7 +146,7 @@ def apply(pipe, knobs):
         if sorted(done) != sorted(route["rewrite"]):
             raise RuntimeError(f"attention rewrite found {done}; the recipe recorded {route['rewrite']}")
     if knobs.get("grouped"):
-        done = grouped_attention.route(model, set(knobs["grouped"]))
+        done = grouped_attention.route(model, set(knobs["grouped"]), few_query=bool(knobs.get("few_query")))
         if sorted(d["path"] for d in done) != sorted(knobs["grouped"]):
             raise RuntimeError(f"grouped attention found {[d['path'] for d in done]}; the recipe recorded "
                                f"{knobs['grouped']}")

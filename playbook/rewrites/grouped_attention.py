@@ -17,11 +17,19 @@ mask (boolean "may attend" or additive), softmax in fp32, rounded to the query's
 length is padded to a multiple of ALIGN slots that the mask hides (a padded slot gets weight 0). It
 takes what the model passes (scaling, dropout, softcap, a mask with one head or all of them) and is
 registered with transformers' AttentionInterface, so any HF model can switch to it by its own setting.
+
+    route(model, few_query=True)     # "playbook_few_query": the same, a few queries' calls in one launch
+
+A call of 1 to 16 queries over more K/V slots (pi0's denoise steps) can instead go to
+kernels.few_query_attention, which reads K/V in place and does the scores, mask, softmax and values'
+product in one launch; compiled, the grouped math was five kernels a call there (the padding, two
+products, the softmax, a copy). Phase 2 offers it as its own candidate, timed against the math.
 """
 import torch
 import torch.nn.functional as F
 
 NAME = "playbook_grouped"
+FEW_QUERY = "playbook_few_query"     # the same, with a few queries' calls in one Triton launch
 # NOTE: the K/V length is padded to a multiple of 8 (16 bytes of bf16), the padding masked out. On pi0 full
 # (H200, 2026-11-23) the grouped products over 838 slots ran on cuBLAS's unaligned sm75 kernels
 # (`cutlass_75_tensorop_s1688gemm_bf16_64x64_*_align1`, about 5 us a call, 1.76 ms a step) because 838 rows
@@ -59,6 +67,29 @@ def grouped_attention_forward(module, query, key, value, attention_mask, scaling
     return out.reshape(b, h, q_len, d).transpose(1, 2).contiguous(), None
 
 
+def few_query_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
+    """grouped_attention_forward, with a call of a few queries (a denoise step's suffix, a decode token) in one
+    launch of kernels.few_query_attention: the K/V read in place, no padding, one kernel for the scores, the
+    mask, the softmax and the values' product. Any other call (a prefix of many tokens, dropout while
+    training, a head over 256) takes the grouped math above."""
+    mask = None if attention_mask is None else attention_mask[..., :key.shape[2]]
+    if _kernel_takes(module, query, key, mask, dropout):
+        from kernels.few_query_attention import few_query_attention
+        return few_query_attention(query, key, value, mask, scale=scaling, softcap=softcap), None
+    return grouped_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                     softcap=softcap, **kwargs)
+
+
+def _kernel_takes(module, query, key, mask, dropout):
+    from kernels._triton import INTERPRET
+    from kernels.few_query_attention import takes
+    if query.device.type != "cuda" and not (INTERPRET and query.device.type == "cpu"):
+        return False
+    if dropout and getattr(module, "training", False):
+        return False
+    return query.dtype in (torch.float32, torch.bfloat16, torch.float16) and takes(query, key, mask) is None
+
+
 def _grouped_mask(mask, kvh, g, q_len, k_len):
     """A [mb, 1 or h, q, k] mask laid out as the grouped scores' rows: [mb, kvh, g * q, k]."""
     mb, mh = mask.shape[0], mask.shape[1]
@@ -72,16 +103,24 @@ def _grouped_mask(mask, kvh, g, q_len, k_len):
 
 
 def register():
-    """Make NAME an attention implementation transformers knows (and give it eager's additive masks where
-    a model builds its own); idempotent."""
+    """Make NAME and FEW_QUERY attention implementations transformers knows (and give them eager's additive
+    masks where a model builds its own); idempotent."""
     from transformers import AttentionInterface
     AttentionInterface.register(NAME, grouped_attention_forward)
+    AttentionInterface.register(FEW_QUERY, few_query_forward)
     try:
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, eager_mask
     except ImportError:
         return
-    if NAME not in ALL_MASK_ATTENTION_FUNCTIONS:
-        AttentionMaskInterface.register(NAME, eager_mask)
+    for name in (NAME, FEW_QUERY):
+        if name not in ALL_MASK_ATTENTION_FUNCTIONS:
+            AttentionMaskInterface.register(name, eager_mask)
+
+
+def few_query_calls(calls):
+    """The recorded SDPA calls of a few queries over more K/V slots (kernels.few_query_attention's case)."""
+    from kernels.few_query_attention import MAX_QUERIES
+    return [c for c in calls if c[0][0].dim() == 4 and c[0][0].shape[2] <= MAX_QUERIES < c[0][1].shape[2]]
 
 
 def find_sites(model):
@@ -94,13 +133,13 @@ def find_sites(model):
         heads = getattr(cfg, "num_attention_heads", None)
         kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
         was = cfg._attn_implementation
-        if heads and kv_heads and kv_heads < heads and was in ("eager", NAME):
+        if heads and kv_heads and kv_heads < heads and was in ("eager", NAME, FEW_QUERY):
             out.append({"path": path, "heads": heads, "kv_heads": kv_heads, "was": was})
     return out
 
 
-def route(model, paths=None):
-    """Switch the found models (or those at paths) to NAME; returns the sites switched."""
+def route(model, paths=None, few_query=False):
+    """Switch the found models (or those at paths) to NAME, or to FEW_QUERY; returns the sites switched."""
     from .attention import set_attn_implementation
     register()
     mods = dict(model.named_modules())
@@ -108,6 +147,6 @@ def route(model, paths=None):
     for site in find_sites(model):
         if paths is not None and site["path"] not in paths:
             continue
-        set_attn_implementation(mods[site["path"]], NAME)
+        set_attn_implementation(mods[site["path"]], FEW_QUERY if few_query else NAME)
         done.append(site)
     return done

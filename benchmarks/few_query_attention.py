@@ -1,0 +1,112 @@
+"""kernels.few_query_attention against the compiled attention it replaces, at pi0 full's denoise shapes, on one GPU.
+
+    python benchmarks/few_query_attention.py --json out.json
+
+pi0's action expert: 11 queries (the state and 10 actions), 8 query heads of 256 over one K/V head, 827 slots
+(816 of prefix, 11 of suffix), the suffix mask, bf16. Contenders: the grouped eager math the recipe runs
+today (playbook/rewrites/grouped_attention.py) compiled by Inductor, with its boolean and its additive mask;
+Hugging Face's SDPA path (K/V copied per head, the boolean mask) compiled; and the kernel over a sweep of
+its launch settings. For each, 18 calls (one a layer, each with its own K/V) are captured in one CUDA graph
+and the graph is replayed; the median over samples of CUDA-event time, divided by 18, is one call's time.
+Every contender's output is checked against kernels.reference.few_query_attention first. Writes {device,
+date, torch, shape, rows: [{name, us, max_abs_err}]}.
+"""
+import argparse
+import datetime
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kernels import few_query_attention as fq  # noqa: E402
+from kernels import reference  # noqa: E402
+from playbook.rewrites.grouped_attention import grouped_attention_forward  # noqa: E402
+
+LAYERS, H, KVH, LQ, PREFIX, PAD, D = 18, 8, 1, 11, 816, 28, 256
+SWEEP = [(1, 64, 4), (2, 64, 4), (2, 64, 8), (4, 64, 8), (2, 32, 4), (4, 32, 4), (13, 64, 8)]
+
+
+def inputs(dev, dt):
+    g = torch.Generator(device=dev).manual_seed(0)
+    q = torch.randn(1, H, LQ, D, device=dev, dtype=dt, generator=g)
+    kvs = [(torch.randn(1, KVH, PREFIX + LQ, D, device=dev, dtype=dt, generator=g),
+            torch.randn(1, KVH, PREFIX + LQ, D, device=dev, dtype=dt, generator=g)) for _ in range(LAYERS)]
+    allowed = torch.ones(1, 1, LQ, PREFIX + LQ, dtype=torch.bool, device=dev)
+    allowed[..., PREFIX - PAD:PREFIX] = False             # the prompt's padding
+    allowed[0, 0, 0, PREFIX + 1:] = False                 # the state token does not see the actions
+    additive = torch.zeros(allowed.shape, device=dev, dtype=dt).masked_fill(~allowed, torch.finfo(dt).min)
+    return q, kvs, allowed, additive
+
+
+def sdpa_hf(q, k, v, mask):
+    """transformers' sdpa_attention_forward with an explicit mask: K/V repeated per query head."""
+    g = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=D ** -0.5).transpose(1, 2)
+
+
+def time_us(fn, kvs, samples=50):
+    def step():
+        for k, v in kvs:
+            fn(k, v)
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    for _ in range(5):
+        graph.replay()
+    out = []
+    for _ in range(samples):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        b.synchronize()
+        out.append(a.elapsed_time(b) * 1000 / LAYERS)
+    return round(statistics.median(out), 2)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", required=True)
+    args = ap.parse_args(argv)
+    dev, dt = torch.device("cuda"), torch.bfloat16
+    q, kvs, allowed, additive = inputs(dev, dt)
+    want = reference.few_query_attention(q, *kvs[0], allowed, scale=D ** -0.5).float()
+    grouped = torch.compile(lambda q, k, v, m: grouped_attention_forward(None, q, k, v, m, scaling=D ** -0.5)[0])
+    contenders = {"grouped math, compiled, boolean mask": lambda k, v: grouped(q, k, v, allowed),
+                  "grouped math, compiled, additive mask": lambda k, v: grouped(q, k, v, additive),
+                  "sdpa (K/V per head), compiled": torch.compile(lambda k, v: sdpa_hf(q, k, v, allowed))}
+    for blocks, block_n, warps in SWEEP:
+        contenders[f"kernel chunk {blocks}x{block_n}, {warps} warps"] = (
+            lambda k, v, b=blocks, n=block_n, w=warps: fq.few_query_attention(q, k, v, allowed, scale=D ** -0.5,
+                                                                               chunk_blocks=b, block_n=n, num_warps=w))
+    contenders["kernel, defaults, additive mask"] = lambda k, v: fq.few_query_attention(q, k, v, additive,
+                                                                                        scale=D ** -0.5)
+    rows = []
+    for name, fn in contenders.items():
+        row = {"name": name}
+        try:
+            got = fn(*kvs[0]).float()
+            row["max_abs_err"] = round((got - want).abs().max().item(), 5)
+            row["us"] = time_us(fn, kvs)
+        except Exception as e:  # noqa: BLE001  (recorded per contender)
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    out = {"device": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
+           "torch": torch.__version__, "shape": {"layers": LAYERS, "heads": H, "kv_heads": KVH, "queries": LQ,
+                                                 "slots": PREFIX + LQ, "head_dim": D, "dtype": "bfloat16"},
+           "rows": rows}
+    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""kernels/few_query_attention.py against its reference: odd lengths, GQA groups, every mask kind, soft caps."""
+import pytest
+import torch
+
+from kernels import few_query_attention as fq
+from kernels import reference as ref
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
+
+
+def inputs(b, h, kvh, lq, lk, d, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return tuple((torch.randn(*s, generator=g) * 1.5).to(device=DEVICE, dtype=dtype)
+                 for s in ((b, h, lq, d), (b, kvh, lk, d), (b, kvh, lk, d)))
+
+
+def close(got, want, dtype):
+    assert got.shape == want.shape and torch.isfinite(got).all()
+    err = (got.float() - want.float()).abs().max().item()
+    assert err <= TOL[dtype] * max(1.0, want.float().abs().max().item()), err
+
+
+def pi0_mask(lq, lk, pad=5):
+    """pi0's suffix mask: the prefix minus `pad` padded slots, then the suffix block where the first (state)
+    token does not see the rest."""
+    allowed = torch.ones(1, 1, lq, lk, dtype=torch.bool)
+    prefix = lk - lq
+    allowed[..., prefix - pad:prefix] = False
+    allowed[0, 0, 0, prefix + 1:] = False
+    return allowed.to(DEVICE)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("b,h,kvh,lq,lk,d", [(1, 8, 1, 11, 200, 32), (2, 4, 2, 3, 77, 16), (1, 2, 2, 16, 64, 24),
+                                             (1, 6, 3, 1, 129, 64)])
+@pytest.mark.parametrize("chunk_blocks", [1, 2, 5])
+def test_matches_the_reference_with_a_boolean_mask(b, h, kvh, lq, lk, d, dtype, chunk_blocks):
+    q, k, v = inputs(b, h, kvh, lq, lk, d, dtype)
+    mask = pi0_mask(lq, lk).expand(b, 1, lq, lk) if lq > 1 else None
+    close(fq.few_query_attention(q, k, v, mask, chunk_blocks=chunk_blocks), ref.few_query_attention(q, k, v, mask),
+          dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_additive_per_head_masks_scale_and_softcap(dtype):
+    q, k, v = inputs(1, 4, 2, 7, 150, 32, dtype, seed=1)
+    g = torch.Generator().manual_seed(2)
+    allowed = torch.rand(1, 4, 7, 150, generator=g) > 0.3
+    allowed[..., 0] = True                                                 # every row sees something
+    additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min).to(DEVICE, dtype)
+    for mask in (allowed.to(DEVICE), additive):
+        got = fq.few_query_attention(q, k, v, mask, scale=0.1, softcap=5.0, chunk_blocks=1)
+        close(got, ref.few_query_attention(q, k, v, mask, scale=0.1, softcap=5.0), dtype)
+
+
+def test_a_row_with_every_slot_masked_gives_zeros_and_the_others_are_untouched():
+    q, k, v = inputs(1, 2, 1, 4, 140, 16, torch.float32)
+    mask = torch.ones(1, 1, 4, 140, dtype=torch.bool, device=DEVICE)
+    mask[..., 2, :] = False
+    got = fq.few_query_attention(q, k, v, mask, chunk_blocks=1)
+    assert (got[:, 2] == 0).all()
+    close(got, ref.few_query_attention(q, k, v, mask), torch.float32)
+
+
+def test_repeated_calls_reuse_the_counters_cleanly():
+    """The in-launch combine sets its counters back to zero: a second call (other data) is right too."""
+    for seed in (0, 1, 2):
+        q, k, v = inputs(1, 8, 1, 11, 300, 32, torch.float32, seed=seed)
+        close(fq.few_query_attention(q, k, v, chunk_blocks=1), ref.few_query_attention(q, k, v), torch.float32)
+
+
+def test_strided_inputs_are_read_in_place():
+    """HF hands attention q after a transpose: [B, H, L, D] views of a [B, L, H, D] tensor."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 11, 8, 32, generator=g).to(DEVICE).transpose(1, 2)
+    k, v = (torch.randn(1, 90, 1, 32, generator=g).to(DEVICE).transpose(1, 2) for _ in range(2))
+    close(fq.few_query_attention(q, k, v), ref.few_query_attention(q, k, v), torch.float32)
+
+
+def test_calls_it_cannot_take_say_why():
+    q, k, v = inputs(1, 8, 1, 17, 64, 32, torch.float32)
+    assert "17 queries" in fq.takes(q, k)
+    q, k, v = inputs(1, 6, 4, 2, 64, 32, torch.float32)
+    assert "multiple" in fq.takes(q, k)
+    q, k, v = inputs(1, 4, 1, 2, 64, 32, torch.float32)
+    assert "mask" in fq.takes(q, k, torch.ones(1, 1, 2, 63, dtype=torch.bool))
+    with pytest.raises(ValueError, match="kernels.few_query_attention: a mask"):
+        fq.few_query_attention(q, k, v, torch.ones(1, 1, 2, 63, dtype=torch.bool, device=DEVICE))
+
+
+def test_it_compiles_as_one_opaque_op():
+    q, k, v = inputs(1, 4, 1, 5, 70, 16, torch.float32)
+    mask = pi0_mask(5, 70)
+    fn = torch.compile(lambda q, k, v, m: fq.few_query_attention(q, k, v, m) * 2.0, backend="aot_eager")
+    close(fn(q, k, v, mask), 2.0 * ref.few_query_attention(q, k, v, mask), torch.float32)
