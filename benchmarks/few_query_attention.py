@@ -28,7 +28,7 @@ from kernels import reference  # noqa: E402
 from playbook.rewrites.grouped_attention import grouped_attention_forward  # noqa: E402
 
 LAYERS, H, KVH, LQ, PREFIX, PAD, D = 18, 8, 1, 11, 816, 28, 256
-SWEEP = [(1, 64, 4), (2, 64, 4), (2, 64, 8), (4, 64, 8), (2, 32, 4), (4, 32, 4), (13, 64, 8)]
+SWEEP = [(1, 64, 4), (1, 64, 8), (2, 64, 8), (1, 32, 4), (2, 32, 4), (3, 32, 4), (4, 32, 4), (4, 64, 8)]
 
 
 def inputs(dev, dt):

@@ -49,7 +49,7 @@ def _few_query(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, CHUNK, SPLITS, scale,
                sq_b, sq_h, sq_q, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, so_b, so_q, so_h,
                H: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
                BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, SOFTCAP: tl.constexpr,
-               FP32_DOT: tl.constexpr):
+               FP32_DOT: tl.constexpr, S_POW2: tl.constexpr, DS: tl.constexpr):
     bh, split = tl.program_id(0), tl.program_id(1)      # one (batch, query head) x one chunk of the K/V length
     b = bh // H
     h = bh % H
@@ -113,22 +113,26 @@ def _few_query(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, CHUNK, SPLITS, scale,
         tl.store(Lse + row * BLOCK_Q + qi, lse, mask=q_in)
         done = tl.atomic_add(Count + bh, 1, sem="acq_rel")     # release this chunk; the last one combines
         if done == SPLITS - 1:
-            top = tl.zeros([BLOCK_Q], dtype=tl.float32) - float("inf")
-            for s_i in range(SPLITS):
-                top = tl.maximum(top, tl.load(Lse + (bh * SPLITS + s_i) * BLOCK_Q + qi, mask=q_in,
-                                              other=float("-inf"), cache_modifier=".cg"))
+            # every chunk's statistics in one load, then the partial outputs DS columns at a time, each load
+            # [splits, queries, DS] at once: no round trip to L2 a chunk
+            s_i = tl.arange(0, S_POW2)
+            s_in = s_i < SPLITS
+            rows = bh * SPLITS + s_i
+            lse = tl.load(Lse + rows[:, None] * BLOCK_Q + qi[None, :], mask=s_in[:, None] & q_in[None, :],
+                          other=float("-inf"), cache_modifier=".cg")
+            top = tl.max(lse, 0)
             top = tl.where(top == float("-inf"), 0.0, top)
-            total = tl.zeros([BLOCK_Q], dtype=tl.float32)
-            out = tl.zeros([BLOCK_Q, BLOCK_D], dtype=tl.float32)
-            for s_i in range(SPLITS):
-                r = bh * SPLITS + s_i
-                w = tl.exp(tl.load(Lse + r * BLOCK_Q + qi, mask=q_in, other=float("-inf"), cache_modifier=".cg")
-                           - top)
-                part = tl.load(Part + (r * BLOCK_Q + qi[:, None]) * BLOCK_D + d[None, :], mask=both, other=0.0,
+            w = tl.exp(lse - top[None, :])                      # [splits, queries]
+            total = tl.maximum(tl.sum(w, 0), 1e-30)
+            for j in tl.static_range(BLOCK_D // DS):
+                dd = j * DS + tl.arange(0, DS)
+                dd_in = dd < D
+                part = tl.load(Part + (rows[:, None, None] * BLOCK_Q + qi[None, :, None]) * BLOCK_D + dd[None, None, :],
+                               mask=s_in[:, None, None] & q_in[None, :, None] & dd_in[None, None, :], other=0.0,
                                cache_modifier=".cg")
-                out += w[:, None] * part
-                total += w
-            tl.store(out_ptr, (out / tl.maximum(total, 1e-30)[:, None]).to(O.dtype.element_ty), mask=both)
+                out = tl.sum(w[:, :, None] * part, 0) / total[:, None]
+                tl.store(O + b * so_b + h * so_h + qi[:, None] * so_q + dd[None, :], out.to(O.dtype.element_ty),
+                         mask=q_in[:, None] & dd_in[None, :])
             tl.atomic_xchg(Count + bh, 0)                       # ready for the next call
 
 
@@ -200,7 +204,8 @@ def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optio
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), *sm, out.stride(0), out.stride(1), out.stride(2),
         H=h, GROUP=h // kvh, D=d, BLOCK_D=block_d, BLOCK_Q=block_q, BLOCK_N=block_n, MASK_KIND=kind,
-        SOFTCAP=bool(softcap), FP32_DOT=INTERPRET or q.dtype == torch.float32,
+        SOFTCAP=bool(softcap), FP32_DOT=INTERPRET or q.dtype == torch.float32, S_POW2=next_pow2(splits),
+        DS=min(block_d, max(16, 8192 // (next_pow2(splits) * block_q))),
         num_warps=num_warps or (4 if block_d <= 128 else 8))
     return out
 
