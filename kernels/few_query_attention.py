@@ -118,11 +118,11 @@ def _few_query(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, CHUNK, SPLITS, scale,
             s_i = tl.arange(0, S_POW2)
             s_in = s_i < SPLITS
             rows = bh * SPLITS + s_i
-            lse = tl.load(Lse + rows[:, None] * BLOCK_Q + qi[None, :], mask=s_in[:, None] & q_in[None, :],
-                          other=float("-inf"), cache_modifier=".cg")
-            top = tl.max(lse, 0)
+            lse_all = tl.load(Lse + rows[:, None] * BLOCK_Q + qi[None, :], mask=s_in[:, None] & q_in[None, :],
+                              other=float("-inf"), cache_modifier=".cg")
+            top = tl.max(lse_all, 0)
             top = tl.where(top == float("-inf"), 0.0, top)
-            w = tl.exp(lse - top[None, :])                      # [splits, queries]
+            w = tl.exp(lse_all - top[None, :])                  # [splits, queries]
             total = tl.maximum(tl.sum(w, 0), 1e-30)
             for j in tl.static_range(BLOCK_D // DS):
                 dd = j * DS + tl.arange(0, DS)
