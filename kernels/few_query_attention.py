@@ -9,8 +9,8 @@ Hugging Face's SDPA and eager masks are). Returns [B, Lq, H, D], the layout a Hu
 function hands back. pi0's action expert is the case it is for: 11 suffix tokens, 8 query heads over one
 K/V head, 827 slots of prefix and suffix K/V, an explicit mask (padding, the state token's block), 180
 times a step. Under torch.compile eager attention's math became five kernels there (the K/V padded to an
-aligned length, the scores' product, the softmax, the values' product, a copy), about 10 us a call on the
-H200, for 0.85 MB of K/V.
+aligned length, the scores' product, the softmax, the values' product, a copy), 11 us a call on the
+H200, for 0.85 MB of K/V. This kernel was measured at 12.6 us there: slower (see the NOTE below).
 
 Each program takes one query head's queries (a [16, D] tile) and one chunk of the K/V length; it walks
 the chunk in BLOCK_N slots, scores them on the tensor cores (tl.dot), applies the soft cap and the mask,
@@ -39,8 +39,13 @@ MAX_QUERIES = 16        # one program's query tile (tl.dot's smallest M); more q
 MAX_HEAD_DIM = 256      # a [16, D] fp32 accumulator a program; larger heads are left to SDPA
 BLOCK_N = 64            # K/V slots a step of a program's walk
 # NOTE: two blocks (128 slots) a program by default, so pi0's 827 slots give 7 chunks a head (56 programs for 8
-# heads) and the last program of a head reads 7 partial tiles, not 13. Not yet measured against other chunk sizes on
-# a GPU: benchmarks/few_query_attention.py times 1, 2 and 4 blocks.
+# heads) and the last program of a head reads 7 partial tiles, not 13. On the H200 (2026-12-01, torch 2.11,
+# benchmarks/results/few-query-attention/, pi0's shape, 18 calls a graph) that was 12.6 us a call, the best of
+# a sweep of 1 to 13 blocks of 32 or 64 slots (12.9 to 35.7 us), and SLOWER than the compiled grouped math it
+# would replace (11.0 us, five kernels). A combine loading every chunk's partials as one [splits, queries, 32]
+# tile a step was slower still (21 to 64 us). So phase 2 does not offer it; it stays as a tested kernel and a
+# recipe knob (attention {"few_query": true}). The cost is the chain of dependent L2 round trips of the last
+# program of each head (its statistics and partials, chunk by chunk), not the K/V reads.
 CHUNK_BLOCKS = 2
 
 
@@ -49,7 +54,7 @@ def _few_query(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, CHUNK, SPLITS, scale,
                sq_b, sq_h, sq_q, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, so_b, so_q, so_h,
                H: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
                BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, SOFTCAP: tl.constexpr,
-               FP32_DOT: tl.constexpr, S_POW2: tl.constexpr, DS: tl.constexpr):
+               FP32_DOT: tl.constexpr):
     bh, split = tl.program_id(0), tl.program_id(1)      # one (batch, query head) x one chunk of the K/V length
     b = bh // H
     h = bh % H
@@ -113,26 +118,22 @@ def _few_query(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, CHUNK, SPLITS, scale,
         tl.store(Lse + row * BLOCK_Q + qi, lse, mask=q_in)
         done = tl.atomic_add(Count + bh, 1, sem="acq_rel")     # release this chunk; the last one combines
         if done == SPLITS - 1:
-            # every chunk's statistics in one load, then the partial outputs DS columns at a time, each load
-            # [splits, queries, DS] at once: no round trip to L2 a chunk
-            s_i = tl.arange(0, S_POW2)
-            s_in = s_i < SPLITS
-            rows = bh * SPLITS + s_i
-            lse_all = tl.load(Lse + rows[:, None] * BLOCK_Q + qi[None, :], mask=s_in[:, None] & q_in[None, :],
-                              other=float("-inf"), cache_modifier=".cg")
-            top = tl.max(lse_all, 0)
+            top = tl.zeros([BLOCK_Q], dtype=tl.float32) - float("inf")
+            for s_i in range(SPLITS):
+                top = tl.maximum(top, tl.load(Lse + (bh * SPLITS + s_i) * BLOCK_Q + qi, mask=q_in,
+                                              other=float("-inf"), cache_modifier=".cg"))
             top = tl.where(top == float("-inf"), 0.0, top)
-            w = tl.exp(lse_all - top[None, :])                  # [splits, queries]
-            total = tl.maximum(tl.sum(w, 0), 1e-30)
-            for j in tl.static_range(BLOCK_D // DS):
-                dd = j * DS + tl.arange(0, DS)
-                dd_in = dd < D
-                part = tl.load(Part + (rows[:, None, None] * BLOCK_Q + qi[None, :, None]) * BLOCK_D + dd[None, None, :],
-                               mask=s_in[:, None, None] & q_in[None, :, None] & dd_in[None, None, :], other=0.0,
+            total = tl.zeros([BLOCK_Q], dtype=tl.float32)
+            out = tl.zeros([BLOCK_Q, BLOCK_D], dtype=tl.float32)
+            for s_i in range(SPLITS):
+                r = bh * SPLITS + s_i
+                w = tl.exp(tl.load(Lse + r * BLOCK_Q + qi, mask=q_in, other=float("-inf"), cache_modifier=".cg")
+                           - top)
+                part = tl.load(Part + (r * BLOCK_Q + qi[:, None]) * BLOCK_D + d[None, :], mask=both, other=0.0,
                                cache_modifier=".cg")
-                out = tl.sum(w[:, :, None] * part, 0) / total[:, None]
-                tl.store(O + b * so_b + h * so_h + qi[:, None] * so_q + dd[None, :], out.to(O.dtype.element_ty),
-                         mask=q_in[:, None] & dd_in[None, :])
+                out += w[:, None] * part
+                total += w
+            tl.store(out_ptr, (out / tl.maximum(total, 1e-30)[:, None]).to(O.dtype.element_ty), mask=both)
             tl.atomic_xchg(Count + bh, 0)                       # ready for the next call
 
 
@@ -204,8 +205,7 @@ def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optio
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), *sm, out.stride(0), out.stride(1), out.stride(2),
         H=h, GROUP=h // kvh, D=d, BLOCK_D=block_d, BLOCK_Q=block_q, BLOCK_N=block_n, MASK_KIND=kind,
-        SOFTCAP=bool(softcap), FP32_DOT=INTERPRET or q.dtype == torch.float32, S_POW2=next_pow2(splits),
-        DS=min(block_d, max(16, 8192 // (next_pow2(splits) * block_q))),
+        SOFTCAP=bool(softcap), FP32_DOT=INTERPRET or q.dtype == torch.float32,
         num_warps=num_warps or (4 if block_d <= 128 else 8))
     return out
 

@@ -93,6 +93,22 @@ def test_pi0_full_on_a_slow_machine_gets_attention_gemm_and_fusion_within_nine_m
     assert share is None and "verify" in why
 
 
+def test_pi0_full_with_gemm_and_verify_at_their_measured_cost_gets_attention(tmp_path, run_params):
+    """The H200 of 2026-12-01, later: phase 1 took 134 s and 377 s of --budget-min 9.2 were left. With gemm and
+    verify at 0.6 units the plan held 311 s for gemm, fusion and verify (which took 222) and skipped attention
+    by 2 s; at their measured cost attention gets a share, and kernels is still skipped once fusion has run."""
+    run = _run_with(tmp_path, run_params, [("baseline", 36.6), ("cudagraph", 133.6)])
+    _pi0_like_phase_one(run, library_gemm=19.0, triton_elementwise=3.7, triton_gemm=0.4, attention=5.57)
+    later = ["attention", "gemm", "fusion", "kernels", "tuning", "verify"]
+    share, why = plan.share(run, "attention", later, seconds_left=377)
+    assert why is None and share >= 70, why            # grouped attention's build and the vision's SDPA: ~35 s each
+    share, why = plan.share(run, "gemm", later[1:], seconds_left=377 - 90)
+    from playbook.phases import gemm
+    assert why is None and "not started" in gemm.triton_limit(share)[1]       # no Triton timing in that share
+    share, why = plan.share(run, "kernels", later[3:], seconds_left=377 - 90 - 25 - 104)
+    assert share is None and "verify" in why
+
+
 def test_no_estimate_before_phase_one(tmp_path, run_params):
     run = _run_with(tmp_path, run_params, [("baseline", 20.0)])
     assert plan.share(run, "attention", ["attention", "verify"], seconds_left=1) == (None, None)

@@ -3,6 +3,7 @@ import csv
 import importlib.util
 import os
 
+import pytest
 import torch
 
 from playbook import gemm
@@ -109,3 +110,11 @@ def test_triton_timing_stops_once_the_shapes_left_cannot_reach_a_win(monkeypatch
     prediction = {}
     assert len(phase3._triton_rows(room, torch.device("cpu"), {}, prediction, limit_s=480.0, bar_us=5.0)) == 3
     assert "triton_stopped" not in prediction
+
+
+def test_triton_timing_starts_only_with_time_for_its_first_shape():
+    from playbook.phases import gemm as phase3
+    assert phase3.triton_limit(None) == (phase3.BUDGET_S, None)            # no chain budget: the whole table
+    limit, why = phase3.triton_limit(63.6)                                 # pi0 full's share under --budget-min 9.2
+    assert limit == pytest.approx(phase3.TRITON_SHARE * 63.6) and "under the 30 s" in why
+    assert phase3.triton_limit(200.0)[1] is None

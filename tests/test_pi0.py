@@ -129,9 +129,8 @@ def test_pi0_tiny_goes_down_the_whole_ladder_with_verify_correct(tmp_path):
     assert [g["path"] for g in attention["grouped_attention"]] == ["lm", "denoise.expert"]
     grouped = next(c for c in attention["candidates"] if c["label"] == "grouped attention")
     assert grouped["correct"] and grouped["error"] is None, grouped
-    assert "11 queries over" in attention["few_query"]          # the denoise steps' calls: the kernel is offered
-    few = next(c for c in attention["candidates"] if c["label"] == "grouped attention, few-query kernel")
-    assert few["correct"] and few["error"] is None, few          # in Triton's interpreter here
+    assert attention["few_query"].startswith("not offered: ") and "11 queries over" in attention["few_query"]
+    assert "grouped attention, few-query kernel" not in [c["label"] for c in attention["candidates"]]
     fusion = phases["fusion"]
     assert fusion["model_knobs_offered"] == {"skip_masked_cameras": [2], "batch_cameras": True}
     (built,) = fusion["candidates"]                   # nested: the fusion alone is not built once this is correct

@@ -2,7 +2,7 @@
 
 Triton's interpreter (how the other kernel tests run on a CPU) runs a kernel's Python and misses what only
 the compiler checks: a variable an `if` gives another shape is fine in the interpreter and a
-CompilationError on the GPU (kernels/few_query_attention.py's combine, H200, 2026-12-01). Triton compiles
+CompilationError on the GPU (a try at kernels/few_query_attention.py's combine, H200, 2026-12-01). Triton compiles
 to PTX and a cubin without a device, with the ptxas it ships, so each kernel is compiled here for sm_90 with
 the constexpr choices its launchers make. In a child process: the interpreter is on in this one
 (tests/conftest.py), and a kernel imported under it cannot be compiled.
@@ -32,13 +32,12 @@ def compile_for(fn, types, const, target=GPUTarget("cuda", 90, 32)):
 
 few = dict(Q="*bf16", K="*bf16", V="*bf16", Mask="*u8", Part="*fp32", Lse="*fp32", Count="*i32", O="*bf16",
            scale="fp32", softcap="fp32")
-base = dict(H=8, GROUP=8, D=256, BLOCK_D=256, BLOCK_Q=16, BLOCK_N=64, MASK_KIND=1, SOFTCAP=False, FP32_DOT=False,
-            S_POW2=16, DS=32)
+base = dict(H=8, GROUP=8, D=256, BLOCK_D=256, BLOCK_Q=16, BLOCK_N=64, MASK_KIND=1, SOFTCAP=False, FP32_DOT=False)
 out = {}
 for name, change in [("pi0: boolean mask, 16-bit products", {}),
                      ("additive mask, soft cap", {"MASK_KIND": 2, "SOFTCAP": True}),
                      ("no mask, fp32 products, head of 24", {"MASK_KIND": 0, "FP32_DOT": True, "D": 24, "BLOCK_D": 32,
-                                                            "BLOCK_N": 32, "S_POW2": 4, "DS": 32})]:
+                                                            "BLOCK_N": 32})]:
     types = dict(few, Mask="*bf16") if change.get("MASK_KIND") == 2 else few
     if change.get("FP32_DOT"):
         types = {k: ("*fp32" if k in ("Q", "K", "V", "O") else v) for k, v in types.items()}

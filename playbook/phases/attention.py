@@ -10,8 +10,9 @@ its attention modules are of the Llama form, their rotary embedding and cache wr
 A Hugging Face model on eager attention with fewer K/V heads than query heads (GQA, MQA) is offered
 grouped attention first: eager's math with each group's query heads folded into the rows, so no K/V
 head is copied per query head (playbook/rewrites/grouped_attention.py); it takes any explicit mask,
-which SDPA's own GQA path does not; where some of its calls are a few queries over a longer K/V (pi0's
-denoise steps), it is also offered with those calls in one Triton launch each (kernels.few_query_attention).
+which SDPA's own GQA path does not. Its calls of a few queries over a longer K/V (pi0's denoise steps) can
+go to one Triton launch each (kernels.few_query_attention, the recipe knob "few_query"); it measured slower
+than the compiled math at pi0's shape, so it is not a candidate (the phase JSON says so).
 Correctness is gated against the baseline as always.
 """
 from ..rewrites import attention, count_ops, decode_kernel, grouped_attention
@@ -23,6 +24,11 @@ NAME = "attention"
 WHAT = "attention through SDPA (HF switch or FX rewrite of eager attention), backend picked by measuring"
 KEEP_IF = "not_slower"
 FORCE_IF_FASTER = 0.05        # force the measured-best backend only when it beats torch's pick by 5%
+# NOTE: grouped attention with its few-query calls through kernels.few_query_attention is not a candidate: at pi0
+# full's denoise shape (11 queries, 8 heads of 256 over one K/V head, 827 slots) the kernel took 12.6 us a call
+# against 11.0 for the compiled grouped math (benchmarks/results/few-query-attention/), so its build (about 35 s
+# on pi0) would buy a loss. Not measured at other shapes.
+FEW_QUERY_MEASURED = "H200, 2026-12-01, pi0 full's shape: 12.6 against 11.0 us a call"
 
 
 CHOICES = {"sdpa": "attention through SDPA, torch picks the backend",
@@ -102,16 +108,12 @@ def candidates(ctx):
                     "grouped": [g["path"] for g in grouped]})
         ctx.info["grouped_attention"] = grouped
         few = grouped_attention.few_query_calls(calls)
-        why = triton_here(pipe.device)
-        if few and not why:
-            # First: it is grouped attention with its few-query calls in one launch each, the same math on every
-            # other call. Both are built; the phase keeps the faster.
-            out.insert(0, dict(out[0], few_query=True))
+        if few:
             q, k = few[0][0][0].shape, few[0][0][1].shape
-            ctx.info["few_query"] = (f"offered: {len(few)} of {len(calls)} attention calls a step are "
-                                     f"{q[2]} queries over {k[2]} slots (kernels.few_query_attention)")
-        elif few:
-            ctx.info["few_query"] = f"not offered: {why}"
+            ctx.info["few_query"] = (
+                f"not offered: {len(few)} of {len(calls)} attention calls a step are {q[2]} queries over {k[2]} "
+                f"slots, kernels.few_query_attention's case, but it measured slower than the compiled grouped "
+                f"math ({FEW_QUERY_MEASURED}); the recipe knob attention {{\"few_query\": true}} builds it")
     if route["hf"] or route["rewrite"]:
         out.append({"route": route, "sdpa_backend": None})
     if force:

@@ -6,7 +6,8 @@ libraries (playbook/gemm.py), into gemm_tuning.csv in the run. The phase decides
   backend can save. When the step's GEMMs are within 2% of the kept recipe's p50 of their floors, no
   backend can win beyond noise: the phase says so and compiles nothing;
 - otherwise Inductor's Triton templates are autotuned on the shapes with the most headroom first,
-  within the phase's time budget (the table says which were left out);
+  within the phase's time budget (the table says which were left out); under a chain budget whose share
+  for it cannot cover one shape's autotuning (FIRST_SHAPE_S), not at all;
 - a candidate is built only when the table predicts it saves 2% of the kept recipe's p50:
   per shape, Inductor autotuning between ATen (BLAS) and its Triton templates (`max_autotune_gemm`,
   backends "ATEN,TRITON"); globally, the BLAS library torch prefers (cuBLASLt instead of cuBLAS;
@@ -25,6 +26,11 @@ KEEP_IF = "not_slower"
 BUDGET_S = 120          # building candidates; Triton's per-shape autotuning gets the same budget
 HEADROOM_SHARE = 0.9    # autotune Triton on the shapes that hold this share of the step's GEMM headroom
 TRITON_SHARE = 0.4      # under a chain budget, the share of the phase's budget Triton's per-shape timing may use
+# NOTE: Triton's timing is not started when its time limit is under FIRST_SHAPE_S: its first shape alone costs the
+# autotuning of every template config. On pi0 full (H200) the first shape took 46.1 s (2026-12-01, limit 31.8 s)
+# and 61.4 s (2026-12-01, limit 51.0 s, 14 s of it waiting for warm-ups), each time the only shape timed and no
+# saving; four shapes took 63.8 s (2026-11-23). No pi0 run on an H100 or H200 has kept a Triton GEMM template.
+FIRST_SHAPE_S = 30
 # NOTE: one-row shapes (a decode step's projections) are not timed on Triton's templates: on llama 1b they lost
 # to cuBLAS on every shape timed (H200, 2026-11-23: 6.49 vs 5.37, 6.95 vs 5.08, 21.35 vs 11.33 us; H100,
 # 2026-11-22: 0.0025 ms saved a step against a 0.036 ms bar), and timing them cost 10-13 s of every run.
@@ -79,8 +85,11 @@ def candidates(ctx):
     if "triton" in names and triton_room and sum(us for _, us in triton_room) >= bar_us:
         # Triton's per-shape autotuning is part of the phase's time: under a chain budget it gets a share
         # of it (TRITON_SHARE), the rest is for building the candidate.
-        limit = BUDGET_S if ctx.budget_s is None else min(BUDGET_S, TRITON_SHARE * ctx.budget_s)
-        rows += _triton_rows(triton_room, pipe.device, ceilings, prediction, limit, bar_us)
+        limit, why_not = triton_limit(ctx.budget_s)
+        if why_not:
+            prediction["triton_not_started"] = why_not
+        else:
+            rows += _triton_rows(triton_room, pipe.device, ceilings, prediction, limit, bar_us)
     mark_best(rows)
     write_csv(rows, ctx.run.path / "gemm_tuning.csv")
     totals = {n: step_total(rows, n) for n in blas}   # Triton is timed on the shapes with headroom only
@@ -117,6 +126,16 @@ def candidates(ctx):
         raise Skip(f"no backend is predicted to save the {_ms(bar_us)} ms a win needs over the kept recipe "
                    f"({kept_ms} ms): {prediction}; the default ({default}) stays. Table in gemm_tuning.csv")
     return out
+
+
+def triton_limit(budget_s):
+    """(seconds Triton's per-shape timing may take, why it is not started or None). budget_s: the phase's share
+    of a chain budget, None without one."""
+    limit = BUDGET_S if budget_s is None else min(BUDGET_S, TRITON_SHARE * budget_s)
+    if limit < FIRST_SHAPE_S:
+        return limit, (f"{limit:.0f} s of this phase's budget for Triton's per-shape autotuning, under the "
+                       f"{FIRST_SHAPE_S} s its first shape takes: not started")
+    return limit, None
 
 
 def _triton_rows(room, device, ceilings, prediction, limit_s, bar_us=0.0):
