@@ -23,6 +23,10 @@ NOISE = re.compile(r"^(USDT|STAGE):.*SyncActivityProfilerHandler"
                    r"|^\[W\d+ [\d:.]+ \S+\] Warning: torch\.backends\.cuda\.preferred_blas_library is an experimental")
 
 _blas = {"warned": False}
+# NOTE: c10 warns on the first switch to a library other than these (Context::setBlasPreferredBackend). Phase 3
+# switched to cuBLAS first, which marked the warning as seen, and its switch to cuBLASLt then printed it (H200,
+# 2026-12-01, both ladders).
+QUIET_LIBRARIES = ("cublas", "default")
 
 
 @contextmanager
@@ -45,10 +49,11 @@ def filtered():
 
 
 def prefer_blas(library):
-    """Set torch's preferred BLAS library; returns the one before. Its first switch in a process (the one
-    c10 warns about) runs inside filtered(); later ones cost nothing extra (a recipe's step may call it)."""
+    """Set torch's preferred BLAS library; returns the one before. Its first switch in a process to a library
+    c10 warns about (any but cuBLAS and the default) runs inside filtered(); later ones cost nothing extra (a
+    recipe's step may call it)."""
     prev = torch.backends.cuda.preferred_blas_library()
-    if _blas["warned"]:
+    if _blas["warned"] or library in QUIET_LIBRARIES:
         torch.backends.cuda.preferred_blas_library(library)
         return prev
     with filtered():

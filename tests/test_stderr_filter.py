@@ -28,3 +28,39 @@ def test_prefer_blas_returns_the_library_before():
     before = torch.backends.cuda.preferred_blas_library()
     assert stderr_filter.prefer_blas(before) == before
     assert torch.backends.cuda.preferred_blas_library() == before
+
+
+def test_only_a_switch_c10_warns_about_uses_up_the_filter(monkeypatch):
+    """c10 warns on the first switch to cuBLASLt (or another non-default library), not to cuBLAS: phase 3 sets
+    cuBLAS first, and its cuBLASLt switch must still be filtered."""
+    import contextlib
+
+    import torch
+
+    from playbook import stderr_filter
+    state, filtered_sets = {"lib": "cublas"}, []
+    inside = {"on": False}
+
+    def fake(library=None):
+        if library is not None:
+            if inside["on"]:
+                filtered_sets.append(library)
+            state["lib"] = library
+        return state["lib"]
+
+    @contextlib.contextmanager
+    def fake_filtered():
+        inside["on"] = True
+        try:
+            yield
+        finally:
+            inside["on"] = False
+
+    monkeypatch.setattr(torch.backends.cuda, "preferred_blas_library", fake)
+    monkeypatch.setattr(stderr_filter, "filtered", fake_filtered)
+    monkeypatch.setitem(stderr_filter._blas, "warned", False)
+    assert stderr_filter.prefer_blas("cublas") == "cublas" and filtered_sets == []
+    assert stderr_filter.prefer_blas("cublaslt") == "cublas" and filtered_sets == ["cublaslt"]
+    stderr_filter.prefer_blas("cublas")
+    stderr_filter.prefer_blas("cublaslt")                     # once a process: no filter needed again
+    assert filtered_sets == ["cublaslt"]
