@@ -10,7 +10,6 @@ of one call. Writes {device, date, torch, rows: [{chunk, block_n, num_warps, pos
 import argparse
 import datetime
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from graph_timing import per_call_us  # noqa: E402
 from kernels import decode_attention as da  # noqa: E402
 
 LAYERS, H, KVH, N, D = 16, 32, 8, 1024, 64
@@ -35,22 +35,7 @@ def time_us(chunk, block_n, warps, position, samples=30):
         for kc, vc in caches:
             da.decode_attention_rope_append(q, k, v, cos, sin, kc, vc, pos, chunk=chunk, block_n=block_n,
                                             num_warps=warps)
-    step()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    for _ in range(5):
-        graph.replay()
-    out = []
-    for _ in range(samples):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        graph.replay()
-        b.record()
-        b.synchronize()
-        out.append(a.elapsed_time(b) * 1000 / LAYERS)
-    return round(statistics.median(out), 2)
+    return per_call_us(step, calls=LAYERS, samples=samples, warmup=1)
 
 
 def main(argv=None):

@@ -14,7 +14,6 @@ date, torch, shape, rows: [{name, us, max_abs_err}]}.
 import argparse
 import datetime
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from graph_timing import per_call_us  # noqa: E402
 from kernels import few_query_attention as fq  # noqa: E402
 from kernels import reference  # noqa: E402
 from playbook.rewrites.grouped_attention import grouped_attention_forward  # noqa: E402
@@ -50,27 +50,11 @@ def sdpa_hf(q, k, v, mask):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=D ** -0.5).transpose(1, 2)
 
 
-def time_us(fn, kvs, samples=50):
+def time_us(fn, kvs):
     def step():
         for k, v in kvs:
             fn(k, v)
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    for _ in range(5):
-        graph.replay()
-    out = []
-    for _ in range(samples):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        graph.replay()
-        b.record()
-        b.synchronize()
-        out.append(a.elapsed_time(b) * 1000 / LAYERS)
-    return round(statistics.median(out), 2)
+    return per_call_us(step, calls=LAYERS)
 
 
 def main(argv=None):
