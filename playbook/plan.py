@@ -23,9 +23,9 @@ import statistics
 # Again on the H200 (2026-12-01): verify 0.37 (pi0 full) and 0.26 (llama 1b, whose tuning was rejected that run:
 # nothing to tune again; a tuned llama recipe rebuilt in a new process, benchmarks/autotune_cache_check.py, took
 # 9.3 s to its first call against 60.3 s cold, with no coordinate descent); gemm 0.51 (pi0, 61 s of Triton timing
-# for one shape and no saving). With verify at 0.6 and gemm at 0.6 the plan held 311 s for gemm, fusion and verify, which took 222,
-# skipped attention by 2 s and ended 146 s inside its 9.2 minutes, at 21.05 ms (attention had been worth about
-# 3 ms on pi0). Under a chain budget gemm now leaves Triton's timing out where its share is under one shape's
+# for one shape and no saving). With verify and gemm at 0.6 the plan held 311 s for gemm, fusion and verify, which
+# took 222, skipped attention by 2 s and ended 146 s inside its 9.2 minutes, at 21.05 ms (attention had been worth
+# about 3 ms on pi0). Under a chain budget gemm now leaves Triton's timing out where its share is under one shape's
 # cost (phases/gemm.py FIRST_SHAPE_S): its BLAS table alone took about 5 s of pi0's 68.
 WEIGHT = {"cudagraph": 1.0, "attention": 0.8, "gemm": 0.3, "fusion": 0.8, "kernels": 1.3, "tuning": 1.6,
           "verify": 0.4}

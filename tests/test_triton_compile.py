@@ -72,33 +72,39 @@ JITFunction.run = compile_instead
 bf = torch.bfloat16
 x, r, w = torch.randn(3, 1000, dtype=bf), torch.randn(3, 1000, dtype=bf), torch.randn(1000, dtype=bf)
 gu = torch.randn(3, 2 * 700, dtype=bf)
-q1, kc, vc = torch.randn(1, 8, 64, dtype=bf), torch.randn(1, 2, 300, 64, dtype=bf), torch.randn(1, 2, 300, 64, dtype=bf)
+q1 = torch.randn(1, 8, 64, dtype=bf)
+kc, vc = torch.randn(1, 2, 300, 64, dtype=bf), torch.randn(1, 2, 300, 64, dtype=bf)
 cases = {
     "rms_norm": lambda: rms_norm(x, w, 1e-6),
-    "rms_norm, Gemma's offset, long rows": lambda: rms_norm(torch.randn(2, 20000, dtype=bf), torch.randn(20000, dtype=bf), 1e-6, offset=1.0),
+    "rms_norm, Gemma's offset, long rows": lambda: rms_norm(torch.randn(2, 20000, dtype=bf),
+                                                            torch.randn(20000, dtype=bf), 1e-6, offset=1.0),
     "fused_add_rms_norm": lambda: fused_add_rms_norm(x, r, w, 1e-6),
     "silu_and_mul": lambda: silu_and_mul(gu),
     "gelu_tanh_and_mul": lambda: gelu_tanh_and_mul(gu),
     "act_and_mul, two tensors": lambda: act_and_mul(gu[:, :700], gu[:, 700:], "silu"),
-    "gemv, one row, norm + bias + residual": lambda: gemv(torch.randn(1, 1000, dtype=bf), torch.randn(300, 1000, dtype=bf),
-                                                          bias=torch.randn(300, dtype=bf), residual=torch.randn(1, 300, dtype=bf),
-                                                          norm_weight=w, block_n=2, block_k=1024),
-    "gemv, 11 rows, norm, split K": lambda: gemv(torch.randn(11, 2048, dtype=bf), torch.randn(1024, 2048, dtype=bf),
-                                                 norm_weight=torch.randn(2048, dtype=bf), block_n=32, block_k=256, splits=8),
-    "gemv, 11 rows, residual, unsplit": lambda: gemv(torch.randn(11, 1024, dtype=bf), torch.randn(2560, 1024, dtype=bf),
-                                                     residual=torch.randn(11, 2560, dtype=bf), block_n=32, block_k=256, splits=1),
+    "gemv, one row, norm + bias + residual": lambda: gemv(
+        torch.randn(1, 1000, dtype=bf), torch.randn(300, 1000, dtype=bf), bias=torch.randn(300, dtype=bf),
+        residual=torch.randn(1, 300, dtype=bf), norm_weight=w, block_n=2, block_k=1024),
+    "gemv, 11 rows, norm, split K": lambda: gemv(
+        torch.randn(11, 2048, dtype=bf), torch.randn(1024, 2048, dtype=bf), norm_weight=torch.randn(2048, dtype=bf),
+        block_n=32, block_k=256, splits=8),
+    "gemv, 11 rows, residual, unsplit": lambda: gemv(
+        torch.randn(11, 1024, dtype=bf), torch.randn(2560, 1024, dtype=bf), residual=torch.randn(11, 2560, dtype=bf),
+        block_n=32, block_k=256, splits=1),
     "decode attention v1": lambda: da.decode_attention_v1(q1, kc, vc),
     "decode attention split": lambda: da.decode_attention_split(q1, kc, vc, splits=5),
     "decode attention filled": lambda: da.decode_attention_filled(q1, kc, vc, torch.tensor([123], dtype=torch.int32)),
     "decode attention rope append": lambda: da.decode_attention_rope_append(
-        torch.randn(8, 64, dtype=bf), torch.randn(2, 64, dtype=bf), torch.randn(2, 64, dtype=bf), torch.randn(64, dtype=bf),
-        torch.randn(64, dtype=bf), kc.clone(), vc.clone(), torch.tensor([77])),
+        torch.randn(8, 64, dtype=bf), torch.randn(2, 64, dtype=bf), torch.randn(2, 64, dtype=bf),
+        torch.randn(64, dtype=bf), torch.randn(64, dtype=bf), kc.clone(), vc.clone(), torch.tensor([77])),
 }
-q, k, v = torch.randn(1, 8, 11, 256, dtype=bf), torch.randn(1, 1, 827, 256, dtype=bf), torch.randn(1, 1, 827, 256, dtype=bf)
+q = torch.randn(1, 8, 11, 256, dtype=bf)
+k, v = torch.randn(1, 1, 827, 256, dtype=bf), torch.randn(1, 1, 827, 256, dtype=bf)
 allowed = torch.ones(1, 1, 11, 827, dtype=torch.bool)
 cases.update({
     "few-query attention, pi0's boolean mask": lambda: few_query_attention(q, k, v, allowed),
-    "few-query attention, additive mask, soft cap": lambda: few_query_attention(q, k, v, torch.zeros(1, 8, 11, 827, dtype=bf), softcap=50.0),
+    "few-query attention, additive mask, soft cap": lambda: few_query_attention(
+        q, k, v, torch.zeros(1, 8, 11, 827, dtype=bf), softcap=50.0),
     "few-query attention, no mask, fp32, head of 24": lambda: few_query_attention(
         torch.randn(1, 4, 3, 24), torch.randn(1, 2, 90, 24), torch.randn(1, 2, 90, 24), chunk_blocks=1, block_n=32),
 })
