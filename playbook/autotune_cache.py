@@ -5,7 +5,7 @@
 
 A recipe tuned with coordinate descent (phase 6) is rebuilt in verify from Inductor's FX graph cache.
 Its Triton kernels then come back with their best configs from the autotune cache. Torch 2.11 (the GPU
-machine's) then loses the tuning in two places, both mended in torch 2.13:
+machine's) then loses the tuning in three places, the first two mended in torch 2.13:
 - the re-read of a saved autotuner (`CachingAutotuner.recheck_autotune_cache`) drops the config's
   `found_by_coordesc` mark where the config is among the compiled ones, and skips kernels with a single
   config, so each such kernel runs coordinate descent again on its first call;

@@ -19,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import bench, stderr_filter
 from .devices import dtype_name
+from .quiet import quiet
 
 REPEAT = 20
 aten = torch.ops.aten
@@ -116,7 +117,6 @@ def _runner(name, device, a, w, b):
 def measure(shapes, device, ceilings=None, progress=print, backends=None):
     """Rows of shape x backend: us, TFLOP/s, GB/s, the shape's floor (floor_us) and % of it reached.
     backends: the names to time (default: every one here)."""
-    from .quiet import quiet
     with quiet():       # the kernels started ahead wait once for the whole table, not once a timing
         return _measure(shapes, device, ceilings or {}, progress, backends or backends_here(device))
 
