@@ -88,8 +88,13 @@ def main(argv=None):
     try:
         if args.command == "run":
             from . import forkkernel
-            # a CPU run's kernels fork from one server: started first, its imports overlap this process's
+            # a CPU run's kernels fork from one server, and a GPU run's first kernel starts here: either way
+            # started first, so its imports overlap this process's
             early = forkkernel.ForkServer.start() if forkkernel.enabled(args.device) else None
+            first = None
+            if early is None and args.device != "cpu":
+                from .warmkernel import WarmKernel
+                first = WarmKernel.early(args.device)
             try:
                 from .chain import run_chain
                 workload, preset = resolve_auto_workload(args)
@@ -97,10 +102,13 @@ def main(argv=None):
                               device=args.device, dtype=args.dtype, target_ms=args.target_ms, iters=args.iters,
                               warmup=args.warmup)
                 run = run_chain(params, out=args.out, resume=args.resume, phases=args.phases,
-                                budget_min=args.budget_min, fork_server=early)
+                                budget_min=args.budget_min, fork_server=early, first_kernel=first)
+                first = None          # the chain shut it down
             finally:
                 if early:
                     early.stop()
+                if first:             # a bad argument before the chain took it over
+                    first.shutdown()
             failed = [p["name"] for p in run.phases() if p["status"] == "failed"]
             return 1 if failed else 0
         if args.command == "gate":

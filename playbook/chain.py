@@ -18,6 +18,7 @@ from .errors import PlaybookError, choose
 from .phases import NAMES, get_phase
 from .record import last_kept_p50, next_action, result_template
 from .state import Run
+from .warmkernel import WarmKernel, kernel_env
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -96,87 +97,38 @@ class _Lines:
         pass
 
 
-# The kernel's own start-up warnings (TCP without encryption, debugger streams) are not the user's work.
-KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
-# What a kernel started ahead does while the phase before it runs: import the playbook and torch, start
-# the GPU, build the run's untouched workload (each pipeline of the phase then starts from a copy of it)
-# and load the compiler stack with a two-op compile into the run's compile cache.
-# Each step under the quiet lock's shared side, so a phase's timed step never shares the cores with one,
-# and waits for at most one step (a few seconds), not the whole warm-up (playbook/quiet.py); on a CPU
-# run the kernels ahead warm up one after another, in the order they were started.
-PREWARM = """from playbook.quiet import one_at_a_time, warming
-with one_at_a_time({serial}):
-    with warming():
-        import torch
-    with warming():
-        import playbook.notebook, playbook.panel
-        import matplotlib.pyplot    # for the phase's figures, under the kernel's own (inline) backend
-        if torch.cuda.is_available():
-            torch.cuda.init()
-        from playbook.pipeline import prebuild, warm_compiler
-        from playbook.state import Run
-        _run = Run.open({run_dir!r})
-        _run.use_compile_cache()
-    with warming():
-        prebuild(_run.params)
-    if {compile}:
-        with warming():
-            warm_compiler(_run.params["device"])
-    del _run
-"""
-
-
-class WarmKernel:
-    """A fresh notebook kernel started ahead of its phase, importing the playbook and building the untouched
-    workload (silently) while the phase before it runs, so a phase does not wait for a kernel's start.
-    Each phase still gets a fresh process of its own; papermill runs the notebook in it and this object
-    shuts it down. The preload is queued before the notebook's cells: they run after it, in order."""
-
-    def __init__(self, run, ahead=True, server=None):
-        """ahead: started while another phase runs (its start is then hidden, and it warms the compiler
-        up too); False for a kernel the next phase waits on at once (its warm-up would only delay it).
-        server: a forkkernel.ForkServer the kernel is forked from (its imports done once), or None."""
-        from jupyter_client.manager import AsyncKernelManager
-        from jupyter_core.utils import run_sync
-        self.km = forkkernel.kernel_manager(server) if server else AsyncKernelManager(kernel_name="python3")
-        run_sync(self.km.start_kernel)(cwd=str(ROOT), extra_arguments=KERNEL_ARGS)
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        self.ahead = ahead
-        serial = run.params["device"] == "cpu"       # the cores are the timed device's: one warm-up at a time
-        self.kc.execute(PREWARM.format(run_dir=str(run.path.resolve()), serial=serial, compile=ahead),
-                        silent=True, store_history=False)
-
-    def hand_over(self):
-        """The kernel manager for papermill (execute_notebook(km=...)), its preload channel closed."""
-        self.kc.stop_channels()
-        return self.km
-
-    def shutdown(self):
-        from jupyter_core.utils import run_sync
-        try:
-            run_sync(self.km.shutdown_kernel)(now=True)
-        except Exception:  # noqa: BLE001  (a kernel that already died has nothing left to stop)
-            pass
-
-
-def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min=None, fork_server=None):
+def run_chain(params, out=None, resume=False, log=print, phases=None, budget_min=None, fork_server=None,
+              first_kernel=None):
     """Walk the ladder. budget_min: minutes for the whole chain; each phase gets a share of what is
     left (verify's share held back), and a phase whose share is spent is skipped with the reason.
     fork_server: a forkkernel.ForkServer the caller started early (the command line does, for --device cpu,
-    before its own imports), used if the run is a CPU run; the chain stops it when it ends."""
-    books = select(phase_notebooks(), phases)
-    budget = check_budget(budget_min)
-    run = open_chain_run(params, out, resume, log)
-    if "baseline" not in [b[1] for b in books] and not run.phase("baseline"):
-        raise PlaybookError("--phases without baseline needs a run that has one: add baseline, or --resume a run")
-    env_path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env_path] if env_path else []))
-    os.environ["PLAYBOOK_PROGRESS"] = "0"      # headless: no progress bars in the executed notebooks
+    before its own imports), used if the run is a CPU run; the chain stops it when it ends.
+    first_kernel: a WarmKernel.early() the caller started before its imports, for the first phase that runs
+    (unused on a CPU run whose kernels fork); the chain shuts it down when it ends."""
+    try:
+        books = select(phase_notebooks(), phases)
+        budget = check_budget(budget_min)
+        run = open_chain_run(params, out, resume, log)
+        if "baseline" not in [b[1] for b in books] and not run.phase("baseline"):
+            raise PlaybookError("--phases without baseline needs a run that has one: add baseline, or --resume a run")
+    except BaseException:       # nothing ran: the kernel started early is not left behind
+        if first_kernel:
+            first_kernel.shutdown()
+        raise
+    return _walk(run, books, budget, log, resume, fork_server, first_kernel)
+
+
+def _walk(run, books, budget, log, resume, fork_server, first_kernel):
+    """run_chain's walk of the opened run: each phase in its kernel, then the report."""
+    kernel_env()                                # the playbook importable, no progress bars (headless)
     os.environ[quiet.LOCK_ENV] = str((run.path / ".quiet.lock").resolve())   # warm-ups wait for timing
     # a CPU run on Linux: each phase's kernel is a fork of one process that imported torch and the playbook
     server = (fork_server or forkkernel.ForkServer.start(ROOT)) if forkkernel.enabled(run.params["device"]) else None
-    warm = [WarmKernel(run, ahead=False, server=server)]   # starts while papermill is imported
+    if first_kernel and server:                 # its kernels fork: the early one is not needed
+        first_kernel.shutdown()
+        first_kernel = None
+    # the first phase's kernel: started before the command line's imports, or now, while papermill is imported
+    warm = [first_kernel.prepare(run) if first_kernel else WarmKernel(run, ahead=False, server=server)]
     import papermill as pm
     if budget:
         run.update(budget_min=budget / 60)

@@ -185,3 +185,49 @@ def test_a_wait_for_the_kernel_started_ahead_is_named(tmp_path):
     result["time_s"] = {"start": 6.0, "decide": 3.0, "total": 9.0}
     t = record_wall_time(run, result, 5.0, ahead=False)["time_s"]
     assert t["start"] == 2.0 and t["start_ahead"] == 4.0 and t["total"] == 5.0 and t["papermill"] == 0.0
+
+
+def test_a_kernel_started_before_the_run_gets_its_lock_and_cache(tmp_path, monkeypatch):
+    """A GPU run's first kernel starts before the run exists (WarmKernel.early); prepare(run) gives it the
+    quiet lock and the run's compile cache the chain's kernels inherit, and the phase can run in it."""
+    import time
+
+    from playbook import quiet
+    from playbook.state import Run
+    from playbook.warmkernel import WarmKernel
+    run = Run.create(tmp_path / "r", {"workload": "tiny", "preset": "tiny", "device": "cpu", "dtype": "float32",
+                                      "seed": 0, "options": {}})
+    kernel = WarmKernel.early("auto")
+    assert kernel is not None and not kernel.prepared
+    lock = str(tmp_path / "r" / ".quiet.lock")
+    monkeypatch.setenv(quiet.LOCK_ENV, lock)      # what the chain sets once the run is open
+    kernel.prepare(run)
+    seen = tmp_path / "seen.json"
+    try:
+        kernel.kc.execute("import json, os, torch._inductor.config as c\n"
+                          f"json.dump([os.environ.get({quiet.LOCK_ENV!r}), os.environ.get('TORCHINDUCTOR_CACHE_DIR'),"
+                          f" '_run' in dir()], open({str(seen)!r}, 'w'))", silent=True)
+        deadline = time.time() + 120
+        while not seen.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert seen.exists(), "the kernel did not run its preload and the cell after it"
+        time.sleep(0.2)
+        got_lock, cache, leftover = json.loads(seen.read_text())
+    finally:
+        kernel.shutdown()
+    assert got_lock == lock and not leftover
+    assert cache and str(tmp_path / "r") in cache
+
+
+def test_a_bad_argument_shuts_the_early_kernel_down(tmp_path):
+    """A run refused before the chain opens it (an unknown workload) stops the kernel started for it."""
+    from jupyter_core.utils import run_sync
+
+    from playbook.chain import run_chain
+    from playbook.errors import PlaybookError
+    from playbook.warmkernel import WarmKernel
+    kernel = WarmKernel.early("auto")
+    assert run_sync(kernel.km.is_alive)()
+    with pytest.raises(PlaybookError, match="unknown workload"):
+        run_chain({"workload": "nosuch", "device": "cpu"}, out=str(tmp_path / "x"), first_kernel=kernel)
+    assert not run_sync(kernel.km.is_alive)()
