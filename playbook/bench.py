@@ -25,9 +25,11 @@ MIN_NOISE = 0.02   # the source's auto-revert threshold: differences under 2% ar
 # NOTE: a slow step gets fewer samples: no more than SAMPLE_S seconds of them a contender, and never under
 # MIN_SAMPLES. pi0 full's eager step (212 ms on the H200, 2026-12-01) took 12.7 s of samples a timing at
 # --iters 50, in baseline, again beside phase 1's candidates and again in verify; 20 samples of a step that
-# long put its median within a fraction of a percent. A step under SAMPLE_S / iters is untouched (llama 1b's
-# eager 17 ms step: all 200).
-SAMPLE_S = 4.0
+# long put its median within a fraction of a percent. A step under SAMPLE_S / iters is untouched.
+# SAMPLE_S went from 4 to 2 s: llama 1b's eager step (20.8 ms on the H200, 2026-12-02) took all 200 samples,
+# 4.2 s a timing, in baseline, beside phase 1's candidates and in verify; 96 samples of it (2 s) still put
+# the median of an eager step within its own spread, and the compiled steps (1 ms) keep all their samples.
+SAMPLE_S = 2.0
 MIN_SAMPLES = 20
 
 
