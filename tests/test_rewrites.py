@@ -88,7 +88,7 @@ def _eager_reference(q, k, v, mask, scale):
     return (torch.softmax(s.float(), -1).to(q.dtype) @ v).transpose(1, 2)
 
 
-@pytest.mark.parametrize("heads,kv_heads,q_len,k_len,mask_heads", [(6, 2, 7, 13, 1), (8, 1, 11, 37, 8),
+@pytest.mark.parametrize("heads,kv_heads,q_len,k_len,mask_heads", [(6, 2, 7, 13, 1), (8, 1, 11, 37, 8), (6, 2, 5, 13, 6),
                                                                      (3, 3, 5, 5, 1), (4, 2, 1, 9, None)])
 @pytest.mark.parametrize("boolean", [True, False])
 def test_grouped_attention_is_eager_attention_with_any_mask(heads, kv_heads, q_len, k_len, mask_heads, boolean):

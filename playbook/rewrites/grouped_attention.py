@@ -31,6 +31,10 @@ import torch.nn.functional as F
 
 NAME = "playbook_grouped"
 FEW_QUERY = "playbook_few_query"     # the same, with a few queries' calls in one Triton launch
+# NOTE: the rows are query-major (query i's heads of a group together). With pi0's one K/V head the
+# projection's [b, q, h, d] layout is then the grouped rows as they are, and the output is [b, q, h, d] with
+# no copy: head-major rows cost a transpose kernel after each call (H200, 2026-12-01, pi0 full's verify
+# trace: 1.2 us on each of the 180 denoise calls, 3.1 us on each of the 17 prefix calls).
 # NOTE: the K/V length is padded to a multiple of 8 (16 bytes of bf16), the padding masked out. On pi0 full
 # (H200, 2026-11-23) the grouped products over 838 slots ran on cuBLAS's unaligned sm75 kernels
 # (`cutlass_75_tensorop_s1688gemm_bf16_64x64_*_align1`, about 5 us a call, 1.76 ms a step) because 838 rows
@@ -47,7 +51,9 @@ def grouped_attention_forward(module, query, key, value, attention_mask, scaling
         raise ValueError(f"grouped attention: {h} query heads are not a multiple of {kvh} K/V heads")
     g = h // kvh
     scale = scaling if scaling is not None else d ** -0.5
-    q = query.reshape(b, kvh, g * q_len, d)        # head kvh_i * g + j reads K/V head kvh_i (repeat_kv's order)
+    # Row (i, j) is query i of head kvh_i * g + j, which reads K/V head kvh_i (repeat_kv's order). Query-major:
+    # with one K/V head, the projection's [b, q, h, d] layout is these rows as they are, in and out.
+    q = query.transpose(1, 2).reshape(b, q_len, kvh, g, d).transpose(1, 2).reshape(b, kvh, q_len * g, d)
     pad = -k_len % ALIGN                           # K/V padded to ALIGN slots, the padding masked out
     if pad:
         key, value = F.pad(key, (0, 0, 0, pad)), F.pad(value, (0, 0, 0, pad))
@@ -64,8 +70,8 @@ def grouped_attention_forward(module, query, key, value, attention_mask, scaling
         scores = F.pad(scores, (0, pad), value=float("-inf"))
     probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     probs = F.dropout(probs, p=dropout, training=getattr(module, "training", False))
-    out = torch.matmul(probs, value)                                    # [b, kvh, g * q, d]
-    return out.reshape(b, h, q_len, d).transpose(1, 2).contiguous(), None
+    out = torch.matmul(probs, value)                                    # [b, kvh, q * g, d]
+    return out.reshape(b, kvh, q_len, g, d).transpose(1, 2).reshape(b, q_len, h, d), None
 
 
 def few_query_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
@@ -92,15 +98,16 @@ def _kernel_takes(module, query, key, mask, dropout):
 
 
 def _grouped_mask(mask, kvh, g, q_len, k_len):
-    """A [mb, 1 or h, q, k] mask laid out as the grouped scores' rows: [mb, kvh, g * q, k]."""
+    """A [mb, 1 or h, q, k] mask laid out as the grouped scores' rows (query-major): [mb, kvh, q * g, k]."""
     mb, mh = mask.shape[0], mask.shape[1]
     if mask.dim() != 4 or mh not in (1, kvh * g):
         raise ValueError(f"grouped attention: a mask of shape {tuple(mask.shape)} is not [batch, 1 or heads, q, k]")
+    mq = mask.shape[2]
     if mh == 1:
-        mask = mask[:, :, None].expand(mb, kvh, g, mask.shape[2], k_len)
+        mask = mask[:, :, :, None].expand(mb, kvh, mq, g, k_len)
     else:
-        mask = mask.reshape(mb, kvh, g, mask.shape[2], k_len)
-    return mask.expand(mb, kvh, g, q_len, k_len).reshape(mb, kvh, g * q_len, k_len)
+        mask = mask.reshape(mb, kvh, g, mq, k_len).transpose(2, 3)
+    return mask.expand(mb, kvh, q_len, g, k_len).reshape(mb, kvh, q_len * g, k_len)
 
 
 def register():
