@@ -61,9 +61,9 @@ def test_masks_hide_absent_cameras_and_padded_prompt_tokens_but_not_present_ones
 
 
 def test_skip_masked_cameras_is_offered_only_when_a_camera_is_masked_and_gives_the_same_actions():
-    assert pi0(cameras=3).knobs == {"batch_cameras": True}
+    assert pi0(cameras=3).knobs == {"batch_cameras": True, "kv_in_place": True}
     wl = pi0(cameras=1, num_steps=2)
-    assert wl.knobs == {"skip_masked_cameras": [1, 2]}                 # one camera left: nothing to batch
+    assert wl.knobs == {"skip_masked_cameras": [1, 2], "kv_in_place": True}   # one camera left: nothing to batch
     ref = snapshot(actions(wl))
     set_knob(wl, "skip_masked_cameras", wl.knobs["skip_masked_cameras"])
     verdict = compare(snapshot(actions(wl)), ref, torch.float32)
@@ -84,6 +84,49 @@ def test_batch_cameras_runs_the_vision_tower_once_and_gives_the_same_actions(cam
     verdict = compare(snapshot(actions(wl)), ref, torch.float32)
     assert verdict["correct"] and verdict["max_abs_diff"] < 1e-5, verdict
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("attention", ["eager", "grouped"])
+def test_kv_in_place_writes_each_step_after_the_prefix_and_gives_the_same_actions(attention):
+    """The denoise K/V go into room left after the prefix's (aligned to 8 slots, the rest masked), in place
+    when compiled too, and the actions are those of [prefix ; suffix] concatenated; grouped attention then
+    pads nothing (its K/V length is already a multiple of 8)."""
+    import re
+
+    import torch.nn.functional as F
+    from torch._inductor.utils import run_and_get_code
+
+    from playbook.rewrites import grouped_attention
+    from playbook.workloads.pi0 import KV_ALIGN
+    wl = pi0(cameras=3, action_horizon=5, num_steps=2)
+    if attention == "grouped":
+        grouped_attention.route(wl.model)
+    ref = snapshot(actions(wl))
+    set_knob(wl, "kv_in_place", True)
+    m = wl.model
+    with torch.no_grad():
+        h, pad = m.embed_prefix(*wl.args[:4])
+        keys, values = m.fill_cache(h, pad)
+    p, s = pad.shape[1], 1 + m.denoise.horizon
+    assert keys[0].shape[2] % KV_ALIGN == 0 and p + s <= keys[0].shape[2] < p + s + KV_ALIGN
+    assert torch.count_nonzero(keys[0][:, :, p:]) == 0             # room, until a denoise step writes it
+    verdict = compare(snapshot(actions(wl)), ref, torch.float32)
+    assert verdict["correct"] and verdict["max_abs_diff"] < 1e-5, verdict
+    padded = []
+    real_pad = F.pad
+    with pytest.MonkeyPatch.context() as mp, torch.no_grad():    # a step's writes land in the room, in place
+        mp.setattr(grouped_attention.F, "pad", lambda x, *a, **k: padded.append(x.shape) or real_pad(x, *a, **k))
+        m.denoise(keys, values, pad, wl.args[4], wl.args[5])
+    assert not padded                                              # nor is anything padded again
+    assert torch.count_nonzero(keys[0][:, :, p:p + s]) > 0 and torch.count_nonzero(keys[0][:, :, p + s:]) == 0
+    with torch.no_grad():
+        m.denoise.velocity = torch.compile(m.denoise.velocity)
+        out, codes = run_and_get_code(m, *wl.args)
+    assert compare(snapshot(out), ref, torch.float32)["correct"]
+    # compiled, the writes are Inductor's stores into the buffers it was given: a mutation it could not do in
+    # place would come back as a new buffer (one more output of the graph), copied into the old one after it
+    returned = re.search(r"def call\(self, args\):.*?\n\s*return (\(.*?\))\n", codes[0], re.S).group(1)
+    assert len(set(re.findall(r"\b(?:buf|arg)\w+", returned))) == 1, returned
 
 
 def test_the_expert_attends_to_the_prefix_cache_and_its_own_tokens():
@@ -132,7 +175,7 @@ def test_pi0_tiny_goes_down_the_whole_ladder_with_verify_correct(tmp_path):
     assert attention["few_query"].startswith("not offered: ") and "11 queries over" in attention["few_query"]
     assert "grouped attention, few-query kernel" not in [c["label"] for c in attention["candidates"]]
     fusion = phases["fusion"]
-    assert fusion["model_knobs_offered"] == {"skip_masked_cameras": [2], "batch_cameras": True}
+    assert fusion["model_knobs_offered"] == {"skip_masked_cameras": [2], "batch_cameras": True, "kv_in_place": True}
     (built,) = fusion["candidates"]                   # nested: the fusion alone is not built once this is correct
     assert built["label"] == "fuse projections + model knobs" and built["correct"]
     assert fusion["not_built"]["labels"] == ["fuse projections"]

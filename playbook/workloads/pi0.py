@@ -16,6 +16,9 @@ all-false mask, as in the source's benchmark), prompt_len (real tokens, padded t
 action_horizon (50; 10 to compare with published figures), num_steps (10).
 Model knob `skip_masked_cameras` (phase 4 offers it where a camera is masked): drop those cameras'
 SigLIP call and tokens, which shortens the prefix; the correctness gate checks the actions agree.
+Model knob `kv_in_place` (offered always): the prefix pass keeps each layer's K/V in a buffer with room
+after it for the suffix, padded to a multiple of 8 slots; every denoise step writes its own K/V into that
+room instead of concatenating [prefix ; suffix] anew in each layer (and grouped attention padding it again).
 """
 import math
 from dataclasses import dataclass
@@ -60,10 +63,17 @@ OPTIONS = {"cameras": (1, CAMERA_SLOTS, CAMERA_SLOTS), "prompt_len": (1, MAX_PRO
 # for the loop alone, both unrolled).
 REGIONS = ("embed_prefix", "fill_cache", "denoise.velocity")
 KNOBS = {"skip_masked_cameras": "drop the SigLIP call and the tokens of cameras whose mask is all false",
-         "batch_cameras": "one SigLIP call on every camera the step runs, as a batch, instead of one call a camera"}
+         "batch_cameras": "one SigLIP call on every camera the step runs, as a batch, instead of one call a camera",
+         "kv_in_place": "each denoise step writes its K/V into room left after the prefix's, padded to 8 slots, "
+                        "instead of concatenating and padding them in every layer"}
 # NOTE: batch_cameras, because on pi0 full (H200, 2026-11-23) the vision tower ran each of 3 cameras as its own
 # 256-row GEMMs (1152x1152 at 4.6 us, 21% of its floor; 324 calls a step): one batch makes them 768-row GEMMs
 # and a third of the launches. SigLIP treats each image alone, so the tokens are the same.
+# NOTE: kv_in_place, because on pi0 full (H200, 2026-12-01, sitting 6's verify trace) four of the 14 kernels of
+# each expert layer and denoise step rotated the new K, concatenated K and V after the prefix's and padded both
+# to 8 slots for grouped attention: 5.8 us a call, 1.05 ms of the 17.26 ms step. Written in place, the K/V
+# need no concatenation, and 827 slots padded once to 832 need no padding either.
+KV_ALIGN = 8
 
 
 def check_options(options):
@@ -111,19 +121,28 @@ class KVCache:
     """Per-layer K/V of the prefix, handed to Hugging Face attention as its cache (`cache`, or
     `past_key_values` in older transformers: workloads.hf.cache_arg).
 
-    fill=True (the prefix pass): each layer's K/V are kept and returned as they are.
-    fill=False (a denoise step): each layer attends to [prefix K/V ; its own K/V], the cache unchanged."""
+    fill=True (the prefix pass): each layer's K/V are kept (with `room` zero slots after them, for the
+    kv_in_place knob) and returned as they are.
+    fill=False (a denoise step): each layer attends to [prefix K/V ; its own K/V]: concatenated, the cache
+    unchanged; or, with `start` (kv_in_place), written into the kept buffer's room from slot `start` on, and
+    the whole buffer returned (the mask hides the slots after the suffix)."""
 
-    def __init__(self, fill, keys=None, values=None):
-        self.fill = fill
+    def __init__(self, fill, keys=None, values=None, room=0, start=None):
+        self.fill, self.room, self.start = fill, room, start
         self.keys, self.values = (keys, values) if keys is not None else ({}, {})
 
     def update(self, k, v, layer_idx, *args, **kwargs):
         # k, v: [B, kv_heads, S, head_dim]
         if self.fill:
-            self.keys[layer_idx], self.values[layer_idx] = k, v
+            pad = (0, 0, 0, self.room)
+            self.keys[layer_idx], self.values[layer_idx] = (F.pad(k, pad), F.pad(v, pad)) if self.room else (k, v)
             return k, v
-        return torch.cat([self.keys[layer_idx], k], dim=2), torch.cat([self.values[layer_idx], v], dim=2)
+        if self.start is None:
+            return torch.cat([self.keys[layer_idx], k], dim=2), torch.cat([self.values[layer_idx], v], dim=2)
+        keys, values, end = self.keys[layer_idx], self.values[layer_idx], self.start + k.shape[2]
+        keys[:, :, self.start:end] = k
+        values[:, :, self.start:end] = v
+        return keys, values
 
 
 def _mask(allowed, attn_implementation, dtype):
@@ -162,9 +181,10 @@ class Denoise(nn.Module):
         fused = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([actions, time], dim=-1))))
         return torch.cat([self.state_proj(state)[:, None, :], fused], dim=1)
 
-    def velocity(self, state, x_t, t, keys, values, mask, cos_sin):
-        """One denoise step's velocity: the compile region reused by every step."""
-        cache = KVCache(False, dict(enumerate(keys)), dict(enumerate(values)))
+    def velocity(self, state, x_t, t, keys, values, mask, cos_sin, start=None):
+        """One denoise step's velocity: the compile region reused by every step. start: the slot its K/V are
+        written from into the prefix's buffers (kv_in_place), or None to concatenate them."""
+        cache = KVCache(False, dict(enumerate(keys)), dict(enumerate(values)), start=start)
         h = self.embed_suffix(state, x_t, t)
         for layer in self.expert.layers:
             h = _layer(layer, h, mask, cos_sin, cache, self.cache_arg)
@@ -175,9 +195,14 @@ class Denoise(nn.Module):
         # keys, values: per layer [B, kv_heads, P, head_dim]; prefix_pad: [B, P] bool; noise: [B, H, 32]
         b, p = prefix_pad.shape
         s = 1 + self.horizon
+        room = keys[0].shape[2] - p                            # kv_in_place: the suffix's slots and padding
+        start = p if room else None
         suffix = torch.ones(s, s, dtype=torch.bool, device=noise.device)
         suffix[0, 1:] = False                                  # the state token does not see the actions
-        allowed = torch.cat([prefix_pad[:, None, :].expand(b, s, p), suffix.expand(b, s, s)], dim=2)
+        parts = [prefix_pad[:, None, :].expand(b, s, p), suffix.expand(b, s, s)]
+        if room > s:                                           # the padding after the suffix: never seen
+            parts.append(torch.zeros(b, s, room - s, dtype=torch.bool, device=noise.device))
+        allowed = torch.cat(parts, dim=2)
         mask = _mask(allowed, self.expert.config._attn_implementation, noise.dtype)
         positions = prefix_pad.sum(dim=1, keepdim=True) + torch.arange(s, device=noise.device)   # after the real tokens
         cos_sin = self.expert.rotary_emb(noise, positions)
@@ -185,7 +210,7 @@ class Denoise(nn.Module):
         x_t = noise
         for step in range(self.num_steps):                    # static control flow: unrolled when compiled
             t = torch.full((b,), 1.0 + step * dt, device=noise.device)
-            x_t = x_t + dt * self.velocity(state, x_t, t, keys, values, mask, cos_sin)
+            x_t = x_t + dt * self.velocity(state, x_t, t, keys, values, mask, cos_sin, start)
         return x_t
 
 
@@ -204,6 +229,7 @@ class Pi0(nn.Module):
         self.cache_arg = cache_arg(type(self.lm.layers[0]).forward)
         self.skipped_cameras = ()                              # the knob: camera slots whose work is dropped
         self.batch_cameras = False                             # the knob: one vision call for all of them
+        self.kv_in_place = False                               # the knob: denoise K/V written after the prefix's
 
     def embed_prefix(self, images, image_masks, prompt, prompt_mask):
         # images: [cameras, 3, H, W]; image_masks: [cameras] bool; prompt, prompt_mask: [1, L]
@@ -226,7 +252,8 @@ class Pi0(nn.Module):
     def fill_cache(self, h, pad):
         """The prefix through every Gemma layer once; returns each layer's keys and values."""
         b, p, _ = h.shape
-        cache = KVCache(True)
+        s = 1 + self.denoise.horizon                           # kv_in_place: room for the suffix, 8-slot aligned
+        cache = KVCache(True, room=s + (-(p + s) % KV_ALIGN) if self.kv_in_place else 0)
         allowed = pad[:, None, :].expand(b, p, p)              # every token sees every real token
         mask = _mask(allowed, self.lm.config._attn_implementation, h.dtype)
         positions = (torch.cumsum(pad.long(), dim=1) - 1).clamp(min=0)
@@ -285,6 +312,7 @@ def build(preset, device, dtype, seed=0, weights_via=None, options=None):
     knobs = {"skip_masked_cameras": masked} if masked else {}
     if o["cameras"] > 1:                   # the cameras left once the masked ones are skipped
         knobs["batch_cameras"] = True
+    knobs["kv_in_place"] = True
     return Workload(
         name="pi0", preset=preset, model=model, args=args, weight_bytes=weight_bytes,
         hot_loop="denoise", knobs=knobs, regions=REGIONS,
@@ -300,5 +328,7 @@ def set_knob(model, name, value):
         model.skipped_cameras = tuple(value)
     elif name == "batch_cameras":
         model.batch_cameras = bool(value)
+    elif name == "kv_in_place":
+        model.kv_in_place = bool(value)
     else:
         raise PlaybookError(f"unknown pi0 knob {name!r}; choose from: {', '.join(KNOBS)}")
