@@ -16,6 +16,8 @@
 #                                                   # WAIT_S (570 s) and copies what is done to $OUT: call it again
 #   bash benchmarks/gpu_session.sh pi0-bg           # pi0-time in the background (setsid); each call waits up to WAIT_S
 #                                                   # and copies what is done: call it again at once while it runs
+#   bash benchmarks/gpu_session.sh pi0-resume       # a recorded pi0 full run (PI0_RUN) from phase 4 on again at this
+#                                                   # code, in the background; call again at once while it runs
 #   bash benchmarks/gpu_session.sh pdl              # benchmarks/pdl_check.py: llama 1b's and pi0 full's recipes, with
 #                                                   # and without Inductor's Programmatic Dependent Launch
 #   bash benchmarks/gpu_session.sh llama-time       # llama 1b's whole ladder alone, uninterrupted, in the foreground
@@ -127,6 +129,22 @@ if [[ $part == pi0-bg ]]; then   # pi0 full's whole ladder (pi0-time) in the bac
   while [[ ! -f reports/pi0bg-done && $SECONDS -lt $end ]]; do sleep 5; done
   cp reports/pi0bg/lt-pi0.log reports/pi0bg/ladder-time.json reports/pi0bg/lt-pi0-full.tgz "$OUT/" 2>/dev/null
   [[ -f reports/pi0bg-done ]] && echo "pi0-bg: done" || { echo "pi0-bg: still running; call again at once"; tail -3 reports/pi0bg/lt-pi0.log; }
+fi
+if [[ $part == pi0-resume ]]; then   # a recorded pi0 full run (PI0_RUN, carried) again from phase 4 at this code, in
+  run=$PWD/reports/pi0-resume      # the background (setsid): each call waits up to WAIT_S and copies what is done
+  if [[ ! -f reports/pi0r-started ]]; then
+    touch reports/pi0r-started
+    rm -rf "$run"; cp -r "${PI0_RUN:?a recorded pi0 run directory}" "$run"
+    rm -f "$run"/phases/0[4-7]-*.json "$run"/notebooks/0[4-7]-*
+    python3 -c "import json, sys; p = sys.argv[1]; r = json.load(open(p)); [r.pop(k, None) for k in ('budgets', 'budget_min')]; json.dump(r, open(p, 'w'), indent=1)" "$run/run.json"
+    setsid nohup bash -c "python3 -m playbook run --out $run --resume --target-ms ${PI0_TARGET_MS:-15} 2>&1 \
+      | grep -v IPKernelApp > reports/pi0r.log; touch reports/pi0r-done" > /dev/null 2>&1 &
+  fi
+  end=$((SECONDS + ${WAIT_S:-570}))
+  while [[ ! -f reports/pi0r-done && $SECONDS -lt $end ]]; do sleep 5; done
+  cp reports/pi0r.log "$OUT/pi0-resume.log" 2>/dev/null
+  tar czf "$OUT/pi0-resume.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C reports pi0-resume
+  [[ -f reports/pi0r-done ]] && echo "pi0-resume: done" || { echo "pi0-resume: still running; call again at once"; tail -3 reports/pi0r.log; }
 fi
 if [[ $part == ladder-time-run ]]; then   # (the background half of ladder-time: both parts below, untimed out)
   export OUT=$PWD/reports LADDER_S=3000 PI0_BUDGET_MIN=${PI0_BUDGET_MIN:-9.5}
