@@ -6,7 +6,8 @@ Face names and, for any other model, by data flow (nn.Linear modules fed the sam
 concatenated weight replaces the originals, so weight memory does not grow (playbook/rewrites/fusion.py).
 
 A workload may also offer model knobs its inputs allow (pi0: skip the cameras whose mask is all false,
-which drops their vision-tower call and their prefix tokens; run the cameras' vision tower as one batch).
+which drops their vision-tower call and their prefix tokens; run the cameras' vision tower as one batch;
+write each denoise step's K/V into room left after the prefix's instead of concatenating them).
 They are tried with the fusion, as one more candidate, first; like every candidate, it must give the same
 outputs as the untouched model. The fusion alone is built only when that candidate is not correct.
 """
@@ -26,7 +27,7 @@ NESTED = True
 
 CHOICES = {"fuse projections": "Q/K/V and gate/up projections fused into one GEMM each",
            "fuse projections + model knobs": "Q/K/V and gate/up fused, plus the workload's own knobs "
-                                             "(pi0: skip masked cameras, batch the cameras)"}
+                                             "(pi0: skip masked cameras, batch the cameras, write the denoise K/V in place)"}
 
 
 def label(knobs):
