@@ -167,19 +167,25 @@ class Runner:
             fn = _with_sdpa_backend(fn, pipe.sdpa_backend)
         self.compile_s = None
         options = {"triton.cudagraphs": False, **pipe.inductor}
+        # NOTE: dynamic=False. A phase compiles the kept recipe and then each candidate in one process; where a
+        # candidate changes a compiled function's input shapes, Dynamo's automatic dynamic shapes compiled it
+        # again with those sizes symbolic: a graph unlike the one the recipe later runs, measured in its place,
+        # and a miss for the FX-graph cache when a later phase rebuilt the recipe (pi0 full, H200, 2026-12-02:
+        # kv_in_place lengthens the denoise K/V from 816 to 832 slots; one region missed, 25-37 s again).
+        static = {"dynamic": False, "options": options}
         if pipe.compile and options.get("coordinate_descent_tuning"):
             pipe.info["autotune_cache"] = autotune_cache.install()
         if pipe.compile and pipe.compile_scope == "regions":
             for region in wl.regions:     # each compiled once; repeated calls (denoise steps) reuse its code
                 path, _, method = region.rpartition(".")
                 owner = wl.model.get_submodule(path) if path else wl.model
-                setattr(owner, method, torch.compile(getattr(owner, method), options=options))
+                setattr(owner, method, torch.compile(getattr(owner, method), **static))
         loop = wl.model.get_submodule(wl.hot_loop) if pipe.capture == "loop" else None
         if pipe.compile and pipe.compile_scope == "model":
             if loop is not None:          # Step A: the hot loop alone, compiled and captured; the rest eager
-                loop.forward = torch.compile(loop.forward, options=options)
+                loop.forward = torch.compile(loop.forward, **static)
             else:
-                fn = torch.compile(fn, options=options)
+                fn = torch.compile(fn, **static)
         if loop is not None:
             loop.forward = capture.LazyGraph(loop.forward, warmup=warmup)
         if pipe.blas:                     # outside the compiled region: a global switch, not traceable

@@ -182,3 +182,35 @@ def test_pi0_tiny_goes_down_the_whole_ladder_with_verify_correct(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["options"] == {"cameras": 2, "prompt_len": 20, "action_horizon": 10, "num_steps": 4}
     assert "| 7 verify (kept) |" in (out / "report.md").read_text()
+
+
+def test_a_candidate_that_changes_a_region_s_shapes_compiles_as_the_recipe_will(tmp_path):
+    """A phase compiles the kept recipe and then its candidate in one process. kv_in_place lengthens the
+    denoise K/V the velocity region is given; the candidate must still compile with static shapes, so a
+    later phase's rebuild of it in a new process finds every region in the FX-graph cache."""
+    script = """
+import json, sys, torch
+from torch._dynamo.utils import counters
+from playbook.pipeline import Pipeline
+params = {"workload": "pi0", "preset": "tiny", "device": "cpu", "dtype": "float32", "seed": 0,
+          "options": {"cameras": 3, "action_horizon": 4, "num_steps": 2}}
+steps = [{"phase": 1, "name": "cudagraph", "knobs": {"compile": True, "mode": "default", "scope": "regions",
+                                                     "capture": False}}]
+knobs = {"groups": [], "model_knobs": {"kv_in_place": True}}
+if sys.argv[1] == "phase":          # as phase 4 does: the recipe before it, then the candidate
+    Pipeline.from_recipe(params, steps).build()
+    counters.clear()
+    Pipeline.from_recipe(params, steps, extra=("fusion", knobs)).build()
+else:                               # as a later phase rebuilds it, alone in a new process
+    Pipeline.from_recipe(params, steps + [{"phase": 4, "name": "fusion", "knobs": knobs}]).build()
+print(json.dumps({k: counters["inductor"].get(k, 0) for k in ("fxgraph_cache_hit", "fxgraph_cache_miss")}))
+"""
+    env = dict(__import__("os").environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
+    seen = {}
+    for how in ("phase", "rebuild"):
+        done = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, env=env,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        seen[how] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["phase"]["fxgraph_cache_miss"] == 2, seen           # fill_cache and velocity: kv_in_place's
+    assert seen["rebuild"] == {"fxgraph_cache_hit": 3, "fxgraph_cache_miss": 0}, seen
