@@ -16,7 +16,9 @@ costs tens of microseconds, more than these kernels take):
 - `ours`: kernels.gemv(x, W);
 - `norm_cublas`: rms_norm then F.linear (two kernels: the unfused pair a decode layer runs);
 - `norm_ours`: kernels.gemv(x, W, norm_weight=w) (the norm folded into the prologue);
-- `norm_inductor`: torch.compile of the reference norm + linear (what the ladder's compile gives).
+- `norm_inductor`: torch.compile of the reference norm + linear (what the ladder's compile gives);
+- `ours_pdl`, `norm_ours_pdl` (an sm_90+ GPU): ours launched with Programmatic Dependent Launch, each call
+  reading its first chunk of W while the call before finishes.
 Consecutive calls rotate over copies of the weight that together exceed the L2 cache several times, so
 each call reads its weight from HBM as a decode step does. The goal (issue 19): `ours` at 85% of the
 measured copy bandwidth at every shape, and no slower than cuBLAS. Writes gemv.json.
@@ -37,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.kernels import back_to_back, graphed_back_to_back  # noqa: E402  (events around back-to-back calls)
 from kernels import reference  # noqa: E402
 from kernels._triton import next_pow2  # noqa: E402
-from kernels.gemv import blocks, gemv, rows_blocks, rows_gpu_blocks, sm_count  # noqa: E402
+from kernels.gemv import blocks, gemv, pdl_here, rows_blocks, rows_gpu_blocks, sm_count  # noqa: E402
 from playbook import bench  # noqa: E402
 from playbook.devices import describe, measure_ceilings  # noqa: E402
 
@@ -84,6 +86,9 @@ def main():
                  "norm_cublas": lambda w: torch.nn.functional.linear(reference.rms_norm(x, nw, 1e-6), w),
                  "norm_ours": lambda w: gemv(x, w, norm_weight=nw, eps=1e-6),
                  "norm_inductor": lambda w: norm_inductor(x, w, nw)}
+        if pdl_here(device):     # the same launches with Programmatic Dependent Launch: W read during the one before
+            steps.update({"ours_pdl": lambda w: gemv(x, w, pdl=True),
+                          "norm_ours_pdl": lambda w: gemv(x, w, norm_weight=nw, eps=1e-6, pdl=True)})
         calls = max(args.calls, copies)        # one replay reads past the L2 too (its calls rotate over every copy)
         graphed = graphed_back_to_back(steps, ws, calls, args.samples)
         turn = {"i": 0}

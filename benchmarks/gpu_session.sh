@@ -18,6 +18,8 @@
 #                                                   # and copies what is done: call it again at once while it runs
 #   bash benchmarks/gpu_session.sh pi0-resume       # a recorded pi0 full run (PI0_RUN) from phase 4 on again at this
 #                                                   # code, in the background; call again at once while it runs
+#   bash benchmarks/gpu_session.sh gemv-pdl         # kernels.gemv with Programmatic Dependent Launch: its CUDA tests,
+#                                                   # then llama 1b's and pi0's projections with and without it
 #   bash benchmarks/gpu_session.sh pdl              # benchmarks/pdl_check.py: llama 1b's and pi0 full's recipes, with
 #                                                   # and without Inductor's Programmatic Dependent Launch
 #   bash benchmarks/gpu_session.sh llama-time       # llama 1b's whole ladder alone, uninterrupted, in the foreground
@@ -62,6 +64,11 @@ fi
 if [[ $part == gemv ]]; then
   python3 -m pytest -q tests/test_gemv.py 2>&1 | tail -2 | tee "$OUT/gemv-tests.txt"     # compiled, on CUDA
   python3 benchmarks/gemv.py --out "$OUT/gemv" --sweep "$@" 2>&1 | tee "$OUT/gemv.log"
+fi
+if [[ $part == gemv-pdl ]]; then   # issue 19: the GEMV reading W while the kernel before it finishes
+  python3 -m pytest -q tests/test_gemv.py -k "pdl or chain" 2>&1 | tail -2 | tee "$OUT/gemv-pdl-tests.txt"
+  python3 benchmarks/gemv.py --out "$OUT" 2>&1 | tee "$OUT/gemv-pdl.log"
+  python3 benchmarks/gemv.py --rows 11 --shapes pi0 --out "$OUT" 2>&1 | tee -a "$OUT/gemv-pdl.log"
 fi
 if [[ $part == sweep ]]; then
   python3 benchmarks/kernels_sweep.py "$@" 2>&1 | tee "$OUT/sweep.log"

@@ -22,6 +22,12 @@ one int32 counter a column block that it sets back to zero (`rows_blocks` choose
 multiplied in its own dtype, as cuBLAS does, and in fp32 in Triton's interpreter (whose bf16 tl.dot gives
 garbage: Triton 3.9).
 
+`pdl=True` (an sm_90+ GPU, `pdl_here`) launches either kernel with Programmatic Dependent Launch: each
+program loads its first chunk of W, which no kernel writes, then waits (`gdc_wait`) for the kernel before it
+to finish before it reads x, the residual or its counters, and lets the next kernel launch once its reads
+are done. A latency-bound projection (pi0's denoise steps: 5-7 us against a 1.2-4.6 us floor) then streams W
+while the kernel before it finishes. Not yet measured on a GPU, and no phase offers it yet.
+
 `blocks(n, k, device)` gives each program two rows of W in K chunks of 1024 (one row where two would
 leave fewer than two programs per SM: a 512-row K/V projection must still spread over 132 SMs). It is
 the torch custom op `playbook::gemv`, opaque to Inductor and capturable in a CUDA graph. On a CPU it
@@ -47,12 +53,16 @@ MAX_ROWS = 16        # rows one program of the few-row kernel takes (tl.dot's sm
 @triton.jit
 def _gemv(X, W, B, R, NW, Y, N, K, stride_x, stride_w, stride_r, stride_y, eps, offset,
           HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, HAS_NORM: tl.constexpr,
-          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False):
     pid, row = tl.program_id(0), tl.program_id(1)     # BLOCK_N outputs of one row of x
     n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     n_in = n < N
     acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     squares = tl.zeros([BLOCK_K], dtype=tl.float32)
+    if PDL:             # W is no kernel's output: its first chunk is read while the kernel before finishes
+        k = tl.arange(0, BLOCK_K)
+        first = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & (k < K)[None, :], other=0.0)
+        tl.extra.cuda.gdc_wait()                      # x, the residual: written by the kernels before
     for start in range(0, K, BLOCK_K):
         k = start + tl.arange(0, BLOCK_K)
         k_in = k < K
@@ -60,8 +70,16 @@ def _gemv(X, W, B, R, NW, Y, N, K, stride_x, stride_w, stride_r, stride_y, eps, 
         if HAS_NORM:
             squares += x * x
             x = x * (tl.load(NW + k, mask=k_in, other=0.0).to(tl.float32) + offset)
-        w = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & k_in[None, :], other=0.0)
+        if PDL:
+            if start == 0:
+                w = first
+            else:
+                w = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & k_in[None, :], other=0.0)
+        else:
+            w = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & k_in[None, :], other=0.0)
         acc += w.to(tl.float32) * x[None, :]
+    if PDL:             # every read of what the kernels before wrote is done: the next one may launch
+        tl.extra.cuda.gdc_launch_dependents()
     y = tl.sum(acc, 1)
     if HAS_NORM:
         y = y / tl.sqrt(tl.sum(squares, 0) / K + eps)
@@ -76,7 +94,7 @@ def _gemv(X, W, B, R, NW, Y, N, K, stride_x, stride_w, stride_r, stride_y, eps, 
 def _gemv_rows(X, W, B, R, NW, Y, Part, Sq, Count, M, N, K, K_SPLIT, stride_x, stride_w, stride_r, stride_y,
                eps, offset, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, HAS_NORM: tl.constexpr,
                SPLITS: tl.constexpr, FP32_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-               BLOCK_K: tl.constexpr):
+               BLOCK_K: tl.constexpr, PDL: tl.constexpr = False):
     pid, split = tl.program_id(0), tl.program_id(1)     # BLOCK_N outputs of every row, over one split of K
     m = tl.arange(0, BLOCK_M)
     m_in = m < M
@@ -86,6 +104,10 @@ def _gemv_rows(X, W, B, R, NW, Y, Part, Sq, Count, M, N, K, K_SPLIT, stride_x, s
     squares = tl.zeros([BLOCK_M], dtype=tl.float32)
     lo = split * K_SPLIT
     hi = tl.minimum(lo + K_SPLIT, K)
+    if PDL:             # this split's first chunk of W, read while the kernel before finishes (as in _gemv)
+        k = lo + tl.arange(0, BLOCK_K)
+        first = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & (k < hi)[None, :], other=0.0)
+        tl.extra.cuda.gdc_wait()                      # x, the residual and the counters: after the kernels before
     for start in range(lo, hi, BLOCK_K):
         k = start + tl.arange(0, BLOCK_K)
         k_in = k < hi
@@ -94,11 +116,19 @@ def _gemv_rows(X, W, B, R, NW, Y, Part, Sq, Count, M, N, K, K_SPLIT, stride_x, s
             x = x.to(tl.float32)
             squares += tl.sum(x * x, 1)
             x = x * (tl.load(NW + k, mask=k_in, other=0.0).to(tl.float32) + offset)[None, :]
-        w = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & k_in[None, :], other=0.0)
+        if PDL:
+            if start == lo:
+                w = first
+            else:
+                w = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & k_in[None, :], other=0.0)
+        else:
+            w = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & k_in[None, :], other=0.0)
         if FP32_DOT:
             acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
         else:
             acc += tl.dot(x.to(w.dtype), tl.trans(w))
+    if PDL:             # x is read: the next kernel may launch (it waits for this one's stores itself)
+        tl.extra.cuda.gdc_launch_dependents()
     if SPLITS > 1:      # park this split's sums; the last split of this column block to finish adds them up
         tl.store(Part + (split * BLOCK_M + m[:, None]) * N + n[None, :], acc, mask=n_in[None, :])
         tl.store(Sq + (split * tl.num_programs(0) + pid) * BLOCK_M + m, squares)
@@ -201,20 +231,31 @@ def _check(x, weight, bias, residual, norm_weight):
 
 
 def gemv(x, weight, bias=None, residual=None, norm_weight=None, eps=1e-6, offset=0.0, block_n=0, block_k=0,
-         num_warps=4, splits=0):
+         num_warps=4, splits=0, pdl=False):
     """F.linear(rms_norm(x) if norm_weight is given else x, weight, bias) + residual, in fp32 with one
     rounding to x's dtype. x: [..., K] (decode: one row; up to MAX_ROWS rows in one program, any number
     in blocks of MAX_ROWS); weight [N, K]; residual [..., N]. block_n, block_k, splits: 0 for the
-    defaults (splits: the few-row kernel's split of K)."""
+    defaults (splits: the few-row kernel's split of K). pdl: launch with Programmatic Dependent Launch
+    (CUDA, compute capability 9+): the first chunk of W is read before waiting for the kernel before
+    (`pdl_here` says where it can; elsewhere it is ignored)."""
     return torch.ops.playbook.gemv(x, weight, bias, residual, norm_weight, float(eps), float(offset),
-                                   int(block_n), int(block_k), int(num_warps), int(splits))
+                                   int(block_n), int(block_k), int(num_warps), int(splits), bool(pdl))
+
+
+def pdl_here(device):
+    """Programmatic Dependent Launch needs an NVIDIA GPU of compute capability 9 or more (not Triton's
+    interpreter, not ROCm)."""
+    device = torch.device(device)
+    return (device.type == "cuda" and not INTERPRET and torch.version.hip is None
+            and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
 @torch.library.custom_op("playbook::gemv", mutates_args=())
 def _gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
              norm_weight: torch.Tensor | None, eps: float, offset: float, block_n: int, block_k: int,
-             num_warps: int, splits: int) -> torch.Tensor:
+             num_warps: int, splits: int, pdl: bool = False) -> torch.Tensor:
     n, k = _check(x, weight, bias, residual, norm_weight)
+    launch = {"PDL": True, "launch_pdl": True} if pdl and pdl_here(x.device) else {}
     lead = x.shape[:-1]
     x2 = x.reshape(-1, k).contiguous()
     rows = x2.shape[0]
@@ -227,7 +268,7 @@ def _gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r
         for lo in range(0, rows, MAX_ROWS):       # MAX_ROWS rows a launch, W read once for them
             hi = min(rows, lo + MAX_ROWS)
             _launch_rows(x2[lo:hi], w, bias, r[lo:hi], residual is not None, norm_weight, y[lo:hi], eps, offset,
-                         block_n, block_k, num_warps, splits)
+                         block_n, block_k, num_warps, splits, launch)
         return y.reshape(*lead, n)
     auto_n, auto_k = blocks(n, k, x.device)
     block_n, block_k = block_n or auto_n, block_k or auto_k
@@ -235,11 +276,12 @@ def _gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r
         x2, w, bias if bias is not None else y, r, norm_weight if norm_weight is not None else y, y, n, k,
         x2.stride(0), w.stride(0), r.stride(0), y.stride(0), eps, offset,
         HAS_BIAS=bias is not None, HAS_RES=residual is not None, HAS_NORM=norm_weight is not None,
-        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
+        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, **launch)
     return y.reshape(*lead, n)
 
 
-def _launch_rows(x, w, bias, r, has_res, norm_weight, y, eps, offset, block_n, block_k, num_warps, splits):
+def _launch_rows(x, w, bias, r, has_res, norm_weight, y, eps, offset, block_n, block_k, num_warps, splits,
+                 launch=None):
     rows, k = x.shape
     n = w.shape[0]
     auto_n, auto_k, auto_splits = rows_blocks(n, k, x.device)
@@ -255,9 +297,9 @@ def _launch_rows(x, w, bias, r, has_res, norm_weight, y, eps, offset, block_n, b
         zero_counters(_counters, x.device, tiles), rows, n, k, k_split, x.stride(0), w.stride(0), r.stride(0), y.stride(0), eps,
         offset, HAS_BIAS=bias is not None, HAS_RES=has_res, HAS_NORM=norm_weight is not None, SPLITS=splits,
         FP32_DOT=w.dtype == torch.float32 or INTERPRET, BLOCK_M=MAX_ROWS, BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=num_warps)
+        num_warps=num_warps, **(launch or {}))
 
 
 @_gemv_op.register_fake
-def _(x, weight, bias, residual, norm_weight, eps, offset, block_n, block_k, num_warps, splits):
+def _(x, weight, bias, residual, norm_weight, eps, offset, block_n, block_k, num_warps, splits, pdl=False):
     return x.new_empty(*x.shape[:-1], weight.shape[0])

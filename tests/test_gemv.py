@@ -339,3 +339,41 @@ def test_on_a_gpu_the_gemv_candidate_replaces_inductor_fusion_alone(monkeypatch)
     assert any("fusion settings alone not built" in n for n in ctx.info["kernels_notes"])
     monkeypatch.setattr(phase, "_gemv_candidates", lambda ctx, pipe, notes: [])
     assert phase.candidates(ctx)[0] == {"inductor_fusion": True}
+
+
+def test_pdl_is_ignored_where_it_cannot_run_and_the_answer_is_the_same():
+    """pdl=True on a CPU (Triton's interpreter) or a GPU without it launches as before: same outputs."""
+    torch.manual_seed(3)
+    x, w = torch.randn(11, 300, device=DEVICE), torch.randn(200, 300, device=DEVICE)
+    assert not gv.pdl_here("cpu")
+    assert torch.equal(gv.gemv(x, w, pdl=True), gv.gemv(x, w))
+    assert torch.equal(gv.gemv(x[:1], w, pdl=True), gv.gemv(x[:1], w))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or not gv.pdl_here("cuda"), reason="PDL needs an sm_90+ GPU")
+def test_pdl_chains_in_a_cuda_graph_give_what_plain_launches_give():
+    """Projections chained as a layer chains them (each reads the one before's output), captured in a CUDA
+    graph with Programmatic Dependent Launch: each waits for the kernel before it, so the answer is the
+    plain launches' to the bit (one row and 11 rows, split K and not, a residual)."""
+    torch.manual_seed(4)
+    for rows in (1, 11):
+        x = torch.randn(rows, 2048, device="cuda", dtype=torch.bfloat16)
+        w1 = torch.randn(4096, 2048, device="cuda", dtype=torch.bfloat16) / 45
+        w2 = torch.randn(2048, 4096, device="cuda", dtype=torch.bfloat16) / 64
+        nw = torch.randn(2048, device="cuda", dtype=torch.bfloat16)
+
+        def chain(pdl):
+            h = x
+            for _ in range(6):
+                h = gv.gemv(gv.gemv(h, w1, norm_weight=nw, pdl=pdl), w2, residual=h, pdl=pdl)
+            return h
+        want = chain(False)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = chain(True)
+        for _ in range(3):
+            graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, want), (rows, (out.float() - want.float()).abs().max().item())

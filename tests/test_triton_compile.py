@@ -32,7 +32,9 @@ kernels._triton.INTERPRET = True          # the launchers' device check takes CP
 from kernels import act_and_mul, fused_add_rms_norm, gelu_tanh_and_mul, rms_norm, silu_and_mul
 from kernels import decode_attention as da
 from kernels.few_query_attention import few_query_attention
+import kernels.gemv
 from kernels.gemv import gemv
+kernels.gemv.pdl_here = lambda device: True   # a CPU tensor here: what an H100/H200 would launch
 
 TARGET = GPUTarget("cuda", 90, 32)
 DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32",
@@ -65,7 +67,7 @@ def compile_instead(self, *args, grid, warmup, **kwargs):
             sig[p.name] = kind(v)
     options = {k: kwargs[k] for k in ("num_warps", "num_stages", "launch_pdl") if k in kwargs}
     asm = triton.compile(ASTSource(fn=self, signature=sig, constexprs=const), target=TARGET, options=options).asm
-    compiled.append((current["label"], self.__name__, "cubin" in asm))
+    compiled.append((current["label"], self.__name__, "cubin" in asm, "griddepcontrol.wait" in asm.get("ptx", "")))
 
 
 JITFunction.run = compile_instead
@@ -91,6 +93,12 @@ cases = {
     "gemv, 11 rows, residual, unsplit": lambda: gemv(
         torch.randn(11, 1024, dtype=bf), torch.randn(2560, 1024, dtype=bf), residual=torch.randn(11, 2560, dtype=bf),
         block_n=32, block_k=256, splits=1),
+    "gemv, one row, two chunks of K, PDL": lambda: gemv(
+        torch.randn(1, 2048, dtype=bf), torch.randn(300, 2048, dtype=bf), residual=torch.randn(1, 300, dtype=bf),
+        norm_weight=torch.randn(2048, dtype=bf), block_n=2, block_k=1024, pdl=True),
+    "gemv, 11 rows, split K, PDL": lambda: gemv(
+        torch.randn(11, 2048, dtype=bf), torch.randn(1024, 2048, dtype=bf), block_n=32, block_k=256, splits=8,
+        pdl=True),
     "decode attention v1": lambda: da.decode_attention_v1(q1, kc, vc),
     "decode attention split": lambda: da.decode_attention_split(q1, kc, vc, splits=5),
     "decode attention filled": lambda: da.decode_attention_filled(q1, kc, vc, torch.tensor([123], dtype=torch.int32)),
@@ -130,8 +138,9 @@ def test_every_kernel_compiles_for_sm90_as_its_launchers_launch_it():
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["failed"] == {}, got["failed"]
     by_case = {}
-    for label, kernel, cubin in got["compiled"]:
+    for label, kernel, cubin, waits in got["compiled"]:
         assert cubin, f"{label}: {kernel} gave no cubin"
+        assert waits == label.endswith("PDL"), f"{label}: {kernel} waits for the kernel before: {waits}"
         by_case.setdefault(label, set()).add(kernel)
     assert set(by_case) == set(got["cases"])                   # every launcher reached a compile
     assert {"_gemv", "_gemv_rows", "_decode_rope_append", "_few_query", "_combine"} <= set().union(*by_case.values())
