@@ -250,10 +250,14 @@ def pdl_here(device):
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
+# NOTE: every argument of the op is required. A defaulted one is left out of the traced graph when it has its
+# default, so Inductor's FX-graph cache key of a graph compiled by this version matched one compiled before the
+# argument existed, and the cached code called the op with one argument more than that version's schema had
+# (a CI clone beside a newer checkout sharing one compile cache, 2026-12-02).
 @torch.library.custom_op("playbook::gemv", mutates_args=())
 def _gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
              norm_weight: torch.Tensor | None, eps: float, offset: float, block_n: int, block_k: int,
-             num_warps: int, splits: int, pdl: bool = False) -> torch.Tensor:
+             num_warps: int, splits: int, pdl: bool) -> torch.Tensor:
     n, k = _check(x, weight, bias, residual, norm_weight)
     launch = {"PDL": True, "launch_pdl": True} if pdl and pdl_here(x.device) else {}
     lead = x.shape[:-1]
@@ -301,5 +305,5 @@ def _launch_rows(x, w, bias, r, has_res, norm_weight, y, eps, offset, block_n, b
 
 
 @_gemv_op.register_fake
-def _(x, weight, bias, residual, norm_weight, eps, offset, block_n, block_k, num_warps, splits, pdl=False):
+def _(x, weight, bias, residual, norm_weight, eps, offset, block_n, block_k, num_warps, splits, pdl):
     return x.new_empty(*x.shape[:-1], weight.shape[0])

@@ -116,7 +116,7 @@ def test_bad_shapes_say_which():
 def test_custom_op_checks_and_compiles_without_a_graph_break():
     x, w = tensors((1, 64), torch.float32, 0), tensors((32, 64), torch.float32, 1)
     nw, r = tensors((64,), torch.float32, 2), tensors((1, 32), torch.float32, 3)
-    torch.library.opcheck(torch.ops.playbook.gemv.default, (x, w, None, r, nw, 1e-6, 0.0, 0, 0, 4, 0),
+    torch.library.opcheck(torch.ops.playbook.gemv.default, (x, w, None, r, nw, 1e-6, 0.0, 0, 0, 4, 0, False),
                           test_utils=("test_schema", "test_faketensor"))
     fn = torch.compile(lambda x: gv.gemv(x, w, residual=r, norm_weight=nw), fullgraph=True)
     close(fn(x), ref.gemv(x, w, residual=r, norm_weight=nw), torch.float32, 64)
