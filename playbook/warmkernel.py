@@ -53,8 +53,8 @@ with one_at_a_time({serial}):
 
 def kernel_env():
     """What every phase kernel inherits: the playbook importable, no progress bars (headless)."""
-    path = os.environ.get("PYTHONPATH", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([path] if path else []))
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + parts)      # once, however often it is called
     os.environ["PLAYBOOK_PROGRESS"] = "0"
 
 

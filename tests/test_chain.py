@@ -231,3 +231,17 @@ def test_a_bad_argument_shuts_the_early_kernel_down(tmp_path):
     with pytest.raises(PlaybookError, match="unknown workload"):
         run_chain({"workload": "nosuch", "device": "cpu"}, out=str(tmp_path / "x"), first_kernel=kernel)
     assert not run_sync(kernel.km.is_alive)()
+
+
+def test_the_kernels_environment_names_the_playbook_once(monkeypatch):
+    """The command line sets it up for the kernel it starts early, and the chain again: the playbook's folder
+    goes first in PYTHONPATH once, what was there stays after it, and the kernels draw no progress bars."""
+    import os
+
+    from playbook.warmkernel import ROOT, kernel_env
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.delenv("PLAYBOOK_PROGRESS", raising=False)
+    kernel_env()
+    kernel_env()
+    assert os.environ["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/elsewhere"]
+    assert os.environ["PLAYBOOK_PROGRESS"] == "0"

@@ -1,5 +1,6 @@
 """The pi0 workload: geometry, masks, options, the skip-masked-cameras knob, and the whole ladder on CPU."""
 import json
+import os
 import subprocess
 import sys
 
@@ -9,8 +10,8 @@ import torch
 from playbook.compare import compare, snapshot
 from playbook.errors import PlaybookError
 from playbook.workloads import build_workload, set_knob
-from playbook.workloads.pi0 import PRESETS, gemma_config, siglip_config
 from playbook.workloads.base import counted_flops
+from playbook.workloads.pi0 import PRESETS, gemma_config, siglip_config
 
 CPU = torch.device("cpu")
 
@@ -205,7 +206,7 @@ else:                               # as a later phase rebuilds it, alone in a n
     Pipeline.from_recipe(params, steps + [{"phase": 4, "name": "fusion", "knobs": knobs}]).build()
 print(json.dumps({k: counters["inductor"].get(k, 0) for k in ("fxgraph_cache_hit", "fxgraph_cache_miss")}))
 """
-    env = dict(__import__("os").environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
     seen = {}
     for how in ("phase", "rebuild"):
         done = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, env=env,
