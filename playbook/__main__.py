@@ -94,7 +94,10 @@ def main(argv=None):
             first = None
             if early is None and args.device != "cpu":
                 from .warmkernel import WarmKernel
-                first = WarmKernel.early(args.device)
+                new = None if args.resume else dict(
+                    workload=args.workload, preset=args.preset, model=args.model, options=args.option,
+                    device=args.device, dtype=args.dtype)
+                first = WarmKernel.early(args.device, new)
             try:
                 from .chain import run_chain
                 workload, preset = resolve_auto_workload(args)

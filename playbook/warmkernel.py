@@ -33,6 +33,25 @@ with one_at_a_time({serial}):
         if torch.cuda.is_available():
             torch.cuda.init()
 """
+# The untouched workload built from the command line's parameters, before the run exists (a new run's first
+# kernel: PREPARE's build then finds it made). Parameters the run will refuse build nothing here.
+EARLY_BUILD = """from playbook.quiet import warming
+with warming():
+    from playbook.pipeline import prebuild
+    from playbook.runs import resolve_params
+    try:
+        _params = {params!r}
+        if _params["workload"] == "auto":   # as the command line resolves it: llama 1b on a GPU, tiny on a CPU
+            from types import SimpleNamespace
+            from playbook.__main__ import resolve_auto_workload
+            _params["workload"], _params["preset"] = resolve_auto_workload(SimpleNamespace(**_params))
+        _params = resolve_params(**_params)
+    except Exception:
+        _params = None
+    if _params is not None:
+        prebuild(_params)
+    del _params
+"""
 PREPARE = """import os
 os.environ[{lock_env!r}] = {lock!r}   # a kernel started before the run existed did not inherit it
 from playbook.quiet import one_at_a_time, warming
@@ -86,14 +105,19 @@ class WarmKernel:
             self.prepare(run)
 
     @classmethod
-    def early(cls, device):
+    def early(cls, device, params=None):
         """The first phase's kernel, started before the command line's own imports (a GPU run: a CPU run's
-        kernels fork from a server instead); None where it cannot start (the chain then starts one)."""
+        kernels fork from a server instead); None where it cannot start (the chain then starts one).
+        params: a new run's parameters as the command line has them: its untouched workload is built at
+        once, not after the run is opened (None for a resumed run, whose parameters are the run's)."""
         kernel_env()
         try:
-            return cls(ahead=False, serial=False)
+            kernel = cls(ahead=False, serial=False)
         except Exception:  # noqa: BLE001  (no kernel here yet: the chain starts its own and reports why)
             return None
+        if params is not None:
+            kernel.kc.execute(EARLY_BUILD.format(params=dict(params)), silent=True, store_history=False)
+        return kernel
 
     def prepare(self, run):
         """Queue the run's part of the warm-up: its lock, compile cache and untouched build."""

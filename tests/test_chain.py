@@ -188,34 +188,44 @@ def test_a_wait_for_the_kernel_started_ahead_is_named(tmp_path):
 
 
 def test_a_kernel_started_before_the_run_gets_its_lock_and_cache(tmp_path, monkeypatch):
-    """A GPU run's first kernel starts before the run exists (WarmKernel.early); prepare(run) gives it the
-    quiet lock and the run's compile cache the chain's kernels inherit, and the phase can run in it."""
+    """A GPU run's first kernel starts before the run exists (WarmKernel.early) and builds the new run's
+    untouched workload from the command line's parameters at once; prepare(run) gives it the quiet lock and
+    the compile cache the chain's kernels inherit, and finds that workload built."""
     import time
 
     from playbook import quiet
+    from playbook.runs import resolve_params
     from playbook.state import Run
     from playbook.warmkernel import WarmKernel
-    run = Run.create(tmp_path / "r", {"workload": "tiny", "preset": "tiny", "device": "cpu", "dtype": "float32",
-                                      "seed": 0, "options": {}})
-    kernel = WarmKernel.early("auto")
-    assert kernel is not None and not kernel.prepared
-    lock = str(tmp_path / "r" / ".quiet.lock")
-    monkeypatch.setenv(quiet.LOCK_ENV, lock)      # what the chain sets once the run is open
-    kernel.prepare(run)
-    seen = tmp_path / "seen.json"
-    try:
-        kernel.kc.execute("import json, os, torch._inductor.config as c\n"
-                          f"json.dump([os.environ.get({quiet.LOCK_ENV!r}), os.environ.get('TORCHINDUCTOR_CACHE_DIR'),"
-                          f" '_run' in dir()], open({str(seen)!r}, 'w'))", silent=True)
+
+    def ask(kernel, expression, name):
+        """The JSON of an expression evaluated in the kernel, after what was queued before it."""
+        out = tmp_path / f"{name}.json"
+        kernel.kc.execute(f"import json, os, playbook.pipeline\njson.dump({expression}, open({str(out)!r}, 'w'))",
+                          silent=True)
         deadline = time.time() + 120
-        while not seen.exists() and time.time() < deadline:
+        while not out.exists() and time.time() < deadline:
             time.sleep(0.2)
-        assert seen.exists(), "the kernel did not run its preload and the cell after it"
+        assert out.exists(), f"the kernel did not get to {name}"
         time.sleep(0.2)
-        got_lock, cache, leftover = json.loads(seen.read_text())
+        return json.loads(out.read_text())
+
+    cli = {"workload": "auto", "preset": "", "model": "", "options": [], "device": "auto", "dtype": "auto"}
+    run = Run.create(tmp_path / "r", resolve_params(**{**cli, "workload": "tiny"}))
+    kernel = WarmKernel.early("auto", cli)
+    assert kernel is not None and not kernel.prepared
+    built = "[json.loads(k)['workload'] for k in playbook.pipeline._pristine]"
+    lock = str(tmp_path / "r" / ".quiet.lock")
+    try:
+        assert ask(kernel, built, "before") == ["tiny"]          # built before the run was opened
+        monkeypatch.setenv(quiet.LOCK_ENV, lock)                  # what the chain sets once the run is open
+        kernel.prepare(run)
+        got = ask(kernel, f"[os.environ.get({quiet.LOCK_ENV!r}), os.environ.get('TORCHINDUCTOR_CACHE_DIR'),"
+                          f" '_run' in dir(), {built}]", "after")
     finally:
         kernel.shutdown()
-    assert got_lock == lock and not leftover
+    got_lock, cache, leftover, after = got
+    assert got_lock == lock and not leftover and after == ["tiny"]
     assert cache and str(tmp_path / "r") in cache
 
 
