@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The kernel's own start-up warnings (TCP without encryption, debugger streams) are not the user's work.
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+LINGER_MS = 5000     # how long a queued preload may still take to reach its kernel once the channel is closed
 # NOTE: split in two so the first kernel can import before the run exists. On the H200 (llama 1b, torch 2.11,
 # 2026-12-02) the command line spent 8.4 s importing and opening the run before the chain started, and the
 # baseline's kernel then took 11.1 s to start and 5.0 s more before its first cell: none of it overlapped.
@@ -130,7 +131,15 @@ class WarmKernel:
         return self
 
     def hand_over(self):
-        """The kernel manager for papermill (execute_notebook(km=...)), its preload channel closed."""
+        """The kernel manager for papermill (execute_notebook(km=...)), its preload channel closed. The shell
+        socket is closed with a linger first: jupyter_client closes it with none, which drops a message not yet
+        sent, and the first phase's kernel is handed over moments after its preload was queued."""
+        shell = getattr(self.kc.shell_channel, "socket", None)
+        if shell is not None:
+            try:
+                shell.close(linger=LINGER_MS)
+            except Exception:  # noqa: BLE001  (a channel already gone: stop_channels below has nothing to drop)
+                pass
         self.kc.stop_channels()
         return self.km
 
