@@ -69,6 +69,11 @@ if [[ $part == gemv-pdl ]]; then   # issue 19: the GEMV reading W while the kern
   python3 -m pytest -q tests/test_gemv.py -k "pdl or chain" 2>&1 | tail -2 | tee "$OUT/gemv-pdl-tests.txt"
   python3 benchmarks/gemv.py --out "$OUT" 2>&1 | tee "$OUT/gemv-pdl.log"
   python3 benchmarks/gemv.py --rows 11 --shapes pi0 --out "$OUT" 2>&1 | tee -a "$OUT/gemv-pdl.log"
+  # pi0 full's recipe beside itself with every few-row projection through the GEMV with PDL, and with Inductor's PDL
+  timeout "${TV_S:-400}" python3 benchmarks/tuning_variants.py --recipe benchmarks/results/pi0-full/recipe.json \
+    --knobs 'kernels={"gemv": true, "pdl": true}' --inductor '{"triton.enable_pdl": true}' --kernels --iters 50 \
+    --warmup 10 --json "$OUT/pi0-gemv-pdl.json" 2>&1 | grep -v Warning > "$OUT/pi0-gemv-pdl.log"
+  grep -E "built in|p50|kernels a step|Error|error" "$OUT/pi0-gemv-pdl.log"
 fi
 if [[ $part == sweep ]]; then
   python3 benchmarks/kernels_sweep.py "$@" 2>&1 | tee "$OUT/sweep.log"

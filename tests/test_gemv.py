@@ -377,3 +377,26 @@ def test_pdl_chains_in_a_cuda_graph_give_what_plain_launches_give():
             graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(out, want), (rows, (out.float() - want.float()).abs().max().item())
+
+
+def test_a_recipe_can_ask_for_the_gemv_with_pdl_and_give_it_back(monkeypatch):
+    """kernels {"gemv": ..., "pdl": true} routes the projections with PDL (a recipe's knob; phase 5 does not offer
+    it yet): each routed call asks kernels.gemv for it, the logits are the same (PDL is ignored off an sm_90+
+    GPU), and giving the projections back to Inductor leaves nothing of it on the modules."""
+    import kernels.gemv as kg
+    from playbook.phases import kernels as phase5
+    from playbook.pipeline import Pipeline
+    from playbook.rewrites import gemv as rg
+    wl = _hf("llama", {"position": "3"})
+    pipe = Pipeline(workload=wl, device=torch.device(DEVICE), dtype=torch.float32)
+    with torch.no_grad():
+        want = wl.model(*wl.args, **wl.kwargs)
+    asked = []
+    real = kg.gemv
+    monkeypatch.setattr(kg, "gemv", lambda *a, **k: asked.append(k.get("pdl")) or real(*a, **k))
+    phase5.apply(pipe, {"gemv": True, "pdl": True})
+    with torch.no_grad():
+        torch.testing.assert_close(wl.model(*wl.args, **wl.kwargs), want, atol=1e-4, rtol=1e-4)
+    assert len(asked) == pipe.info["gemv"]["linears"] > 0 and set(asked) == {True}
+    assert rg.unroute(wl.model) == pipe.info["gemv"]["linears"]
+    assert not any("_playbook_pdl" in m.__dict__ for m in wl.model.modules())

@@ -175,7 +175,7 @@ def apply(pipe, knobs):
         from ..rewrites import gemv
         wl = pipe.workload
         found = gemv.select(gemv.find_sites(wl.model, wl.args, wl.kwargs), knobs["gemv"])   # True: every shape
-        pipe.info["gemv"] = gemv.route(wl.model, found)
+        pipe.info["gemv"] = gemv.route(wl.model, found, pdl=bool(knobs.get("pdl")))   # a recipe may ask for PDL
     if knobs.get("swap"):
         from ..rewrites import kernel_swap
         found = kernel_swap.find_sites(pipe.workload.model)

@@ -228,10 +228,11 @@ def _linear_forward(self, x):
     norm = self._playbook_norm
     if _rows(x) <= MAX_ROWS and (x.is_cuda or _interpreted()):
         from kernels.gemv import gemv
+        pdl = getattr(self, "_playbook_pdl", False)
         if norm is None:
-            return gemv(x, self.weight, self.bias)
+            return gemv(x, self.weight, self.bias, pdl=pdl)
         mod, eps, offset = norm
-        return gemv(x, self.weight, self.bias, norm_weight=mod.weight, eps=eps, offset=offset)
+        return gemv(x, self.weight, self.bias, norm_weight=mod.weight, eps=eps, offset=offset, pdl=pdl)
     if norm is not None:
         x = norm[0]._playbook_forward(x)
     return F.linear(x, self.weight, self.bias)
@@ -246,12 +247,14 @@ def _interpreted():
     return INTERPRET
 
 
-def route(model, found):
-    """Route found["linears"] to kernels.gemv and fold found["folds"]; returns counts."""
+def route(model, found, pdl=False):
+    """Route found["linears"] to kernels.gemv and fold found["folds"]; returns counts. pdl: launch them with
+    Programmatic Dependent Launch where the GPU has it (kernels.gemv.pdl_here; ignored elsewhere)."""
     mods = dict(model.named_modules())
     for path in found["linears"]:
         lin = _owner(mods[path])
         lin._playbook_norm = None
+        lin._playbook_pdl = bool(pdl)
         lin.forward = types.MethodType(_linear_forward, lin)
     for fold in found["folds"]:
         norm = mods[fold["norm"]]
@@ -270,6 +273,7 @@ def unroute(model):
     for mod in model.modules():
         if "_playbook_norm" in mod.__dict__:
             del mod._playbook_norm
+            mod.__dict__.pop("_playbook_pdl", None)
             mod.__dict__.pop("forward", None)
             given += 1
         if "_playbook_forward" in mod.__dict__:
