@@ -54,6 +54,13 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 part=${1:-all}; shift || true
+wait_for() {   # wait_for FLAG: until the background job's FLAG file exists or WAIT_S (570 s) has passed
+  local end=$((SECONDS + ${WAIT_S:-570}))
+  while [[ ! -f $1 && $SECONDS -lt $end ]]; do sleep 5; done
+}
+drop_keys() {  # drop_keys RUN_JSON KEY...: a recorded run's keys removed (a resumed run plans anew)
+  python3 -c "import json, sys; p = sys.argv[1]; r = json.load(open(p)); [r.pop(k, None) for k in sys.argv[2:]]; json.dump(r, open(p, 'w'), indent=1)" "$@"
+}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
 if [[ $part == tests || $part == all ]]; then
@@ -137,8 +144,7 @@ if [[ $part == pi0-bg ]]; then   # pi0 full's whole ladder (pi0-time) in the bac
     setsid nohup bash -c "OUT=$PWD/reports/pi0bg LADDER_S=3000 bash benchmarks/gpu_session.sh pi0-time; touch reports/pi0bg-done" \
       > reports/pi0bg-session.log 2>&1 &
   fi
-  end=$((SECONDS + ${WAIT_S:-570}))
-  while [[ ! -f reports/pi0bg-done && $SECONDS -lt $end ]]; do sleep 5; done
+  wait_for reports/pi0bg-done
   cp reports/pi0bg/lt-pi0.log reports/pi0bg/ladder-time.json reports/pi0bg/lt-pi0-full.tgz "$OUT/" 2>/dev/null
   [[ -f reports/pi0bg-done ]] && echo "pi0-bg: done" || { echo "pi0-bg: still running; call again at once"; tail -3 reports/pi0bg/lt-pi0.log; }
 fi
@@ -148,12 +154,11 @@ if [[ $part == pi0-resume ]]; then   # a recorded pi0 full run (PI0_RUN, carried
     touch reports/pi0r-started
     rm -rf "$run"; cp -r "${PI0_RUN:?a recorded pi0 run directory}" "$run"
     rm -f "$run"/phases/0[4-7]-*.json "$run"/notebooks/0[4-7]-*
-    python3 -c "import json, sys; p = sys.argv[1]; r = json.load(open(p)); [r.pop(k, None) for k in ('budgets', 'budget_min')]; json.dump(r, open(p, 'w'), indent=1)" "$run/run.json"
+    drop_keys "$run/run.json" budgets budget_min
     setsid nohup bash -c "python3 -m playbook run --out $run --resume --target-ms ${PI0_TARGET_MS:-15} 2>&1 \
       | grep -v IPKernelApp > reports/pi0r.log; touch reports/pi0r-done" > /dev/null 2>&1 &
   fi
-  end=$((SECONDS + ${WAIT_S:-570}))
-  while [[ ! -f reports/pi0r-done && $SECONDS -lt $end ]]; do sleep 5; done
+  wait_for reports/pi0r-done
   cp reports/pi0r.log "$OUT/pi0-resume.log" 2>/dev/null
   tar czf "$OUT/pi0-resume.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C reports pi0-resume
   [[ -f reports/pi0r-done ]] && echo "pi0-resume: done" || { echo "pi0-resume: still running; call again at once"; tail -3 reports/pi0r.log; }
@@ -224,7 +229,7 @@ if [[ $part == pi0-kernels ]]; then   # phases 5-7 of the committed pi0 full run
   run=$PWD/reports/pi0-full
   rm -rf "$run"; cp -r benchmarks/results/pi0-full "$run"
   rm -f "$run"/phases/0[5-7]-*.json "$run"/notebooks/0[5-7]-*
-  python3 -c "import json, sys; p = sys.argv[1]; r = json.load(open(p)); r.pop('budgets', None); json.dump(r, open(p, 'w'), indent=1)" "$run/run.json"
+  drop_keys "$run/run.json" budgets
   timeout "${LADDER_S:-500}" python3 -m playbook run --out "$run" --resume --target-ms "${PI0_TARGET_MS:-15}" 2>&1 \
     | grep -v IPKernelApp | tee "$OUT/pi0-kernels.log"
   tar czf "$OUT/pi0-full-run.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C "$PWD/reports" pi0-full
@@ -242,8 +247,7 @@ if [[ $part == ladder-time ]]; then
     touch reports/lt-started
     setsid nohup bash benchmarks/gpu_session.sh ladder-time-run > reports/lt-session.log 2>&1 &
   fi
-  end=$((SECONDS + ${WAIT_S:-570}))
-  while [[ ! -f reports/lt-done && $SECONDS -lt $end ]]; do sleep 5; done
+  wait_for reports/lt-done
   cp reports/lt-*.log "$OUT/" 2>/dev/null; cp reports/ladder-time.json "$OUT/" 2>/dev/null
   for r in lt-llama-1b lt-pi0-full; do
     [[ -f reports/$r/report.html ]] && tar czf "$OUT/$r.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C reports "$r"
@@ -263,8 +267,7 @@ if [[ $part == user-models ]]; then
     setsid nohup bash -c "python3 benchmarks/user_models.py --out $PWD/reports/${UM_DIR:-user-models} --gpus ${GPUS:-1} $* \
       > reports/um.log 2>&1; touch reports/um-done" > /dev/null 2>&1 &
   fi
-  end=$((SECONDS + ${WAIT_S:-570}))
-  while [[ ! -f reports/um-done && $SECONDS -lt $end ]]; do sleep 5; done
+  wait_for reports/um-done
   cp reports/um.log "$OUT/" 2>/dev/null
   tar czf "$OUT/user-models.tgz" --exclude checkpoints --exclude traces --exclude "*.pt" --exclude inductor-cache \
     -C reports "${UM_DIR:-user-models}" 2>/dev/null

@@ -33,6 +33,8 @@ leave fewer than two programs per SM: a 512-row K/V projection must still spread
 the torch custom op `playbook::gemv`, opaque to Inductor and capturable in a CUDA graph. On a CPU it
 runs only under TRITON_INTERPRET=1 (the tests); elsewhere use reference.gemv.
 """
+import functools
+
 import torch
 
 import triton
@@ -51,6 +53,12 @@ MAX_ROWS = 16        # rows one program of the few-row kernel takes (tl.dot's sm
 
 
 @triton.jit
+def _w_tile(W, n, n_in, k, k_in, stride_w):
+    """W's [BLOCK_N, BLOCK_K] tile at rows n, columns k (zero outside N and K)."""
+    return tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & k_in[None, :], other=0.0)
+
+
+@triton.jit
 def _gemv(X, W, B, R, NW, Y, N, K, stride_x, stride_w, stride_r, stride_y, eps, offset,
           HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, HAS_NORM: tl.constexpr,
           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False):
@@ -61,7 +69,7 @@ def _gemv(X, W, B, R, NW, Y, N, K, stride_x, stride_w, stride_r, stride_y, eps, 
     squares = tl.zeros([BLOCK_K], dtype=tl.float32)
     if PDL:             # W is no kernel's output: its first chunk is read while the kernel before finishes
         k = tl.arange(0, BLOCK_K)
-        first = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & (k < K)[None, :], other=0.0)
+        first = _w_tile(W, n, n_in, k, k < K, stride_w)
         tl.extra.cuda.gdc_wait()                      # x, the residual: written by the kernels before
     for start in range(0, K, BLOCK_K):
         k = start + tl.arange(0, BLOCK_K)
@@ -74,9 +82,9 @@ def _gemv(X, W, B, R, NW, Y, N, K, stride_x, stride_w, stride_r, stride_y, eps, 
             if start == 0:
                 w = first
             else:
-                w = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & k_in[None, :], other=0.0)
+                w = _w_tile(W, n, n_in, k, k_in, stride_w)
         else:
-            w = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & k_in[None, :], other=0.0)
+            w = _w_tile(W, n, n_in, k, k_in, stride_w)
         acc += w.to(tl.float32) * x[None, :]
     if PDL:             # every read of what the kernels before wrote is done: the next one may launch
         tl.extra.cuda.gdc_launch_dependents()
@@ -106,7 +114,7 @@ def _gemv_rows(X, W, B, R, NW, Y, Part, Sq, Count, M, N, K, K_SPLIT, stride_x, s
     hi = tl.minimum(lo + K_SPLIT, K)
     if PDL:             # this split's first chunk of W, read while the kernel before finishes (as in _gemv)
         k = lo + tl.arange(0, BLOCK_K)
-        first = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & (k < hi)[None, :], other=0.0)
+        first = _w_tile(W, n, n_in, k, k < hi, stride_w)
         tl.extra.cuda.gdc_wait()                      # x, the residual and the counters: after the kernels before
     for start in range(lo, hi, BLOCK_K):
         k = start + tl.arange(0, BLOCK_K)
@@ -120,9 +128,9 @@ def _gemv_rows(X, W, B, R, NW, Y, Part, Sq, Count, M, N, K, K_SPLIT, stride_x, s
             if start == lo:
                 w = first
             else:
-                w = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & k_in[None, :], other=0.0)
+                w = _w_tile(W, n, n_in, k, k_in, stride_w)
         else:
-            w = tl.load(W + n[:, None] * stride_w + k[None, :], mask=n_in[:, None] & k_in[None, :], other=0.0)
+            w = _w_tile(W, n, n_in, k, k_in, stride_w)
         if FP32_DOT:
             acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
         else:
@@ -246,8 +254,13 @@ def pdl_here(device):
     """Programmatic Dependent Launch needs an NVIDIA GPU of compute capability 9 or more (not Triton's
     interpreter, not ROCm)."""
     device = torch.device(device)
-    return (device.type == "cuda" and not INTERPRET and torch.version.hip is None
-            and torch.cuda.get_device_capability(device)[0] >= 9)
+    return device.type == "cuda" and not INTERPRET and torch.version.hip is None and _sm90(device.index)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm90(index):
+    """The GPU's capability, asked once (each launch that wants PDL checks it)."""
+    return torch.cuda.get_device_capability(index)[0] >= 9
 
 
 # NOTE: every argument of the op is required. A defaulted one is left out of the traced graph when it has its

@@ -75,14 +75,6 @@ def parser():
     return ap
 
 
-def resolve_auto_workload(args):
-    if args.workload != "auto":
-        return args.workload, args.preset
-    from .devices import resolve_device
-    gpu = resolve_device(args.device).type == "cuda"
-    return ("llama", args.preset or "1b") if gpu else ("tiny", args.preset or "tiny")
-
-
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
@@ -100,7 +92,8 @@ def main(argv=None):
                 first = WarmKernel.early(args.device, new)
             try:
                 from .chain import run_chain
-                workload, preset = resolve_auto_workload(args)
+                from .runs import auto_workload
+                workload, preset = auto_workload(args.workload, args.preset, args.device)
                 params = dict(workload=workload, preset=preset, model=args.model, options=args.option,
                               device=args.device, dtype=args.dtype, target_ms=args.target_ms, iters=args.iters,
                               warmup=args.warmup)

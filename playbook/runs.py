@@ -80,6 +80,14 @@ def check_target(target_ms):
     return positive_number(target_ms, "target", "milliseconds", "--target-ms 2.5")
 
 
+def auto_workload(workload, preset, device):
+    """(workload, preset) with workload "auto" resolved: llama 1b on a GPU, tiny on a CPU."""
+    if workload != "auto":
+        return workload, preset
+    gpu = resolve_device(device).type == "cuda"
+    return ("llama", preset or "1b") if gpu else ("tiny", preset or "tiny")
+
+
 def resolve_params(workload="tiny", preset="", model="", device="auto", dtype="auto", target_ms=None,
                    iters=100, warmup=10, seed=0, options=None):
     """Validate everything a user can get wrong, before any model is built."""

@@ -39,13 +39,11 @@ with one_at_a_time({serial}):
 EARLY_BUILD = """from playbook.quiet import warming
 with warming():
     from playbook.pipeline import prebuild
-    from playbook.runs import resolve_params
+    from playbook.runs import auto_workload, resolve_params
     try:
         _params = {params!r}
-        if _params["workload"] == "auto":   # as the command line resolves it: llama 1b on a GPU, tiny on a CPU
-            from types import SimpleNamespace
-            from playbook.__main__ import resolve_auto_workload
-            _params["workload"], _params["preset"] = resolve_auto_workload(SimpleNamespace(**_params))
+        _params["workload"], _params["preset"] = auto_workload(_params["workload"], _params["preset"],
+                                                               _params["device"])
         _params = resolve_params(**_params)
     except Exception:
         _params = None
