@@ -20,6 +20,9 @@
 #                                                   # code, in the background; call again at once while it runs
 #   bash benchmarks/gpu_session.sh gemv-pdl         # kernels.gemv with Programmatic Dependent Launch: its CUDA tests,
 #                                                   # then llama 1b's and pi0's projections with and without it
+#   bash benchmarks/gpu_session.sh pi0-fold         # pi0 full's recipe beside itself with phase 5's folds (rotary + cache
+#                                                   # writes in one launch, gated MLPs, residual adds, the norms' shapes),
+#                                                   # all, all with PDL, and each left out in turn
 #   bash benchmarks/gpu_session.sh pdl              # benchmarks/pdl_check.py: llama 1b's and pi0 full's recipes, with
 #                                                   # and without Inductor's Programmatic Dependent Launch
 #   bash benchmarks/gpu_session.sh llama-time       # llama 1b's whole ladder alone, uninterrupted, in the foreground
@@ -71,6 +74,19 @@ fi
 if [[ $part == gemv ]]; then
   python3 -m pytest -q tests/test_gemv.py 2>&1 | tail -2 | tee "$OUT/gemv-tests.txt"     # compiled, on CUDA
   python3 benchmarks/gemv.py --out "$OUT/gemv" --sweep "$@" 2>&1 | tee "$OUT/gemv.log"
+fi
+if [[ $part == pi0-fold ]]; then   # issue 19: pi0's denoise layer in fewer kernels (phase 5's folds), and each's share
+  python3 -m pytest -q tests/test_rope_append_rows.py tests/test_gemv.py -k "rope or gated or folds or pdl" 2>&1 \
+    | tail -2 | tee "$OUT/pi0-fold-tests.txt"
+  five='[[1, 1024, 32, false], [10, 1024, 32, false], [10, 1024, 2048, false], [11, 1024, 2048, false], [11, 1024, 4096, false]'
+  seven="$five, [11, 2560, 1024, true], [11, 8192, 1024, true]]"
+  all='"rope_append_rows": true, "gemv_gated": true, "gemv_residual": true'
+  timeout "${TV_S:-500}" python3 benchmarks/tuning_variants.py --recipe benchmarks/results/pi0-full/recipe.json \
+    --knobs "kernels={$all, \"gemv\": $seven}" --knobs "kernels={$all, \"gemv\": $seven, \"pdl\": true}" \
+    --knobs "kernels={\"gemv_gated\": true, \"gemv_residual\": true, \"gemv\": $seven}" \
+    --knobs "kernels={$all, \"gemv\": $five]}" --kernels --iters 50 --warmup 10 \
+    --json "$OUT/pi0-fold.json" 2>&1 | grep -v Warning > "$OUT/pi0-fold.log"
+  grep -E "built in|p50|kernels a step|Error|error" "$OUT/pi0-fold.log"
 fi
 if [[ $part == gemv-pdl ]]; then   # issue 19: the GEMV reading W while the kernel before it finishes
   python3 -m pytest -q tests/test_gemv.py -k "pdl or chain" 2>&1 | tail -2 | tee "$OUT/gemv-pdl-tests.txt"

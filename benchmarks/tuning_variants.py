@@ -116,7 +116,9 @@ def main(argv=None):
         if phase not in [p["name"] for p in data["phases"]]:
             raise SystemExit(f"--knobs {phase}=...: the recipe has no phase {phase!r}")
         steps = [dict(p, knobs={**p["knobs"], **extra}) if p["name"] == phase else p for p in data["phases"]]
-        contenders.append((f"recipe, {phase} + " + ", ".join(extra), steps, {}, {"knobs": recorded, phase: extra}))
+        name = f"recipe, {phase} + " + ", ".join(extra)
+        name = name if name not in [c[0] for c in contenders] else f"{name} ({len(contenders)})"
+        contenders.append((name, steps, {}, {"knobs": recorded, phase: extra}))
     rows, device = measure(params, contenders, args.iters, args.warmup, kernels=args.kernels)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     out = {"device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,

@@ -59,8 +59,22 @@ def _w_tile(W, n, n_in, k, k_in, stride_w):
 
 
 @triton.jit
-def _gemv(X, W, B, R, NW, Y, N, K, stride_x, stride_w, stride_r, stride_y, eps, offset,
-          HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, HAS_NORM: tl.constexpr,
+def _gated(x, U, offs, mask, ACT: tl.constexpr):
+    """x, or act(x) * up where ACT is 1 (SiLU) or 2 (tanh GELU, written through the sigmoid as
+    kernels.activations does): the down projection's input computed as it is loaded."""
+    if ACT == 0:
+        return x
+    u = tl.load(U + offs, mask=mask, other=0.0).to(tl.float32)
+    if ACT == 1:
+        a = x / (1.0 + tl.exp(-x))
+    else:
+        a = x / (1.0 + tl.exp(-1.5957691216057308 * (x + 0.044715 * x * x * x)))
+    return a * u
+
+
+@triton.jit
+def _gemv(X, U, W, B, R, NW, Y, N, K, stride_x, stride_u, stride_w, stride_r, stride_y, eps, offset,
+          HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, HAS_NORM: tl.constexpr, ACT: tl.constexpr,
           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False):
     pid, row = tl.program_id(0), tl.program_id(1)     # BLOCK_N outputs of one row of x
     n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -74,7 +88,8 @@ def _gemv(X, W, B, R, NW, Y, N, K, stride_x, stride_w, stride_r, stride_y, eps, 
     for start in range(0, K, BLOCK_K):
         k = start + tl.arange(0, BLOCK_K)
         k_in = k < K
-        x = tl.load(X + row * stride_x + k, mask=k_in, other=0.0).to(tl.float32)
+        x = _gated(tl.load(X + row * stride_x + k, mask=k_in, other=0.0).to(tl.float32), U, row * stride_u + k,
+                   k_in, ACT)
         if HAS_NORM:
             squares += x * x
             x = x * (tl.load(NW + k, mask=k_in, other=0.0).to(tl.float32) + offset)
@@ -99,8 +114,9 @@ def _gemv(X, W, B, R, NW, Y, N, K, stride_x, stride_w, stride_r, stride_y, eps, 
 
 
 @triton.jit
-def _gemv_rows(X, W, B, R, NW, Y, Part, Sq, Count, M, N, K, K_SPLIT, stride_x, stride_w, stride_r, stride_y,
-               eps, offset, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, HAS_NORM: tl.constexpr,
+def _gemv_rows(X, U, W, B, R, NW, Y, Part, Sq, Count, M, N, K, K_SPLIT, stride_x, stride_u, stride_w, stride_r,
+               stride_y, eps, offset, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, HAS_NORM: tl.constexpr,
+               ACT: tl.constexpr,
                SPLITS: tl.constexpr, FP32_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                BLOCK_K: tl.constexpr, PDL: tl.constexpr = False):
     pid, split = tl.program_id(0), tl.program_id(1)     # BLOCK_N outputs of every row, over one split of K
@@ -120,6 +136,8 @@ def _gemv_rows(X, W, B, R, NW, Y, Part, Sq, Count, M, N, K, K_SPLIT, stride_x, s
         k = start + tl.arange(0, BLOCK_K)
         k_in = k < hi
         x = tl.load(X + m[:, None] * stride_x + k[None, :], mask=m_in[:, None] & k_in[None, :], other=0.0)
+        if ACT != 0:
+            x = _gated(x.to(tl.float32), U, m[:, None] * stride_u + k[None, :], m_in[:, None] & k_in[None, :], ACT)
         if HAS_NORM:
             x = x.to(tl.float32)
             squares += tl.sum(x * x, 1)
@@ -224,8 +242,11 @@ def rows_gpu_blocks(n, k, sms, waves=2, block_n=ROWS_BLOCK_N, block_k=ROWS_BLOCK
 _counters = {}      # (device, column blocks) -> int32 zeros: the split-K combine's counters, zero between calls
 
 
-def _check(x, weight, bias, residual, norm_weight):
-    check_device("gemv", *(t for t in (x, weight, bias, residual, norm_weight) if t is not None))
+ACTS = {"": 0, "silu": 1, "gelu_tanh": 2}     # the gated prologue's activations (kernels.activations.ACTS)
+
+
+def _check(x, weight, bias, residual, norm_weight, up=None, act=""):
+    check_device("gemv", *(t for t in (x, weight, bias, residual, norm_weight, up) if t is not None))
     if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"kernels.gemv: x [..., K] and weight [N, K], got {tuple(x.shape)} and {tuple(weight.shape)}")
     n, k = weight.shape
@@ -235,19 +256,29 @@ def _check(x, weight, bias, residual, norm_weight):
         raise ValueError(f"kernels.gemv: norm_weight must be [{k}], got {tuple(norm_weight.shape)}")
     if residual is not None and residual.shape != (*x.shape[:-1], n):
         raise ValueError(f"kernels.gemv: residual must be {(*x.shape[:-1], n)}, got {tuple(residual.shape)}")
+    if act not in ACTS:
+        raise ValueError(f"kernels.gemv: act {act!r} is not one of {sorted(a for a in ACTS if a)} (or '' for none)")
+    if (up is None) != (act == ""):
+        raise ValueError("kernels.gemv: a gated input takes both up and act (act(x) * up), or neither")
+    if up is not None and (up.shape != x.shape or norm_weight is not None):
+        raise ValueError(f"kernels.gemv: up must be x's shape {tuple(x.shape)}, got {tuple(up.shape)}, and a gated "
+                         f"input takes no norm")
     return n, k
 
 
 def gemv(x, weight, bias=None, residual=None, norm_weight=None, eps=1e-6, offset=0.0, block_n=0, block_k=0,
-         num_warps=4, splits=0, pdl=False):
+         num_warps=4, splits=0, pdl=False, up=None, act=""):
     """F.linear(rms_norm(x) if norm_weight is given else x, weight, bias) + residual, in fp32 with one
     rounding to x's dtype. x: [..., K] (decode: one row; up to MAX_ROWS rows in one program, any number
-    in blocks of MAX_ROWS); weight [N, K]; residual [..., N]. block_n, block_k, splits: 0 for the
-    defaults (splits: the few-row kernel's split of K). pdl: launch with Programmatic Dependent Launch
-    (CUDA, compute capability 9+): the first chunk of W is read before waiting for the kernel before
-    (`pdl_here` says where it can; elsewhere it is ignored)."""
+    in blocks of MAX_ROWS), rows of any stride; weight [N, K]; residual [..., N]. up and act ("silu",
+    "gelu_tanh"): a gated MLP's down projection, F.linear(act(x) * up, weight) with x the gate (its
+    activation and product computed as x is loaded; the product rounded to x's dtype on the few-row
+    kernel's tensor cores, as the unfused model rounds it). block_n, block_k, splits: 0 for the defaults
+    (splits: the few-row kernel's split of K). pdl: launch with Programmatic Dependent Launch (CUDA,
+    compute capability 9+): the first chunk of W is read before waiting for the kernel before (`pdl_here`
+    says where it can; elsewhere it is ignored)."""
     return torch.ops.playbook.gemv(x, weight, bias, residual, norm_weight, float(eps), float(offset),
-                                   int(block_n), int(block_k), int(num_warps), int(splits), bool(pdl))
+                                   int(block_n), int(block_k), int(num_warps), int(splits), bool(pdl), up, str(act))
 
 
 def pdl_here(device):
@@ -270,11 +301,12 @@ def _sm90(index):
 @torch.library.custom_op("playbook::gemv", mutates_args=())
 def _gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
              norm_weight: torch.Tensor | None, eps: float, offset: float, block_n: int, block_k: int,
-             num_warps: int, splits: int, pdl: bool) -> torch.Tensor:
-    n, k = _check(x, weight, bias, residual, norm_weight)
+             num_warps: int, splits: int, pdl: bool, up: torch.Tensor | None, act: str) -> torch.Tensor:
+    n, k = _check(x, weight, bias, residual, norm_weight, up, act)
     launch = {"PDL": True, "launch_pdl": True} if pdl and pdl_here(x.device) else {}
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, k).contiguous()
+    x2 = rows2d(x, k)                           # a fused gate+up's half keeps its row stride: no copy
+    u2 = rows2d(up, k) if up is not None else x2
     rows = x2.shape[0]
     w = weight if weight.stride(-1) == 1 else weight.contiguous()
     y = torch.empty(rows, n, device=x.device, dtype=x.dtype)
@@ -284,20 +316,27 @@ def _gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r
     if rows > 1:
         for lo in range(0, rows, MAX_ROWS):       # MAX_ROWS rows a launch, W read once for them
             hi = min(rows, lo + MAX_ROWS)
-            _launch_rows(x2[lo:hi], w, bias, r[lo:hi], residual is not None, norm_weight, y[lo:hi], eps, offset,
-                         block_n, block_k, num_warps, splits, launch)
+            _launch_rows(x2[lo:hi], u2[lo:hi], ACTS[act], w, bias, r[lo:hi], residual is not None, norm_weight,
+                         y[lo:hi], eps, offset, block_n, block_k, num_warps, splits, launch)
         return y.reshape(*lead, n)
     auto_n, auto_k = blocks(n, k, x.device)
     block_n, block_k = block_n or auto_n, block_k or auto_k
     _gemv[(triton.cdiv(n, block_n), rows)](
-        x2, w, bias if bias is not None else y, r, norm_weight if norm_weight is not None else y, y, n, k,
-        x2.stride(0), w.stride(0), r.stride(0), y.stride(0), eps, offset,
-        HAS_BIAS=bias is not None, HAS_RES=residual is not None, HAS_NORM=norm_weight is not None,
+        x2, u2, w, bias if bias is not None else y, r, norm_weight if norm_weight is not None else y, y, n, k,
+        x2.stride(0), u2.stride(0), w.stride(0), r.stride(0), y.stride(0), eps, offset,
+        HAS_BIAS=bias is not None, HAS_RES=residual is not None, HAS_NORM=norm_weight is not None, ACT=ACTS[act],
         BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, **launch)
     return y.reshape(*lead, n)
 
 
-def _launch_rows(x, w, bias, r, has_res, norm_weight, y, eps, offset, block_n, block_k, num_warps, splits,
+def rows2d(x, k):
+    """x as [rows, k] rows with a unit stride along k, of whatever row stride (a copy only where no such view
+    exists)."""
+    x2 = x.reshape(-1, k) if x.dim() != 2 else x
+    return x2 if x2.stride(-1) == 1 or x2.shape[0] == 0 else x2.contiguous()
+
+
+def _launch_rows(x, u, act, w, bias, r, has_res, norm_weight, y, eps, offset, block_n, block_k, num_warps, splits,
                  launch=None):
     rows, k = x.shape
     n = w.shape[0]
@@ -310,13 +349,13 @@ def _launch_rows(x, w, bias, r, has_res, norm_weight, y, eps, offset, block_n, b
     part = torch.empty(splits * MAX_ROWS, n, device=x.device, dtype=torch.float32) if splits > 1 else y
     sq = torch.empty(splits * tiles * MAX_ROWS, device=x.device, dtype=torch.float32) if splits > 1 else y
     _gemv_rows[(tiles, splits)](
-        x, w, bias if bias is not None else y, r, norm_weight if norm_weight is not None else y, y, part, sq,
-        zero_counters(_counters, x.device, tiles), rows, n, k, k_split, x.stride(0), w.stride(0), r.stride(0), y.stride(0), eps,
-        offset, HAS_BIAS=bias is not None, HAS_RES=has_res, HAS_NORM=norm_weight is not None, SPLITS=splits,
-        FP32_DOT=w.dtype == torch.float32 or INTERPRET, BLOCK_M=MAX_ROWS, BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=num_warps, **(launch or {}))
+        x, u, w, bias if bias is not None else y, r, norm_weight if norm_weight is not None else y, y, part, sq,
+        zero_counters(_counters, x.device, tiles), rows, n, k, k_split, x.stride(0), u.stride(0), w.stride(0),
+        r.stride(0), y.stride(0), eps, offset, HAS_BIAS=bias is not None, HAS_RES=has_res,
+        HAS_NORM=norm_weight is not None, ACT=act, SPLITS=splits, FP32_DOT=w.dtype == torch.float32 or INTERPRET,
+        BLOCK_M=MAX_ROWS, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, **(launch or {}))
 
 
 @_gemv_op.register_fake
-def _(x, weight, bias, residual, norm_weight, eps, offset, block_n, block_k, num_warps, splits, pdl):
+def _(x, weight, bias, residual, norm_weight, eps, offset, block_n, block_k, num_warps, splits, pdl, up, act):
     return x.new_empty(*x.shape[:-1], weight.shape[0])

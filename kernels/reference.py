@@ -32,11 +32,14 @@ def gelu_tanh_and_mul(x):
     return (torch.nn.functional.gelu(gate, approximate="tanh") * up).to(x.dtype)
 
 
-def gemv(x, weight, bias=None, residual=None, norm_weight=None, eps=1e-6, offset=0.0):
+def gemv(x, weight, bias=None, residual=None, norm_weight=None, eps=1e-6, offset=0.0, up=None, act=""):
     """F.linear(rms_norm(x) if norm_weight is given else x, weight, bias) + residual, all in fp32, one
     rounding at the end (the norm's output is not rounded to x's dtype in between, as an unfused
-    model's is: the fused kernel is the more precise of the two)."""
+    model's is: the fused kernel is the more precise of the two). up, act: the input is act(x) * up."""
     h = x.float()
+    if act:
+        gate = torch.nn.functional.silu(h) if act == "silu" else torch.nn.functional.gelu(h, approximate="tanh")
+        h = gate * up.float()
     if norm_weight is not None:
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps) * (offset + norm_weight.float())
     y = torch.nn.functional.linear(h, weight.float(), None if bias is None else bias.float())
@@ -57,6 +60,19 @@ def rotate_half(x):
     """The rotary embedding's partner of each element, as Llama-family models pair them: [-x2, x1]."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
+
+
+def rope_append_rows(q, k, v, cos, sin, k_cache, v_cache, start):
+    """q [L, H, D], k and v [L, KVH, D], cos and sin [L, D]: the rotated keys and the values written into the
+    caches [1, KVH, N, D] at slots start.. (in place); returns the rotated queries [L, H, D]. fp32 math, one
+    rounding to each output's dtype."""
+    c, s = cos.float()[:, None], sin.float()[:, None]
+    q_rot = q.float() * c + rotate_half(q.float()) * s
+    k_rot = k.float() * c + rotate_half(k.float()) * s
+    end = start + q.shape[0]
+    k_cache[0, :, start:end] = k_rot.transpose(0, 1).to(k_cache.dtype)
+    v_cache[0, :, start:end] = v.transpose(0, 1).to(v_cache.dtype)
+    return q_rot.to(q.dtype)
 
 
 def decode_attention_rope_append(q, k, v, cos, sin, k_cache, v_cache, position, scale=None):

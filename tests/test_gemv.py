@@ -73,6 +73,33 @@ def test_few_rows_read_the_weight_once_and_match_the_reference(rows, n, k, split
     assert all(int(c.abs().sum()) == 0 for c in gv._counters.values())
 
 
+@pytest.mark.parametrize("rows,n,k,splits,dtype", [(1, 37, 123, 1, torch.float32), (1, 64, 1000, 1, torch.bfloat16),
+                                                   (11, 70, 300, 3, torch.float32), (11, 48, 1000, 4, torch.bfloat16),
+                                                   (20, 17, 64, 2, torch.float32)])
+@pytest.mark.parametrize("act", ["silu", "gelu_tanh"])
+def test_a_gated_input_is_the_activation_times_up_read_from_a_fused_gate_up(rows, n, k, splits, dtype, act):
+    """down(act(gate) * up) with gate and up the two halves of one fused gate+up output (row stride 2K, no
+    copy), bias and residual in the epilogue; one row and the few-row kernel, split K."""
+    gu = tensors((1, rows, 2 * k), dtype, 0, 2.0)
+    gate, up = gu.split(k, dim=-1)
+    w, b, r = tensors((n, k), dtype, 1, k ** -0.5), tensors((n,), dtype, 3), tensors((1, rows, n), dtype, 4)
+    want = ref.gemv(gate, w, bias=b, residual=r, up=up, act=act)
+    unfused = torch.nn.functional.linear((ref.silu_and_mul if act == 'silu' else ref.gelu_tanh_and_mul)(gu), w, b) + r if dtype == torch.float32 else want
+    close(want, unfused, dtype, k)
+    got = gv.gemv(gate, w, bias=b, residual=r, up=up, act=act, splits=splits, block_n=16, block_k=32)
+    close(got, want, dtype, k)
+
+
+def test_a_gated_input_needs_both_halves_and_no_norm():
+    x, w = tensors((1, 8), torch.float32, 0), tensors((4, 8), torch.float32, 1)
+    with pytest.raises(ValueError, match="both up and act"):
+        gv.gemv(x, w, up=x)
+    with pytest.raises(ValueError, match="one of"):
+        gv.gemv(x, w, up=x, act="relu")
+    with pytest.raises(ValueError, match="no norm"):
+        gv.gemv(x, w, up=x, act="silu", norm_weight=torch.ones(8))
+
+
 def test_few_row_blocks_split_k_only_where_the_columns_cannot_fill_the_sms():
     assert gv.rows_gpu_blocks(8192, 1024, sms=132) == (32, 256, 1)     # pi0's gate+up: 256 column blocks
     assert gv.rows_gpu_blocks(2560, 1024, sms=132) == (32, 256, 1)     # q/k/v: 80 blocks, over half the SMs
@@ -116,7 +143,7 @@ def test_bad_shapes_say_which():
 def test_custom_op_checks_and_compiles_without_a_graph_break():
     x, w = tensors((1, 64), torch.float32, 0), tensors((32, 64), torch.float32, 1)
     nw, r = tensors((64,), torch.float32, 2), tensors((1, 32), torch.float32, 3)
-    torch.library.opcheck(torch.ops.playbook.gemv.default, (x, w, None, r, nw, 1e-6, 0.0, 0, 0, 4, 0, False),
+    torch.library.opcheck(torch.ops.playbook.gemv.default, (x, w, None, r, nw, 1e-6, 0.0, 0, 0, 4, 0, False, None, ""),
                           test_utils=("test_schema", "test_faketensor"))
     fn = torch.compile(lambda x: gv.gemv(x, w, residual=r, norm_weight=nw), fullgraph=True)
     close(fn(x), ref.gemv(x, w, residual=r, norm_weight=nw), torch.float32, 64)
@@ -254,6 +281,8 @@ def test_phase_5_offers_the_decode_gemv_to_a_decode_step_and_applies_it():
     down = lambda n, k, norm: k > n and not norm                 # the MLP's down projection: cuBLAS wins
     (knobs,) = phase._gemv_candidates(ctx, step, notes, timed(down))
     assert knobs["inductor_fusion"] and all(not down(n, k, norm) for _, n, k, norm in knobs["gemv"])
+    assert knobs["gemv_residual"] and not knobs["gemv_gated"]    # down is left to cuBLAS: no gated fold
+    assert "rope_append_rows" not in knobs                        # a StaticCache says nowhere to append rows
     assert len(ctx.info["gemv_shapes"]) == len({tuple(s) for s in knobs["gemv"]}) + 1
     sites = ctx.info["gemv_sites"]
     assert sites["norms_folded"] == 2 * layers                   # the norms feed q/k/v and gate/up: still folded
@@ -279,6 +308,48 @@ def test_phase_5_offers_the_decode_gemv_to_a_decode_step_and_applies_it():
     assert all("forward" not in m.__dict__ for n, m in wl.model.named_modules() if n.endswith("down_proj"))
     with torch.no_grad():
         torch.testing.assert_close(wl.model(*wl.args, **wl.kwargs), want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_phase_5_folds_gated_mlps_and_residual_adds_into_the_gemv(family):
+    """Every shape won: the candidate folds each gated MLP's activation into its down projection's prologue and,
+    compiled, each residual add after a routed projection into its epilogue (Inductor's graph, found by data
+    flow). The logits are the unrouted model's, and the compiled step has no add after a gemv left."""
+    import types as pytypes
+
+    from torch._inductor.utils import run_and_get_code
+
+    from playbook.phases import kernels as phase
+    from playbook.pipeline import Pipeline
+    from playbook.rewrites import gemv
+    wl = _hf(family, {"position": "3"})
+    layers = wl.model.model.config.num_hidden_layers
+    ctx = pytypes.SimpleNamespace(info={}, pipe=pytypes.SimpleNamespace(compile=True), device=torch.device(DEVICE))
+    step = pytypes.SimpleNamespace(workload=wl, dtype=torch.float32)
+
+    def table(found, device, dtype):
+        return [{"rows": r, "N": n, "K": k, "norm": norm, "gemv_us": 3.0, "cublas_us": 4.0}
+                for r, n, k, norm in sorted(set(gemv.shape_keys(found).values()))]
+    (knobs,) = phase._gemv_candidates(ctx, step, [], table)
+    assert knobs["gemv_gated"] and knobs["gemv_residual"] and ctx.info["gemv_sites"]["gated"] == layers
+    with torch.no_grad():
+        want = wl.model(*wl.args, **wl.kwargs)
+    pipe = Pipeline(workload=wl, device=torch.device(DEVICE), dtype=torch.float32)
+    phase.apply(pipe, knobs)
+    assert pipe.info["gemv"]["gated"] == layers
+    with torch.no_grad():
+        torch.testing.assert_close(wl.model(*wl.args, **wl.kwargs), want, atol=1e-4, rtol=1e-4)
+    folder = pipe.inductor["post_grad_custom_post_pass"]
+    compiled = torch.compile(wl.model, dynamic=False, options={"post_grad_custom_post_pass": folder})
+    with torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False):     # the pass runs: no cache hit
+        out, codes = run_and_get_code(compiled, *wl.args, **wl.kwargs)
+    torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-4)
+    assert folder.folded == 2 * layers                     # after o_proj and after down_proj, every layer
+    code = "\n".join(codes)
+    assert code.count("torch.ops.playbook.gemv.default(") >= 4 * layers
+    import re
+    kernels_run = set(re.findall(r"\b(?:cpp|triton)_\w+(?=\()", code))
+    assert not [k for k in kernels_run if "gelu" in k or "silu" in k], kernels_run   # each is in a down projection
 
 
 def test_a_norm_stays_unfolded_when_its_projections_are_left_to_cublas():

@@ -73,10 +73,13 @@ CHOICES = {"inductor fusion": "Inductor's fusion settings (aggressive fusion, ep
                                                "fusion settings",
            "aiter kernels": "aiter's RMSNorm and activation ops (ROCm, unverified on hardware)",
            "decode gemv": "few-row projections through kernels.gemv at the shapes where it beat cuBLAS in the "
-                          "phase's own table (gemv_shapes), norms folded into their prologue",
+                          "phase's own table (gemv_shapes), norms folded into their prologue, gated activations "
+                          "into the down projection's, residual adds into their epilogue; a few tokens' rotary "
+                          "and cache writes in one launch",
            "decode gemv + inductor fusion": "few-row projections through kernels.gemv at the shapes where it beat "
-                                            "cuBLAS in the phase's own table (gemv_shapes), norms folded in, with "
-                                            "Inductor's fusion settings"}
+                                            "cuBLAS in the phase's own table (gemv_shapes), norms, gated "
+                                            "activations and residual adds folded in, a few tokens' rotary and "
+                                            "cache writes in one launch, with Inductor's fusion settings"}
 
 
 def label(knobs):
@@ -161,21 +164,50 @@ def _gemv_candidates(ctx, pipe, notes, time_shapes=None):
     chosen = gemv.select(found, shapes)
     ctx.info["gemv_shapes"] = table
     ctx.info["gemv_sites"] = {"linears": len(chosen["linears"]), "norms_folded": len(chosen["folds"]),
+                              "gated": len(chosen["gated"]),
                               "of_linears": len(found["linears"]), "left": chosen["left"][:20]}
     if not shapes:
         notes.append(f"decode GEMV not built: cuBLAS was as fast or faster at every one of the step's "
                      f"{len(table)} projection shapes (gemv_shapes)")
         return []
-    knobs = {"gemv": shapes}
+    knobs = {"gemv": shapes, "gemv_gated": bool(chosen["gated"]), "gemv_residual": True}
+    rows = _rope_rows_sites(ctx, wl, notes)
+    if rows:
+        knobs["rope_append_rows"] = rows
     return [{**knobs, "inductor_fusion": True} if ctx.pipe.compile else knobs]
 
 
+def _rope_rows_sites(ctx, wl, notes):
+    """The attention modules whose step appends a few tokens in place (rewrites.rope_append_rows), or []."""
+    from ..rewrites import rope_append_rows
+    try:
+        found = rope_append_rows.find_sites(wl.model, wl.args, wl.kwargs)
+    except Exception as e:  # noqa: BLE001  (a model the probe cannot run: the candidate goes without it)
+        notes.append(f"few-token rotary + cache write not offered: {type(e).__name__}: {str(e)[:160]}")
+        return []
+    ctx.info["rope_append_rows_sites"] = {"paths": len(found["paths"]), "left": found["left"][:20]}
+    return found["paths"]
+
+
 def apply(pipe, knobs):
+    if knobs.get("rope_append_rows"):
+        from ..rewrites import rope_append_rows
+        wl = pipe.workload
+        paths = rope_append_rows.find_sites(wl.model, wl.args, wl.kwargs)["paths"]
+        if knobs["rope_append_rows"] is not True and sorted(paths) != sorted(knobs["rope_append_rows"]):   # True: all
+            raise RuntimeError(f"the few-token rotary + cache write found {len(paths)} attention modules; the recipe "
+                               f"recorded {len(knobs['rope_append_rows'])}")
+        pipe.info["rope_append_rows"] = len(rope_append_rows.route(wl.model, paths))
     if knobs.get("gemv"):
         from ..rewrites import gemv
         wl = pipe.workload
         found = gemv.select(gemv.find_sites(wl.model, wl.args, wl.kwargs), knobs["gemv"])   # True: every shape
-        pipe.info["gemv"] = gemv.route(wl.model, found, pdl=bool(knobs.get("pdl")))   # a recipe may ask for PDL
+        pipe.info["gemv"] = gemv.route(wl.model, found, pdl=bool(knobs.get("pdl")),     # a recipe may ask for PDL
+                                       gated=bool(knobs.get("gemv_gated")))
+        if knobs.get("gemv_residual"):
+            from ..rewrites import gemv_residual
+            pipe.inductor["post_grad_custom_post_pass"] = gemv_residual.chain(
+                pipe.inductor.get("post_grad_custom_post_pass"), gemv_residual.residual_pass())
     if knobs.get("swap"):
         from ..rewrites import kernel_swap
         found = kernel_swap.find_sites(pipe.workload.model)

@@ -96,8 +96,10 @@ _UPDATE_CALLS = ("past_key_values.update(key_states, value_states, self.layer_id
 _NOT_TAKEN = ("q_norm", "k_norm", "sinks", "softcap")
 
 
-def _why_not_fusable(module):
-    """None when module is a Llama-form attention the one-launch kernel can take, else why not."""
+def llama_form_why_not(module):
+    """None when module is a Llama-form attention (q/k/v/o projections, rotate-half rotary applied by its
+    module's apply_rotary_pos_emb, then a cache update; no q/k norm, sinks, soft-capping or sliding window; a
+    power-of-two head size), else why not. What a rewrite that rotates q and k itself can take."""
     names = ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "layer_idx", "scaling", "config")
     if not all(hasattr(module, n) for n in names):
         return "not a Llama-form attention module"
@@ -115,10 +117,16 @@ def _why_not_fusable(module):
         return "sliding window (its cache layers are sliding) or soft-capping"
     if d & (d - 1) or cfg.num_attention_heads % cfg.num_key_value_heads:
         return "head size not a power of two, or heads not a multiple of the KV heads"
-    if not _counted_static_layers():
-        return "this transformers' static cache layers write at cache_position, not at a counter of their own"
     rope = getattr(inspect.getmodule(type(module)), "apply_rotary_pos_emb", None)
     return None if rope is not None and _rotates_half(rope, d) else "its rotary function is not rotate-half"
+
+
+def _why_not_fusable(module):
+    """None when module is a Llama-form attention the one-launch decode kernel can take, else why not."""
+    why = llama_form_why_not(module)
+    if why is None and not _counted_static_layers():
+        return "this transformers' static cache layers write at cache_position, not at a counter of their own"
+    return why
 
 
 @functools.cache

@@ -125,6 +125,7 @@ def find_sites(model, args=(), kwargs=None):
             w = _owner(mod).weight
             found["shapes"][path] = [max(1, many), w.shape[0], w.shape[1]]
     routed = set(found["linears"])
+    found["gated"] = _gated_sites(model, routed)
     for path, (mod, eps, offset) in norms.items():
         outs = outputs.get(path) or []
         if not outs:
@@ -144,6 +145,22 @@ def find_sites(model, args=(), kwargs=None):
     return found
 
 
+def _gated_sites(model, routed):
+    """[{"mlp", "act", "down"}]: gated MLPs (down(act(gate(x)) * up(x)), recognised by behaviour) whose down
+    projection is routed: its gemv can compute act(gate) * up as it loads its input."""
+    from .kernel_swap import mlp_activation
+    out = []
+    for path, mod in model.named_modules():
+        down = getattr(mod, "down_proj", None)
+        down_path = f"{path}.down_proj" if path else "down_proj"
+        if type(down) is not nn.Linear or down_path not in routed:
+            continue
+        act = mlp_activation(mod)
+        if act:
+            out.append({"mlp": path, "act": act, "down": down_path})
+    return out
+
+
 def shape_keys(found):
     """{path: (rows, N, K, norm)} of found's routed projections: what time_shapes times and select keeps. A
     fused group's parts share their group's key (it is one projection)."""
@@ -151,15 +168,21 @@ def shape_keys(found):
     return {p: (*found["shapes"][p], p in folded) for p in found["linears"]}
 
 
+# NOTE: a shape with the norm folded in is timed against the norm's kernel then cuBLAS, the pair the fold
+# replaces. It had been timed against cuBLAS alone: at pi0's 11 rows (H200, 2026-12-01) q/k/v and gate+up with
+# their norms lost by 0.2 and 0.7 us, so they stayed on cuBLAS and their norms (fused by Inductor with the
+# residual add before them, 1.4 us and a gap each) stayed too. With phase 5's residual fold
+# (rewrites.gemv_residual) that add goes into the previous projection's epilogue, and the fold removes the
+# norm's kernel.
 ROTATE_BYTES = 256 * 2 ** 20     # weight copies a timed graph rotates over: several times an H100/H200's L2
 CALLS = 20                       # calls of one shape in one timed graph
 
 
 def time_shapes(found, device, dtype, iters=15):
     """[{rows, N, K, norm, gemv_us, cublas_us}] for each distinct shape of found's projections: kernels.gemv
-    (with the norm folded in where a fold would apply, which the pair it replaces also pays for) against
-    F.linear (cuBLAS), each as CALLS back-to-back calls in one CUDA graph over weight copies that rotate past
-    the L2, replays timed side by side. GPU only."""
+    (with the norm folded in where a fold would apply) against F.linear (cuBLAS; after the norm's own kernel,
+    kernels.rms_norm, where the gemv folds it in: the pair the fold replaces), each as CALLS back-to-back calls
+    in one CUDA graph over weight copies that rotate past the L2, replays timed side by side. GPU only."""
     from ..quiet import quiet
     with quiet():                # the kernels started ahead wait once for the whole table
         return [_time_shape(*key, device, dtype, iters) for key in sorted(set(shape_keys(found).values()))]
@@ -175,7 +198,11 @@ def _time_shape(rows, n, k, norm, device, dtype, iters):
     ws = [torch.randn(n, k, device=device, dtype=dtype, generator=g) * k ** -0.5 for _ in range(copies)]
     x = torch.randn(rows, k, device=device, dtype=dtype, generator=g)
     nw = torch.rand(k, device=device, dtype=dtype, generator=g) + 0.5 if norm else None
-    calls = {"gemv": lambda w: gemv(x, w, norm_weight=nw), "cublas": lambda w: F.linear(x, w)}
+    if norm:        # the pair the fold replaces: the norm's kernel, then cuBLAS
+        from kernels.norms import rms_norm
+        calls = {"gemv": lambda w: gemv(x, w, norm_weight=nw), "cublas": lambda w: F.linear(rms_norm(x, nw), w)}
+    else:
+        calls = {"gemv": lambda w: gemv(x, w), "cublas": lambda w: F.linear(x, w)}
     graphs = {name: GraphStep(lambda c=c: [c(ws[i % copies]) for i in range(CALLS)], (), {}).graph.replay
               for name, c in calls.items()}        # CALLS calls a replay, each on the next copy of W
     t = bench.time_side_by_side(graphs, device, iters=iters, warmup=3)
@@ -206,7 +233,8 @@ def select(found, shapes):
             folds.append(f)
         else:
             left.append({"path": f["norm"], "why": "its projections are left to cuBLAS"})
-    return {**found, "linears": linears, "folds": folds, "left": left}
+    gated = [g for g in found.get("gated", []) if g["down"] in kept]
+    return {**found, "linears": linears, "folds": folds, "left": left, "gated": gated}
 
 
 def _why_not_fold(into, inputs, ptrs, routed):
@@ -238,6 +266,19 @@ def _linear_forward(self, x):
     return F.linear(x, self.weight, self.bias)
 
 
+def _gated_forward(self, x):
+    """A gated MLP whose down projection's gemv computes act(gate) * up from the two projections' outputs (two
+    halves of one fused gate+up output: read in place)."""
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    down = self.down_proj
+    if _rows(gate) <= MAX_ROWS and (gate.is_cuda or _interpreted()):
+        from kernels.gemv import gemv
+        return gemv(gate, down.weight, down.bias, up=up, act=self._playbook_act,
+                    pdl=getattr(down, "_playbook_pdl", False))
+    act = F.silu if self._playbook_act == "silu" else (lambda t: F.gelu(t, approximate="tanh"))
+    return down(act(gate) * up)
+
+
 def _passthrough(self, x, *args, **kwargs):
     return x
 
@@ -247,10 +288,15 @@ def _interpreted():
     return INTERPRET
 
 
-def route(model, found, pdl=False):
+def route(model, found, pdl=False, gated=False):
     """Route found["linears"] to kernels.gemv and fold found["folds"]; returns counts. pdl: launch them with
-    Programmatic Dependent Launch where the GPU has it (kernels.gemv.pdl_here; ignored elsewhere)."""
+    Programmatic Dependent Launch where the GPU has it (kernels.gemv.pdl_here; ignored elsewhere). gated: each
+    of found["gated"]'s MLPs hands act(gate) * up to its down projection's gemv (no activation kernel)."""
     mods = dict(model.named_modules())
+    for site in found.get("gated", []) if gated else []:
+        mlp = mods[site["mlp"]]
+        mlp._playbook_act = site["act"]
+        mlp.forward = types.MethodType(_gated_forward, mlp)
     for path in found["linears"]:
         lin = _owner(mods[path])
         lin._playbook_norm = None
@@ -263,7 +309,7 @@ def route(model, found, pdl=False):
         for path in fold["into"]:
             _owner(mods[path])._playbook_norm = (norm, fold["eps"], fold["offset"])
     return {"linears": len(found["linears"]), "norms_folded": len(found["folds"]),
-            "left": len(found["left"])}
+            "gated": len(found.get("gated", [])) if gated else 0, "left": len(found["left"])}
 
 
 def unroute(model):
@@ -271,6 +317,9 @@ def unroute(model):
     and tunes) and every folded norm back to its own forward. Returns how many projections it gave back."""
     given = 0
     for mod in model.modules():
+        if "_playbook_act" in mod.__dict__:
+            del mod._playbook_act
+            mod.__dict__.pop("forward", None)
         if "_playbook_norm" in mod.__dict__:
             del mod._playbook_norm
             mod.__dict__.pop("_playbook_pdl", None)

@@ -144,6 +144,14 @@ class KVCache:
         values[:, :, self.start:end] = v
         return keys, values
 
+    def append_slots(self, layer_idx, tokens):
+        """(keys, values, start) where a denoise step's `tokens` K/V rows go in place (kv_in_place), else None:
+        what rewrites.rope_append_rows writes into itself, as update() would."""
+        if self.fill or self.start is None or layer_idx not in self.keys:
+            return None
+        keys = self.keys[layer_idx]
+        return (keys, self.values[layer_idx], self.start) if self.start + tokens <= keys.shape[2] else None
+
 
 def _mask(allowed, attn_implementation, dtype):
     """allowed: [B, Q, K] bool -> the mask a Hugging Face attention wants: bool for SDPA, additive for eager."""
