@@ -27,6 +27,11 @@ class GraphStep:
     """One captured call of fn on static copies of (args, kwargs); replays copy new inputs in first."""
 
     def __init__(self, fn, args, kwargs, warmup=3, pool=None):
+        # The graph reads fn's parameters by address: it keeps fn (the model) alive for as long as it lives. Kept
+        # only through a step bound to it (benchmarks/tuning_variants.py kept each build's step alone), the model
+        # was freed, and the next build's weights took its memory: replays read them, or an address no longer
+        # mapped (pi0 full, H200, 2026-12-03: an illegal memory access in the first timed replay after 4 builds).
+        self.fn = fn
         self.static_args, self.static_kwargs = _clone_tree(tuple(args)), _clone_tree(dict(kwargs))
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

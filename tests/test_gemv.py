@@ -97,7 +97,7 @@ def test_a_gated_input_needs_both_halves_and_no_norm():
     with pytest.raises(ValueError, match="one of"):
         gv.gemv(x, w, up=x, act="relu")
     with pytest.raises(ValueError, match="no norm"):
-        gv.gemv(x, w, up=x, act="silu", norm_weight=torch.ones(8))
+        gv.gemv(x, w, up=x, act="silu", norm_weight=torch.ones(8, device=DEVICE))
 
 
 def test_few_row_blocks_split_k_only_where_the_columns_cannot_fill_the_sms():
