@@ -81,6 +81,7 @@ if [[ $part == pi0-fold ]]; then   # issue 19: pi0's denoise layer in fewer kern
   all='"rope_append_rows": true, "gemv_gated": true, "gemv_residual": true'
   timeout "${TV_S:-300}" python3 benchmarks/tuning_variants.py --recipe benchmarks/results/pi0-full/recipe.json \
     --knobs "kernels={$all, \"gemv\": $seven}" --knobs "kernels={$all, \"gemv\": $five]}" \
+    --knobs "kernels={\"rope_append_rows\": true, \"gemv\": $five]}" \
     --knobs "kernels={\"gemv_gated\": true, \"gemv_residual\": true, \"gemv\": $five]}" --iters 50 --warmup 10 \
     --json "$OUT/pi0-fold.json" 2>&1 | grep -v Warning > "$OUT/pi0-fold.log"
   grep -E "built in|p50|kernels a step|Error|error" "$OUT/pi0-fold.log"
