@@ -240,7 +240,7 @@ def analyse_step(s):
         e["kernels"] += 1
         e["ms"] += ms
     table = sorted(per_kernel.values(), key=lambda k: -k["ms"])
-    return {"unit": "kernel", "kernel_count": kernel_count,
+    return {"unit": "kernel", "kernel_count": kernel_count, "launch_table": launch_table(gpu),
             "gpu_op_count": len(gpu), "step_span_ms": round((span_end - t0) / 1e3, 4),
             "gpu_busy_ms": round(busy, 4), "idle_fraction": round(1 - busy * 1e3 / (span_end - t0), 4),
             "launch_overhead_ms": round(sum(r["dur"] for r in launches) / 1e3, 4), "launches": len(launches),
@@ -249,6 +249,34 @@ def analyse_step(s):
             "category_ms": {k: round(v, 4) for k, v in cats.items()},
             "kernel_table": _rounded(table),
             "gpu_ms_by_op": _rounded(sorted(per_op.values(), key=lambda e: -e["ms"])[:25])}
+
+
+LAUNCH_ROWS = 25
+
+
+def launch_table(gpu):
+    """The top LAUNCH_ROWS (kernel, grid, block) by GPU time: count, ms, us a launch, and the median idle gap
+    before it (its start less the previous GPU op's end, in us). One kernel name with several grids is
+    told apart here: our Triton kernels (`_gemv_rows` at q/k/v, o, gate+up and down) carry no shape in their
+    name, so a projection slower inside the step than alone shows only in this table."""
+    rows, prev_end = {}, None
+    for g in gpu:
+        args = g.get("args", {})
+        if g.get("cat") == "kernel":
+            key = (g["name"], json.dumps(args.get("grid")), json.dumps(args.get("block")))
+            r = rows.setdefault(key, {"name": g["name"][:160], "grid": args.get("grid"), "block": args.get("block"),
+                                      "count": 0, "ms": 0.0, "gaps": []})
+            r["count"] += 1
+            r["ms"] += g["dur"] / 1e3
+            if prev_end is not None:
+                r["gaps"].append(max(0.0, g["ts"] - prev_end))
+        prev_end = g["ts"] + g["dur"] if prev_end is None else max(prev_end, g["ts"] + g["dur"])
+    out = []
+    for r in sorted(rows.values(), key=lambda r: -r["ms"])[:LAUNCH_ROWS]:
+        gaps = r.pop("gaps")
+        out.append({**r, "ms": round(r["ms"], 4), "us_each": round(r["ms"] * 1e3 / r["count"], 2),
+                    "gap_us": round(statistics.median(gaps), 2) if gaps else None})
+    return out
 
 
 def _rounded(rows):

@@ -56,6 +56,28 @@ def test_kernels_are_counted_and_categorised_with_and_without_a_graph(tmp_path, 
     assert 0 < s["idle_fraction"] < 1
 
 
+def test_the_launch_table_tells_one_kernel_apart_by_grid_with_the_gap_before_it(tmp_path):
+    """`_gemv_rows` at two grids (two projection shapes) is two rows, each with its time a launch and the idle
+    gap before it; a kernel with no grid in its args is one row of its own."""
+    events = [_ev("user_annotation", profile.STEP_MARK, 0, 300.0),
+              _ev("cuda_runtime", "cudaGraphLaunch", 5, 8.0, correlation=1)]
+    t = 20.0
+    for grid, dur, gap in (([80, 1, 1], 6.0, 1.0), ([32, 8, 1], 5.0, 2.0), ([80, 1, 1], 8.0, 3.0),
+                           ([32, 8, 1], 5.0, 2.0), (None, 1.0, 0.5)):
+        t += gap
+        kw = {"grid": grid, "block": [128, 1, 1]} if grid else {}
+        events.append({**_ev("kernel", "_gemv_rows" if grid else "triton_poi_fused_add_0", t, dur, correlation=1,
+                             stream=7, **kw), "tid": 7, "pid": 0})
+        t += dur
+    s = profile.analyse_step({"mark": events[0], "runtime": [events[1]], "ops": [], "gpu": events[2:]})
+    rows = {(r["name"], json.dumps(r["grid"])): r for r in s["launch_table"]}
+    qkv, o = rows[("_gemv_rows", "[80, 1, 1]")], rows[("_gemv_rows", "[32, 8, 1]")]
+    assert (qkv["count"], qkv["us_each"], qkv["gap_us"]) == (2, 7.0, 3.0)      # the first kernel has no gap before it
+    assert (o["count"], o["us_each"], o["gap_us"]) == (2, 5.0, 2.0)
+    assert rows[("triton_poi_fused_add_0", "null")]["gap_us"] == 0.5
+    assert [r["ms"] for r in s["launch_table"]] == sorted((r["ms"] for r in s["launch_table"]), reverse=True)
+
+
 def test_trace_diff_between_phases(tmp_path):
     def as_phase(s):
         return {"kernel_count": s.pop("kernel_count"), "profile": s}
@@ -155,3 +177,21 @@ def test_each_launch_is_owned_by_the_innermost_op_around_it_on_its_thread():
     assert owners == {r["args"]["correlation"]: scan(r) for r in launches}
     assert {v[0] for v in owners.values()} >= {"outer1", "inner0", "(no CPU op)"}
 
+
+
+def test_the_report_shows_a_kernel_run_at_several_grids(tmp_path):
+    from playbook.report.tables import profile_details
+    s = profile.analyse(_trace(tmp_path / "t.json.gz", graph=True))
+    s["trace"] = "t.json.gz"
+    s["launch_table"] = [{"name": "_gemv_rows", "grid": [80, 1, 1], "block": [128, 1, 1], "count": 180, "ms": 3.9,
+                          "us_each": 21.7, "gap_us": 0.6},
+                         {"name": "_gemv_rows", "grid": [32, 8, 1], "block": [128, 1, 1], "count": 360, "ms": 2.2,
+                          "us_each": 6.1, "gap_us": 0.7},
+                         {"name": "nvjet_sm90", "grid": [4, 1, 1], "block": [384, 1, 1], "count": 17, "ms": 2.3,
+                          "us_each": 138.0, "gap_us": 1.0}]
+    p = {"profile": s, "kernel_count": s["kernel_count"], "gpu_busy_ms": s["gpu_busy_ms"],
+         "launch_overhead_ms": s["launch_overhead_ms"], "category_ms": s["category_ms"]}
+    text = "\n".join(profile_details(p))
+    assert "| `_gemv_rows` | [80, 1, 1] | 180 | 21.7 | 0.6 |" in text
+    assert "| `_gemv_rows` | [32, 8, 1] | 360 | 6.1 | 0.7 |" in text
+    assert "nvjet_sm90` | [4, 1, 1]" not in text          # one grid only: the kernel table says it already
