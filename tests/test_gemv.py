@@ -327,11 +327,18 @@ def test_phase_5_folds_gated_mlps_and_residual_adds_into_the_gemv(family):
     ctx = pytypes.SimpleNamespace(info={}, pipe=pytypes.SimpleNamespace(compile=True), device=torch.device(DEVICE))
     step = pytypes.SimpleNamespace(workload=wl, dtype=torch.float32)
 
-    def table(found, device, dtype):
-        return [{"rows": r, "N": n, "K": k, "norm": norm, "gemv_us": 3.0, "cublas_us": 4.0}
-                for r, n, k, norm in sorted(set(gemv.shape_keys(found).values()))]
+    def table(found, device, dtype, gated_us=3.0):
+        shapes = [{"rows": r, "N": n, "K": k, "norm": norm, "gemv_us": 3.0, "cublas_us": 4.0}
+                  for r, n, k, norm in sorted(set(gemv.shape_keys(found).values()))]
+        return shapes + [{"rows": key[0], "N": key[1], "K": key[2], "norm": False, "gated": act, "gemv_us": gated_us,
+                          "cublas_us": 4.0} for key, act in sorted(gemv.gated_keys(found))]
+    (lost,) = phase._gemv_candidates(ctx, step, [], lambda *a: table(*a, gated_us=5.0))
+    assert not lost["gemv_gated"] and lost["gemv"]          # the prologue lost its own timing: the shapes still won
     (knobs,) = phase._gemv_candidates(ctx, step, [], table)
     assert knobs["gemv_gated"] and knobs["gemv_residual"] and ctx.info["gemv_sites"]["gated"] == layers
+    act = "silu" if family == "llama" else "gelu_tanh"
+    assert [r["gated"] for r in ctx.info["gemv_shapes"] if r.get("gated")] == [act]     # one down shape, timed once
+    assert all(len(s) == 4 for s in knobs["gemv"])          # the gated row is no routed shape of its own
     with torch.no_grad():
         want = wl.model(*wl.args, **wl.kwargs)
     pipe = Pipeline(workload=wl, device=torch.device(DEVICE), dtype=torch.float32)
@@ -471,3 +478,16 @@ def test_a_recipe_can_ask_for_the_gemv_with_pdl_and_give_it_back(monkeypatch):
     assert len(asked) == pipe.info["gemv"]["linears"] > 0 and set(asked) == {True}
     assert rg.unroute(wl.model) == pipe.info["gemv"]["linears"]
     assert not any("_playbook_pdl" in m.__dict__ for m in wl.model.modules())
+
+
+def test_the_report_lists_the_gated_down_projection_beside_the_shapes():
+    from playbook.report.tables import phase_details
+    p = {"status": "kept", "knobs": {"gemv": [[11, 1024, 4096, False]], "gemv_gated": True},
+         "gemv_shapes": [{"rows": 11, "N": 1024, "K": 4096, "norm": False, "gemv_us": 6.9, "cublas_us": 8.1},
+                         {"rows": 11, "N": 1024, "K": 4096, "norm": False, "gated": "gelu_tanh", "gemv_us": 7.2,
+                          "cublas_us": 9.5}]}
+    text = "\n".join(phase_details(p))
+    assert "| 11, 1024 x 4096 | no | 6.9 | 8.1 | yes |" in text
+    assert "| 11, 1024 x 4096 | gelu_tanh(gate) * up | 7.2 | 9.5 | yes |" in text
+    p["knobs"]["gemv_gated"] = False
+    assert "| gelu_tanh(gate) * up | 7.2 | 9.5 | no |" in "\n".join(phase_details(p))

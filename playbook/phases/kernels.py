@@ -40,6 +40,14 @@ KEEP_IF = "not_slower"
 # pi0 full 17.71 -> 17.20 ms with o, down and the time MLP routed (q/k/v and gate+up with their norms lost to
 # cuBLAS); llama 1b 1.144 -> 1.042 ms, where Inductor's fusion alone measured 1.143 (the same as the recipe
 # before it) and cost a 12 s build.
+# The GEMV candidate also carries the folds of a few-row step (issue 19): the residual adds into the projections'
+# epilogue (rewrites.gemv_residual), the gated activation into the down projection's prologue (where its own row
+# of the table wins: gated_wins) and, where a cache says where a few tokens go in place, their rotary and cache
+# writes in one launch (rewrites.rope_append_rows). On pi0 full (H200, 2026-12-03, benchmarks/results/pi0-fold/)
+# that candidate, with q/k/v and gate+up routed with their norms as the table chose, took the denoise layer from
+# 14 kernels to 8 (3367 -> 2297 a step) and measured the same as the kept recipe beside it (17.385 against
+# 17.395 ms): the kernels it removed were paid back by its projections running slower inside the step than
+# alone. gpu_session.sh pi0-fold times each fold's share.
 BUDGET_S = {"cuda": 40, "cpu": 45}
 
 INDUCTOR_FUSION = {"epilogue_fusion": True, "aggressive_fusion": True, "group_fusion": True,
@@ -170,7 +178,7 @@ def _gemv_candidates(ctx, pipe, notes, time_shapes=None):
         notes.append(f"decode GEMV not built: cuBLAS was as fast or faster at every one of the step's "
                      f"{len(table)} projection shapes (gemv_shapes)")
         return []
-    knobs = {"gemv": shapes, "gemv_gated": bool(chosen["gated"]), "gemv_residual": True}
+    knobs = {"gemv": shapes, "gemv_gated": bool(chosen["gated"]) and gemv.gated_wins(table), "gemv_residual": True}
     rows = _rope_rows_sites(ctx, wl, notes)
     if rows:
         knobs["rope_append_rows"] = rows

@@ -190,10 +190,15 @@ def phase_details(p):
         chosen = (p.get("knobs") or {}).get("gemv") if p["status"] == "kept" else None
         routed = {(r["rows"], r["N"], r["K"], r["norm"]) for r in p["gemv_shapes"]} if chosen is True else \
             {tuple(s) for s in chosen or []}
-        out += ["", "| projection shape (rows, N x K) | norm folded in | gemv (us) | cuBLAS (us) | routed in the recipe |",
+        out += ["", "| projection shape (rows, N x K) | folded in | gemv (us) | cuBLAS (us) | routed in the recipe |",
                 "| --- | --- | --- | --- | --- |"]
+        gated = bool((p.get("knobs") or {}).get("gemv_gated")) and p["status"] == "kept"
         for r in p["gemv_shapes"]:
             key = (r["rows"], r["N"], r["K"], r["norm"])
+            if r.get("gated"):      # the down projection with act(gate) * up in its prologue, against act's kernel
+                out.append(f"| {r['rows']}, {r['N']} x {r['K']} | {r['gated']}(gate) * up | {r['gemv_us']} "
+                           f"| {r['cublas_us']} | {'yes' if gated and key in routed else 'no'} |")
+                continue
             out.append(f"| {r['rows']}, {r['N']} x {r['K']} | {'yes' if r['norm'] else 'no'} | {r['gemv_us']} "
                        f"| {r['cublas_us']} | {'yes' if key in routed else 'no'} |")
     for n in p.get("kernels_notes", []):

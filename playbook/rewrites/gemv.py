@@ -185,10 +185,18 @@ def time_shapes(found, device, dtype, iters=15):
     in one CUDA graph over weight copies that rotate past the L2, replays timed side by side. GPU only."""
     from ..quiet import quiet
     with quiet():                # the kernels started ahead wait once for the whole table
-        return [_time_shape(*key, device, dtype, iters) for key in sorted(set(shape_keys(found).values()))]
+        table = [_time_shape(*key, device, dtype, iters) for key in sorted(set(shape_keys(found).values()))]
+        return table + [_time_shape(*key, device, dtype, iters, act=act) for key, act in sorted(gated_keys(found))]
 
 
-def _time_shape(rows, n, k, norm, device, dtype, iters):
+def gated_keys(found):
+    """{((rows, N, K, False), act)}: the down projections of found's gated MLPs, as time_shapes times them (the
+    gemv with act(gate) * up in its prologue against the activation's kernel then cuBLAS)."""
+    keys = shape_keys(found)
+    return {(keys[g["down"]], g["act"]) for g in found.get("gated", []) if g["down"] in keys}
+
+
+def _time_shape(rows, n, k, norm, device, dtype, iters, act=""):
     from kernels.gemv import gemv
 
     from .. import bench
@@ -198,7 +206,12 @@ def _time_shape(rows, n, k, norm, device, dtype, iters):
     ws = [torch.randn(n, k, device=device, dtype=dtype, generator=g) * k ** -0.5 for _ in range(copies)]
     x = torch.randn(rows, k, device=device, dtype=dtype, generator=g)
     nw = torch.rand(k, device=device, dtype=dtype, generator=g) + 0.5 if norm else None
-    if norm:        # the pair the fold replaces: the norm's kernel, then cuBLAS
+    if act:         # a gated MLP's down projection: its two halves read from one fused output, as in the step
+        from kernels.activations import act_and_mul
+        gate, up = torch.randn(rows, 2 * k, device=device, dtype=dtype, generator=g).split(k, dim=-1)
+        calls = {"gemv": lambda w: gemv(gate, w, up=up, act=act),
+                 "cublas": lambda w: F.linear(act_and_mul(gate, up, act), w)}
+    elif norm:      # the pair the fold replaces: the norm's kernel, then cuBLAS
         from kernels.norms import rms_norm
         calls = {"gemv": lambda w: gemv(x, w, norm_weight=nw), "cublas": lambda w: F.linear(rms_norm(x, nw), w)}
     else:
@@ -206,14 +219,25 @@ def _time_shape(rows, n, k, norm, device, dtype, iters):
     graphs = {name: GraphStep(lambda c=c: [c(ws[i % copies]) for i in range(CALLS)], (), {}).graph.replay
               for name, c in calls.items()}        # CALLS calls a replay, each on the next copy of W
     t = bench.time_side_by_side(graphs, device, iters=iters, warmup=3)
-    return {"rows": rows, "N": n, "K": k, "norm": norm, "gemv_us": round(t["gemv"].p50_ms * 1e3 / CALLS, 2),
-            "cublas_us": round(t["cublas"].p50_ms * 1e3 / CALLS, 2)}
+    row = {"rows": rows, "N": n, "K": k, "norm": norm, "gemv_us": round(t["gemv"].p50_ms * 1e3 / CALLS, 2),
+           "cublas_us": round(t["cublas"].p50_ms * 1e3 / CALLS, 2)}
+    return {**row, "gated": act} if act else row
+
+
+def _wins(r, margin):
+    return r["gemv_us"] < r["cublas_us"] * (1 - margin)
 
 
 def winners(table, margin=0.02):
     """The shapes of time_shapes' table where the kernel is faster than cuBLAS by more than margin, as the
-    [rows, N, K, norm] lists phase 5 records in its knobs."""
-    return [[r["rows"], r["N"], r["K"], r["norm"]] for r in table if r["gemv_us"] < r["cublas_us"] * (1 - margin)]
+    [rows, N, K, norm] lists phase 5 records in its knobs (the gated rows are gated_wins')."""
+    return [[r["rows"], r["N"], r["K"], r["norm"]] for r in table if not r.get("gated") and _wins(r, margin)]
+
+
+def gated_wins(table, margin=0.02):
+    """Whether the gated prologue won at every gated down projection time_shapes timed (and it timed one)."""
+    gated = [r for r in table if r.get("gated")]
+    return bool(gated) and all(_wins(r, margin) for r in gated)
 
 
 def select(found, shapes):
