@@ -168,21 +168,24 @@ def shape_keys(found):
     return {p: (*found["shapes"][p], p in folded) for p in found["linears"]}
 
 
-# NOTE: a shape with the norm folded in is timed against the norm's kernel then cuBLAS, the pair the fold
-# replaces. It had been timed against cuBLAS alone: at pi0's 11 rows (H200, 2026-12-01) q/k/v and gate+up with
-# their norms lost by 0.2 and 0.7 us, so they stayed on cuBLAS and their norms (fused by Inductor with the
-# residual add before them, 1.4 us and a gap each) stayed too. With phase 5's residual fold
-# (rewrites.gemv_residual) that add goes into the previous projection's epilogue, and the fold removes the
-# norm's kernel.
+# NOTE: a shape with the norm folded in is timed against cuBLAS alone, not against the norm's kernel then cuBLAS
+# (the pair the fold replaces): the kernel must win without the norm's kernel it saves. Timed against the pair,
+# pi0's 11-row q/k/v and gate+up won (H200, 2026-12-03: 5.42 and 7.72 us against 7.02 and 9.04) and were
+# routed, and inside the step they ran far slower than alone: the step's GEMV time went 2.16 -> 6.13 ms for
+# 380 -> 740 calls, the candidate no faster than the recipe before it for all the kernels it removed
+# (benchmarks/results/pi0-fold/). Routing them on 2026-12-01 had cost 18.10 -> 18.55 ms too. Against cuBLAS
+# alone they lose by 0.2-0.7 us and stay on cuBLAS, with their norms. Why the kernel is slower inside the
+# step at these shapes is not known yet: profile.launch_table shows it by grid.
 ROTATE_BYTES = 256 * 2 ** 20     # weight copies a timed graph rotates over: several times an H100/H200's L2
 CALLS = 20                       # calls of one shape in one timed graph
 
 
 def time_shapes(found, device, dtype, iters=15):
     """[{rows, N, K, norm, gemv_us, cublas_us}] for each distinct shape of found's projections: kernels.gemv
-    (with the norm folded in where a fold would apply) against F.linear (cuBLAS; after the norm's own kernel,
-    kernels.rms_norm, where the gemv folds it in: the pair the fold replaces), each as CALLS back-to-back calls
-    in one CUDA graph over weight copies that rotate past the L2, replays timed side by side. GPU only."""
+    (with the norm folded in where a fold would apply) against F.linear (cuBLAS), and for each gated MLP's down
+    projection the gemv with act(gate) * up in its prologue against the activation's kernel then cuBLAS (a row
+    with "gated"); each as CALLS back-to-back calls in one CUDA graph over weight copies that rotate past the
+    L2, replays timed side by side. GPU only."""
     from ..quiet import quiet
     with quiet():                # the kernels started ahead wait once for the whole table
         table = [_time_shape(*key, device, dtype, iters) for key in sorted(set(shape_keys(found).values()))]
@@ -211,11 +214,8 @@ def _time_shape(rows, n, k, norm, device, dtype, iters, act=""):
         gate, up = torch.randn(rows, 2 * k, device=device, dtype=dtype, generator=g).split(k, dim=-1)
         calls = {"gemv": lambda w: gemv(gate, w, up=up, act=act),
                  "cublas": lambda w: F.linear(act_and_mul(gate, up, act), w)}
-    elif norm:      # the pair the fold replaces: the norm's kernel, then cuBLAS
-        from kernels.norms import rms_norm
-        calls = {"gemv": lambda w: gemv(x, w, norm_weight=nw), "cublas": lambda w: F.linear(rms_norm(x, nw), w)}
-    else:
-        calls = {"gemv": lambda w: gemv(x, w), "cublas": lambda w: F.linear(x, w)}
+    else:           # with the norm folded in against cuBLAS alone: see the NOTE above
+        calls = {"gemv": lambda w: gemv(x, w, norm_weight=nw), "cublas": lambda w: F.linear(x, w)}
     graphs = {name: GraphStep(lambda c=c: [c(ws[i % copies]) for i in range(CALLS)], (), {}).graph.replay
               for name, c in calls.items()}        # CALLS calls a replay, each on the next copy of W
     t = bench.time_side_by_side(graphs, device, iters=iters, warmup=3)
