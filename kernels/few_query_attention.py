@@ -45,16 +45,18 @@ BLOCK_N = 64            # K/V slots a step of a program's walk
 # would replace (11.0 us, five kernels). A combine loading every chunk's partials as one [splits, queries, 32]
 # tile a step was slower still (21 to 64 us). So phase 2 does not offer it; it stays as a tested kernel and a
 # recipe knob (attention {"few_query": true}). The cost is the chain of dependent L2 round trips of the last
-# program of each head (its statistics and partials, chunk by chunk), not the K/V reads.
+# program of each head (its statistics and partials, chunk by chunk), not the K/V reads. Since 2026-12-03 the number
+# of chunks is a constexpr and the combine's loops are unrolled, so those loads can be in flight together, where a
+# loop over a runtime count made each one a round trip: not yet measured (gpu_session.sh few-query).
 CHUNK_BLOCKS = 2
 
 
 @triton.jit
-def _few_query(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, CHUNK, SPLITS, scale, softcap,
+def _few_query(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, CHUNK, scale, softcap,
                sq_b, sq_h, sq_q, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, so_b, so_q, so_h,
                H: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
                BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, SOFTCAP: tl.constexpr,
-               FP32_DOT: tl.constexpr):
+               FP32_DOT: tl.constexpr, SPLITS: tl.constexpr):
     bh, split = tl.program_id(0), tl.program_id(1)      # one (batch, query head) x one chunk of the K/V length
     b = bh // H
     h = bh % H
@@ -119,13 +121,13 @@ def _few_query(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, CHUNK, SPLITS, scale,
         done = tl.atomic_add(Count + bh, 1, sem="acq_rel")     # release this chunk; the last one combines
         if done == SPLITS - 1:
             top = tl.zeros([BLOCK_Q], dtype=tl.float32) - float("inf")
-            for s_i in range(SPLITS):
+            for s_i in tl.static_range(SPLITS):         # unrolled: every chunk's loads in flight together
                 top = tl.maximum(top, tl.load(Lse + (bh * SPLITS + s_i) * BLOCK_Q + qi, mask=q_in,
                                               other=float("-inf"), cache_modifier=".cg"))
             top = tl.where(top == float("-inf"), 0.0, top)
             total = tl.zeros([BLOCK_Q], dtype=tl.float32)
             out = tl.zeros([BLOCK_Q, BLOCK_D], dtype=tl.float32)
-            for s_i in range(SPLITS):
+            for s_i in tl.static_range(SPLITS):
                 r = bh * SPLITS + s_i
                 w = tl.exp(tl.load(Lse + r * BLOCK_Q + qi, mask=q_in, other=float("-inf"), cache_modifier=".cg")
                            - top)
@@ -200,12 +202,12 @@ def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optio
     lse = torch.empty(b * h * splits * block_q if splits > 1 else 1, device=q.device, dtype=torch.float32)
     count = zero_counters(_counters, q.device, b * h)
     _few_query[(b * h, splits)](
-        q, k, v, mask if mask is not None else q, part, lse, count, out, lq, lk, chunk, splits,
+        q, k, v, mask if mask is not None else q, part, lse, count, out, lq, lk, chunk,
         scale or 1.0 / math.sqrt(d), softcap or 1.0,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), *sm, out.stride(0), out.stride(1), out.stride(2),
         H=h, GROUP=h // kvh, D=d, BLOCK_D=block_d, BLOCK_Q=block_q, BLOCK_N=block_n, MASK_KIND=kind,
-        SOFTCAP=bool(softcap), FP32_DOT=INTERPRET or q.dtype == torch.float32,
+        SOFTCAP=bool(softcap), FP32_DOT=INTERPRET or q.dtype == torch.float32, SPLITS=splits,
         num_warps=num_warps or (4 if block_d <= 128 else 8))
     return out
 
