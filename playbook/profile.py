@@ -255,17 +255,19 @@ LAUNCH_ROWS = 25
 
 
 def launch_table(gpu):
-    """The top LAUNCH_ROWS (kernel, grid, block) by GPU time: count, ms, us a launch, and the median idle gap
-    before it (its start less the previous GPU op's end, in us). One kernel name with several grids is
-    told apart here: our Triton kernels (`_gemv_rows` at q/k/v, o, gate+up and down) carry no shape in their
-    name, so a projection slower inside the step than alone shows only in this table."""
+    """The top LAUNCH_ROWS (kernel, grid, block, registers, shared memory) by GPU time: count, ms, us a launch,
+    and the median idle gap before it (its start less the previous GPU op's end, in us). One kernel name with
+    several grids or builds is told apart here: our Triton kernels (`_gemv_rows` at q/k/v, o, gate+up and
+    down; o and down share a grid, and differ in their build where down has the gated prologue) carry no shape
+    in their name, so a projection slower inside the step than alone shows only in this table."""
     rows, prev_end = {}, None
     for g in gpu:
         args = g.get("args", {})
         if g.get("cat") == "kernel":
-            key = (g["name"], json.dumps(args.get("grid")), json.dumps(args.get("block")))
+            regs, smem = args.get("registers per thread"), args.get("shared memory")
+            key = (g["name"], json.dumps(args.get("grid")), json.dumps(args.get("block")), regs, smem)
             r = rows.setdefault(key, {"name": g["name"][:160], "grid": args.get("grid"), "block": args.get("block"),
-                                      "count": 0, "ms": 0.0, "gaps": []})
+                                      "registers": regs, "shared_memory": smem, "count": 0, "ms": 0.0, "gaps": []})
             r["count"] += 1
             r["ms"] += g["dur"] / 1e3
             if prev_end is not None:

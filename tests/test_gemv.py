@@ -385,8 +385,9 @@ def test_tuning_can_give_the_projections_back_to_inductor():
     pipe = Pipeline(workload=wl, device=torch.device(DEVICE), dtype=torch.float32)
     with torch.no_grad():
         want = wl.model(*wl.args, **wl.kwargs)
-    phase5.apply(pipe, {"gemv": True})
+    phase5.apply(pipe, {"gemv": True, "gemv_gated": True, "gemv_residual": True})
     routed = pipe.info["gemv"]["linears"]
+    assert pipe.info["gemv"]["gated"] == wl.model.model.config.num_hidden_layers
     ctx = pytypes.SimpleNamespace(pipe=pytypes.SimpleNamespace(compile=True, info=pipe.info),
                                   device=torch.device("cuda"), budget_s=None, info={})
     first = phase6.candidates(ctx)[0]              # with PDL too where the GPU has it (Hopper and newer)
@@ -396,7 +397,8 @@ def test_tuning_can_give_the_projections_back_to_inductor():
     assert all("projections" not in c for c in phase6.candidates(ctx))    # no GEMV kept: nothing to give back
     phase6.apply(pipe, first)
     assert pipe.info["gemv"] == {"linears": 0, "given_back": routed}
-    assert not any({"forward", "_playbook_norm", "_playbook_forward"} & set(m.__dict__) for m in wl.model.modules())
+    assert not any({"forward", "_playbook_norm", "_playbook_forward", "_playbook_act"} & set(m.__dict__)
+                   for m in wl.model.modules())                 # the gated MLPs' forwards are given back too
     with torch.no_grad():
         torch.testing.assert_close(wl.model(*wl.args, **wl.kwargs), want, atol=1e-4, rtol=1e-4)
 

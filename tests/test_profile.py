@@ -65,7 +65,7 @@ def test_the_launch_table_tells_one_kernel_apart_by_grid_with_the_gap_before_it(
     for grid, dur, gap in (([80, 1, 1], 6.0, 1.0), ([32, 8, 1], 5.0, 2.0), ([80, 1, 1], 8.0, 3.0),
                            ([32, 8, 1], 5.0, 2.0), (None, 1.0, 0.5)):
         t += gap
-        kw = {"grid": grid, "block": [128, 1, 1]} if grid else {}
+        kw = {"grid": grid, "block": [128, 1, 1], "registers per thread": 96} if grid else {}
         events.append({**_ev("kernel", "_gemv_rows" if grid else "triton_poi_fused_add_0", t, dur, correlation=1,
                              stream=7, **kw), "tid": 7, "pid": 0})
         t += dur
@@ -73,6 +73,7 @@ def test_the_launch_table_tells_one_kernel_apart_by_grid_with_the_gap_before_it(
     rows = {(r["name"], json.dumps(r["grid"])): r for r in s["launch_table"]}
     qkv, o = rows[("_gemv_rows", "[80, 1, 1]")], rows[("_gemv_rows", "[32, 8, 1]")]
     assert (qkv["count"], qkv["us_each"], qkv["gap_us"]) == (2, 7.0, 3.0)      # the first kernel has no gap before it
+    assert qkv["registers"] == 96
     assert (o["count"], o["us_each"], o["gap_us"]) == (2, 5.0, 2.0)
     assert rows[("triton_poi_fused_add_0", "null")]["gap_us"] == 0.5
     assert [r["ms"] for r in s["launch_table"]] == sorted((r["ms"] for r in s["launch_table"]), reverse=True)
@@ -192,6 +193,6 @@ def test_the_report_shows_a_kernel_run_at_several_grids(tmp_path):
     p = {"profile": s, "kernel_count": s["kernel_count"], "gpu_busy_ms": s["gpu_busy_ms"],
          "launch_overhead_ms": s["launch_overhead_ms"], "category_ms": s["category_ms"]}
     text = "\n".join(profile_details(p))
-    assert "| `_gemv_rows` | [80, 1, 1] | 180 | 21.7 | 0.6 |" in text
-    assert "| `_gemv_rows` | [32, 8, 1] | 360 | 6.1 | 0.7 |" in text
+    assert "| `_gemv_rows` | [80, 1, 1] | - | 180 | 21.7 | 0.6 |" in text
+    assert "| `_gemv_rows` | [32, 8, 1] | - | 360 | 6.1 | 0.7 |" in text
     assert "nvjet_sm90` | [4, 1, 1]" not in text          # one grid only: the kernel table says it already

@@ -231,10 +231,10 @@ def profile_details(p):
     split = [r for r in prof.get("launch_table") or []
              if sum(1 for o in prof["launch_table"] if o["name"] == r["name"]) > 1]
     if split:           # one kernel name at several grids (our Triton kernels carry no shape in their name)
-        out += ["", "| kernel by grid | grid | count | us a launch | idle before (us, median) |",
-                "| --- | --- | --- | --- | --- |"]
-        out += [f"| `{_cell(r['name'])}` | {r['grid']} | {r['count']} | {r['us_each']} | {r['gap_us']} |"
-                for r in split[:8]]
+        out += ["", "| kernel by grid | grid | registers | count | us a launch | idle before (us, median) |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        out += [f"| `{_cell(r['name'])}` | {r['grid']} | {r.get('registers') or '-'} | {r['count']} | {r['us_each']} "
+                f"| {r['gap_us']} |" for r in split[:8]]
     if prof.get("gpu_ms_by_op"):
         out.append("- GPU time by CPU op: " + "; ".join(
             f"{e['op']} {e['shapes'] if e['shapes'] else ''} {e['ms']:.3f} ms ({e['kernels']} kernels)"
