@@ -283,6 +283,9 @@ def test_phase_5_offers_the_decode_gemv_to_a_decode_step_and_applies_it():
     assert knobs["inductor_fusion"] and all(not down(n, k, norm) for _, n, k, norm in knobs["gemv"])
     assert knobs["gemv_residual"] and not knobs["gemv_gated"]    # down is left to cuBLAS: no gated fold
     assert "rope_append_rows" not in knobs                        # a StaticCache says nowhere to append rows
+    other = pytypes.SimpleNamespace(info={}, pipe=ctx.pipe, device=ctx.device)
+    (unfolded,) = phase._gemv_candidates(other, step, [], timed(lambda n, k, norm: norm))
+    assert not unfolded["gemv_residual"]        # the norms stay (their projections on cuBLAS): the add would only move
     assert len(ctx.info["gemv_shapes"]) == len({tuple(s) for s in knobs["gemv"]}) + 1
     sites = ctx.info["gemv_sites"]
     assert sites["norms_folded"] == 2 * layers                   # the norms feed q/k/v and gate/up: still folded

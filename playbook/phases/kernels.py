@@ -41,8 +41,8 @@ KEEP_IF = "not_slower"
 # cuBLAS); llama 1b 1.144 -> 1.042 ms, where Inductor's fusion alone measured 1.143 (the same as the recipe
 # before it) and cost a 12 s build.
 # The GEMV candidate also carries the folds of a few-row step (issue 19): the residual adds into the projections'
-# epilogue (rewrites.gemv_residual), the gated activation into the down projection's prologue (where its own row
-# of the table wins: gated_wins) and, where a cache says where a few tokens go in place, their rotary and cache
+# epilogue (rewrites.gemv_residual; where a norm is folded too), the gated activation into the down projection's
+# prologue (where its own row of the table wins: gated_wins) and, where a cache says where a few tokens go in place, their rotary and cache
 # writes in one launch (rewrites.rope_append_rows). On pi0 full (H200, 2026-12-03, benchmarks/results/pi0-fold/)
 # that candidate, with q/k/v and gate+up routed with their norms as the table chose, took the denoise layer from
 # 14 kernels to 8 (3367 -> 2297 a step) and measured the same as the kept recipe beside it (17.385 against
@@ -178,7 +178,11 @@ def _gemv_candidates(ctx, pipe, notes, time_shapes=None):
         notes.append(f"decode GEMV not built: cuBLAS was as fast or faster at every one of the step's "
                      f"{len(table)} projection shapes (gemv_shapes)")
         return []
-    knobs = {"gemv": shapes, "gemv_gated": bool(chosen["gated"]) and gemv.gated_wins(table), "gemv_residual": True}
+    # The residual fold pays where the norm after the add is folded too: the add and the norm's kernel then both go.
+    # With the norm left (its projections on cuBLAS), the add only moves from Inductor's add + norm kernel into
+    # the GEMV's epilogue, and nothing is saved.
+    knobs = {"gemv": shapes, "gemv_gated": bool(chosen["gated"]) and gemv.gated_wins(table),
+             "gemv_residual": bool(chosen["folds"])}
     rows = _rope_rows_sites(ctx, wl, notes)
     if rows:
         knobs["rope_append_rows"] = rows
