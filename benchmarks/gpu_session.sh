@@ -21,8 +21,8 @@
 #   bash benchmarks/gpu_session.sh gemv-pdl         # kernels.gemv with Programmatic Dependent Launch: its CUDA tests,
 #                                                   # then llama 1b's and pi0's projections with and without it
 #   bash benchmarks/gpu_session.sh pi0-fold         # pi0 full's recipe beside itself with phase 5's folds (rotary + cache
-#                                                   # writes in one launch, gated MLPs, residual adds, the norms' shapes),
-#                                                   # all, all with PDL, and each left out in turn
+#                                                   # writes in one launch, the gated down projection), each alone, and
+#                                                   # all with residual adds and q/k/v, gate+up routed with their norms
 #   bash benchmarks/gpu_session.sh pdl              # benchmarks/pdl_check.py: llama 1b's and pi0 full's recipes, with
 #                                                   # and without Inductor's Programmatic Dependent Launch
 #   bash benchmarks/gpu_session.sh llama-time       # llama 1b's whole ladder alone, uninterrupted, in the foreground
@@ -78,11 +78,14 @@ fi
 if [[ $part == pi0-fold ]]; then   # issue 19: pi0's denoise layer in fewer kernels (phase 5's folds), and each's share
   five='[[1, 1024, 32, false], [10, 1024, 32, false], [10, 1024, 2048, false], [11, 1024, 2048, false], [11, 1024, 4096, false]'
   seven="$five, [11, 2560, 1024, true], [11, 8192, 1024, true]]"
-  all='"rope_append_rows": true, "gemv_gated": true, "gemv_residual": true'
+  rope='"rope_append_rows": true'
+  gated='"gemv_gated": true'
+  # what phase 5 now offers pi0 (rotary + cache writes in one launch, the gated down), each alone, and all the folds
+  # with q/k/v and gate+up routed (benchmarks/results/pi0-fold/'s candidate)
   timeout "${TV_S:-300}" python3 benchmarks/tuning_variants.py --recipe benchmarks/results/pi0-full/recipe.json \
-    --knobs "kernels={$all, \"gemv\": $seven}" --knobs "kernels={$all, \"gemv\": $five]}" \
-    --knobs "kernels={\"rope_append_rows\": true, \"gemv\": $five]}" \
-    --knobs "kernels={\"gemv_gated\": true, \"gemv_residual\": true, \"gemv\": $five]}" --iters 50 --warmup 10 \
+    --knobs "kernels={$rope, $gated, \"gemv\": $five]}" --knobs "kernels={$rope, \"gemv\": $five]}" \
+    --knobs "kernels={$gated, \"gemv\": $five]}" \
+    --knobs "kernels={$rope, $gated, \"gemv_residual\": true, \"gemv\": $seven}" --iters 50 --warmup 10 \
     --json "$OUT/pi0-fold.json" 2>&1 | grep -v Warning > "$OUT/pi0-fold.log"
   grep -E "built in|p50|kernels a step|Error|error" "$OUT/pi0-fold.log"
 fi
