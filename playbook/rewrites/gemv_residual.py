@@ -21,7 +21,7 @@ import functools
 
 import torch
 
-VERSION = "1"
+VERSION = "1"         # in the pass's uuid, so in the FX-graph cache key: bump it when fold_residuals changes
 
 
 def _gemv_op():
