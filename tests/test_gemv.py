@@ -496,3 +496,31 @@ def test_the_report_lists_the_gated_down_projection_beside_the_shapes():
     assert "| 11, 1024 x 4096 | gelu_tanh(gate) * up | 7.2 | 9.5 | yes |" in text
     p["knobs"]["gemv_gated"] = False
     assert "| gelu_tanh(gate) * up | 7.2 | 9.5 | no |" in "\n".join(phase_details(p))
+
+
+def test_a_module_the_gated_probe_cannot_call_is_not_folded():
+    """A module with gate_proj / up_proj / down_proj whose forward takes something else (an MoE block, a
+    router) is left unfolded, and the projections are still routed."""
+    from playbook.rewrites import gemv
+
+    class Odd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate_proj, self.up_proj = torch.nn.Linear(16, 32), torch.nn.Linear(16, 32)
+            self.down_proj = torch.nn.Linear(32, 16)
+
+        def forward(self, x, route):
+            return self.down_proj(torch.relu(self.gate_proj(x)) * self.up_proj(x)) * route
+
+    class Top(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Odd()
+
+        def forward(self, x):
+            return self.block(x, 2.0)
+
+    top = Top().to(DEVICE)
+    x = torch.randn(1, 16, device=DEVICE)
+    found = gemv.find_sites(top, (x,))
+    assert found["gated"] == [] and "block.down_proj" in found["linears"]

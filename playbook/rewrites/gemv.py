@@ -155,7 +155,10 @@ def _gated_sites(model, routed):
         down_path = f"{path}.down_proj" if path else "down_proj"
         if type(down) is not nn.Linear or down_path not in routed:
             continue
-        act = mlp_activation(mod)
+        try:
+            act = mlp_activation(mod)
+        except Exception:  # noqa: BLE001  (a module the probe cannot call as down(act(gate(x)) * up(x)): not gated)
+            act = None
         if act:
             out.append({"mlp": path, "act": act, "down": down_path})
     return out
