@@ -41,6 +41,7 @@ import triton
 import triton.language as tl
 
 from ._triton import INTERPRET, check_device, next_pow2, zero_counters
+from ._triton import rows as row_view
 
 TILE = 4096          # fp32 elements of a program's accumulator tile (BLOCK_N x BLOCK_K), at most
 # NOTE: two rows of W a program, K in chunks of 1024, 4 warps: on the H200 (benchmarks/results/gemv/gemv.json,
@@ -305,8 +306,8 @@ def _gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r
     n, k = _check(x, weight, bias, residual, norm_weight, up, act)
     launch = {"PDL": True, "launch_pdl": True} if pdl and pdl_here(x.device) else {}
     lead = x.shape[:-1]
-    x2 = rows2d(x, k)                           # a fused gate+up's half keeps its row stride: no copy
-    u2 = rows2d(up, k) if up is not None else x2
+    x2 = row_view(x, k)                         # a fused gate+up's half keeps its row stride: no copy
+    u2 = row_view(up, k) if up is not None else x2
     rows = x2.shape[0]
     w = weight if weight.stride(-1) == 1 else weight.contiguous()
     y = torch.empty(rows, n, device=x.device, dtype=x.dtype)
@@ -327,13 +328,6 @@ def _gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r
         HAS_BIAS=bias is not None, HAS_RES=residual is not None, HAS_NORM=norm_weight is not None, ACT=ACTS[act],
         BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, **launch)
     return y.reshape(*lead, n)
-
-
-def rows2d(x, k):
-    """x as [rows, k] rows with a unit stride along k, of whatever row stride (a copy only where no such view
-    exists)."""
-    x2 = x.reshape(-1, k) if x.dim() != 2 else x
-    return x2 if x2.stride(-1) == 1 or x2.shape[0] == 0 else x2.contiguous()
 
 
 def _launch_rows(x, u, act, w, bias, r, has_res, norm_weight, y, eps, offset, block_n, block_k, num_warps, splits,

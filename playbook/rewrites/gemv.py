@@ -302,8 +302,8 @@ def _gated_forward(self, x):
         from kernels.gemv import gemv
         return gemv(gate, down.weight, down.bias, up=up, act=self._playbook_act,
                     pdl=getattr(down, "_playbook_pdl", False))
-    act = F.silu if self._playbook_act == "silu" else (lambda t: F.gelu(t, approximate="tanh"))
-    return down(act(gate) * up)
+    from .kernel_swap import ACTIVATIONS
+    return down(ACTIVATIONS[self._playbook_act](gate) * up)
 
 
 def _passthrough(self, x, *args, **kwargs):

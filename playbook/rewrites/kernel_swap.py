@@ -58,6 +58,9 @@ def norm_flavour(mod):
     return None
 
 
+ACTIVATIONS = {"silu": F.silu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}   # what a gated MLP may use
+
+
 def mlp_activation(mod):
     """"silu" or "gelu_tanh" when mod computes down(act(gate(x)) * up(x)), else None."""
     parts = [getattr(mod, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
@@ -71,7 +74,7 @@ def mlp_activation(mod):
     with torch.no_grad():
         got = mod(x)
         gate, up = parts[0](x), parts[1](x)
-        for act, fn in (("silu", F.silu), ("gelu_tanh", lambda t: F.gelu(t, approximate="tanh"))):
+        for act, fn in ACTIVATIONS.items():
             if _close(got, parts[2](fn(gate) * up)):
                 return act
     return None
