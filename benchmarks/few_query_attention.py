@@ -28,7 +28,10 @@ from kernels import reference  # noqa: E402
 from playbook.rewrites.grouped_attention import grouped_attention_forward  # noqa: E402
 
 LAYERS, H, KVH, LQ, PREFIX, PAD, D = 18, 8, 1, 11, 816, 28, 256
-SWEEP = [(1, 64, 4), (1, 64, 8), (2, 64, 8), (1, 32, 4), (2, 32, 4), (3, 32, 4), (4, 32, 4), (4, 64, 8)]
+# (block_m, block_n, chunk_blocks, num_warps): pi0's 88 rows in 1 to 6 tiles, 7 to 26 chunks
+SWEEP = [(64, 64, 1, 4), (64, 64, 1, 8), (32, 64, 1, 4), (16, 64, 1, 4), (128, 64, 1, 8), (64, 32, 1, 4),
+         (32, 32, 1, 4), (16, 32, 1, 2), (64, 128, 1, 8), (32, 128, 1, 4), (64, 64, 2, 8), (32, 32, 2, 4),
+         (128, 32, 1, 8), (16, 16, 1, 2)]
 
 
 def inputs(dev, dt):
@@ -68,10 +71,10 @@ def main(argv=None):
     contenders = {"grouped math, compiled, boolean mask": lambda k, v: grouped(q, k, v, allowed),
                   "grouped math, compiled, additive mask": lambda k, v: grouped(q, k, v, additive),
                   "sdpa (K/V per head), compiled": torch.compile(lambda k, v: sdpa_hf(q, k, v, allowed))}
-    for blocks, block_n, warps in SWEEP:
-        contenders[f"kernel chunk {blocks}x{block_n}, {warps} warps"] = (
-            lambda k, v, b=blocks, n=block_n, w=warps: fq.few_query_attention(q, k, v, allowed, scale=D ** -0.5,
-                                                                               chunk_blocks=b, block_n=n, num_warps=w))
+    for block_m, block_n, blocks, warps in SWEEP:
+        contenders[f"kernel rows {block_m}, chunk {blocks}x{block_n}, {warps} warps"] = (
+            lambda k, v, m=block_m, b=blocks, n=block_n, w=warps: fq.few_query_attention(
+                q, k, v, allowed, scale=D ** -0.5, chunk_blocks=b, block_n=n, num_warps=w, block_m=m))
     contenders["kernel, defaults, additive mask"] = lambda k, v: fq.few_query_attention(q, k, v, additive,
                                                                                         scale=D ** -0.5)
     rows = []

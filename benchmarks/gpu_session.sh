@@ -45,6 +45,9 @@
 #                                                   # build, does it tune again in a new process?
 #   bash benchmarks/gpu_session.sh few-query        # kernels.few_query_attention: its tests on CUDA, then pi0's denoise
 #                                                   # attention against the compiled math it replaces (a sweep)
+#   bash benchmarks/gpu_session.sh pi0-attention    # few-query (above), then pi0 full's recipe beside itself with phase 5's
+#                                                   # folds, and with them and its denoise attention through the kernel,
+#                                                   # each with its launch table
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
 #                                                   # ladder + peers each, GPUS at a time, in the background;
 #                                                   # each call waits up to WAIT_S and copies what is done
@@ -88,6 +91,14 @@ if [[ $part == pi0-fold ]]; then   # issue 19: pi0's denoise layer in fewer kern
     --knobs "kernels={$rope, $gated, \"gemv_residual\": true, \"gemv\": $seven}" --iters 50 --warmup 10 \
     --json "$OUT/pi0-fold.json" 2>&1 | grep -v Warning > "$OUT/pi0-fold.log"
   grep -E "built in|p50|kernels a step|Error|error" "$OUT/pi0-fold.log"
+fi
+if [[ $part == pi0-attention ]]; then   # issue 19: pi0's denoise attention in two launches, in the step
+  five='[[1, 1024, 32, false], [10, 1024, 32, false], [10, 1024, 2048, false], [11, 1024, 2048, false], [11, 1024, 4096, false]]'
+  folds="kernels={\"rope_append_rows\": true, \"gemv_gated\": true, \"gemv\": $five}"
+  timeout "${TV_S:-400}" python3 benchmarks/tuning_variants.py --recipe benchmarks/results/pi0-full/recipe.json \
+    --knobs "$folds" --knobs "$folds;attention={\"few_query\": true}" --kernels --iters 50 --warmup 10 \
+    --json "$OUT/pi0-attention.json" 2>&1 | grep -v Warning > "$OUT/pi0-attention.log"
+  grep -E "built in|p50|kernels a step|Error|error| us  gap" "$OUT/pi0-attention.log" | head -70
 fi
 if [[ $part == gemv-pdl ]]; then   # issue 19: the GEMV reading W while the kernel before it finishes
   python3 -m pytest -q tests/test_gemv.py -k "pdl or chain" 2>&1 | tail -2 | tee "$OUT/gemv-pdl-tests.txt"
@@ -186,7 +197,7 @@ if [[ $part == ladder-time-run ]]; then   # (the background half of ladder-time:
   bash benchmarks/gpu_session.sh pi0-time
   touch reports/lt-done
 fi
-if [[ $part == few-query ]]; then     # issue 19: pi0's denoise attention in one launch
+if [[ $part == few-query || $part == pi0-attention ]]; then     # issue 19: pi0's denoise attention in one launch
   python3 -m pytest -q tests/test_few_query_attention.py tests/test_rewrites.py -k "few_query or grouped or Few" 2>&1 | tail -3 | tee "$OUT/few-query-tests.txt"
   python3 benchmarks/few_query_attention.py --json "$OUT/few-query-attention.json" 2>&1 | tee "$OUT/few-query.log"
 fi

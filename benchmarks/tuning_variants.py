@@ -9,9 +9,11 @@ what would tuning have kept had its budget built every candidate?
 
 The recipe as recorded is always the first row; a variant of "null" drops the tuning phase; --inductor adds a
 row of the recipe as recorded with those Inductor options on top; --knobs PHASE=JSON adds a row of the recipe
-with those knobs merged into that phase's. With --kernels each row also counts the
-kernels of one step (a profiled replay). Writes {device, date, torch, recipe, rows: [{name, knobs, inductor,
-p50_ms, spread_ms, correct, rel_err, compile_s, kernels}]}.
+with those knobs merged into that phase's (several phases in one row: 'kernels={...};attention={...}'). With
+--kernels each row also has one profiled step's kernel count, GPU busy time, idle fraction and launch table
+(the top kernels by GPU time, each grid apart: how long each launch took inside the step). Writes {device, date,
+torch, recipe, rows: [{name, knobs, inductor, p50_ms, spread_ms, correct, rel_err, compile_s, kernels,
+gpu_busy_ms, idle_fraction, launch_table}]}.
 """
 import argparse
 import datetime
@@ -39,13 +41,15 @@ def variant_steps(phases, knobs):
     return out
 
 
-def kernel_count(step, device):
-    """GPU operations (kernels and copies) one call of step runs, as the ladder's traces count them
-    (playbook.profile: `gpu_op_count` of the median traced step)."""
+def kernel_profile(step, device):
+    """One profiled call of step, as the ladder's traces read it (playbook.profile, the median traced step):
+    {kernels (GPU operations: kernels and copies), gpu_busy_ms, idle_fraction, launch_table}."""
     import tempfile
     from playbook import profile
     with tempfile.TemporaryDirectory() as tmp:
-        return profile.analyse(profile.capture(step, device, Path(tmp) / "step.json.gz"))["gpu_op_count"]
+        a = profile.analyse(profile.capture(step, device, Path(tmp) / "step.json.gz"))
+    return {"kernels": a["gpu_op_count"], "gpu_busy_ms": a["gpu_busy_ms"], "idle_fraction": a["idle_fraction"],
+            "launch_table": a["launch_table"]}
 
 
 def measure(params, contenders, iters, warmup, kernels=False):
@@ -75,8 +79,12 @@ def measure(params, contenders, iters, warmup, kernels=False):
     if kernels and pipe.device.type == "cuda":
         for row in rows:
             if row["name"] in steps:
-                row["kernels"] = kernel_count(steps[row["name"]], pipe.device)
-                print(f"{row['name']}: {row['kernels']} kernels a step", flush=True)
+                row.update(kernel_profile(steps[row["name"]], pipe.device))
+                print(f"{row['name']}: {row['kernels']} kernels a step, GPU busy {row['gpu_busy_ms']} ms, idle "
+                      f"{row['idle_fraction']}", flush=True)
+                for k in row["launch_table"][:12]:
+                    print(f"    {k['ms']:8.3f} ms {k['count']:5d} x {k['us_each']:7.2f} us  gap {k['gap_us']}  "
+                          f"grid {k['grid']}  {k['name'][:70]}", flush=True)
     timed = bench.time_side_by_side(steps, pipe.device, iters=iters, warmup=warmup)
     for row in rows:
         if row["name"] in timed:
@@ -86,6 +94,20 @@ def measure(params, contenders, iters, warmup, kernels=False):
     return rows, pipe.device
 
 
+def knob_spec(spec, phases):
+    """'PHASE=JSON[;PHASE=JSON...]' -> {phase: knobs}, each phase one the recipe has."""
+    out = {}
+    for part in spec.split(";"):
+        phase, _, knobs = part.strip().partition("=")
+        if phase not in phases:
+            raise SystemExit(f"--knobs {phase}=...: the recipe has no phase {phase!r} (it has {', '.join(phases)})")
+        try:
+            out[phase] = json.loads(knobs)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"--knobs {phase}=...: not JSON ({e})") from None
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", required=True, help="a recipe.json (or its run directory)")
@@ -93,7 +115,7 @@ def main(argv=None):
     ap.add_argument("--inductor", action="append", default=[],
                     help="Inductor options as JSON, added on top of the recipe as recorded (one row each)")
     ap.add_argument("--knobs", action="append", default=[],
-                    help="PHASE=JSON: knobs merged into that recorded phase's (one row each)")
+                    help="PHASE=JSON[;PHASE=JSON...]: knobs merged into those recorded phases' (one row each)")
     ap.add_argument("--kernels", action="store_true", help="count each row's kernels a step (GPU)")
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
@@ -111,14 +133,12 @@ def main(argv=None):
         name = "recipe + " + ", ".join(f"{k}={v}" for k, v in extra.items())
         contenders.append((name, data["phases"], extra, {"knobs": recorded, "inductor": extra}))
     for spec in args.knobs:
-        phase, _, knobs = spec.partition("=")
-        extra = json.loads(knobs)
-        if phase not in [p["name"] for p in data["phases"]]:
-            raise SystemExit(f"--knobs {phase}=...: the recipe has no phase {phase!r}")
-        steps = [dict(p, knobs={**p["knobs"], **extra}) if p["name"] == phase else p for p in data["phases"]]
-        name = f"recipe, {phase} + " + ", ".join(extra)
+        merged = knob_spec(spec, [p["name"] for p in data["phases"]])
+        steps = [dict(p, knobs={**p["knobs"], **merged[p["name"]]}) if p["name"] in merged else p
+                 for p in data["phases"]]
+        name = "recipe, " + "; ".join(f"{phase} + " + ", ".join(extra) for phase, extra in merged.items())
         name = name if name not in [c[0] for c in contenders] else f"{name} ({len(contenders)})"
-        contenders.append((name, steps, {}, {"knobs": recorded, phase: extra}))
+        contenders.append((name, steps, {}, {"knobs": recorded, **merged}))
     rows, device = measure(params, contenders, args.iters, args.warmup, kernels=args.kernels)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     out = {"device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,

@@ -1,4 +1,4 @@
-"""Attention of a few queries (2 to 16) over a long K/V with any mask, in one launch: a denoise or verify step.
+"""Attention of a few queries (1 to 16) over a long K/V with any mask, in two launches: a denoise or verify step.
 
     out = few_query_attention(q, k, v, mask=None, scale=None, softcap=None)    # [B, Lq, H, D]
     ref = reference.few_query_attention(q, k, v, mask, scale, softcap)
@@ -9,18 +9,22 @@ Hugging Face's SDPA and eager masks are). Returns [B, Lq, H, D], the layout a Hu
 function hands back. pi0's action expert is the case it is for: 11 suffix tokens, 8 query heads over one
 K/V head, 827 slots of prefix and suffix K/V, an explicit mask (padding, the state token's block), 180
 times a step. Under torch.compile eager attention's math became five kernels there (the K/V padded to an
-aligned length, the scores' product, the softmax, the values' product, a copy), 11 us a call on the
-H200, for 0.85 MB of K/V. This kernel was measured at 12.6 us there: slower (see the NOTE below).
+aligned length, the scores' product, the softmax, the values' product, a copy), 11 us a call on the H200,
+for 0.85 MB of K/V.
 
-Each program takes one query head's queries (a [16, D] tile) and one chunk of the K/V length; it walks
-the chunk in BLOCK_N slots, scores them on the tensor cores (tl.dot), applies the soft cap and the mask,
-and keeps an online softmax (the running max and sum), as flash-decoding does. The chunks of a head are
-combined in the same launch: each program writes its partial output and log-sum-exp, adds one to its
-head's counter, and the one that finds every other chunk done reads them all, writes the output and sets
-the counter back to zero (one int32 a (batch, head), kept per device). A row every slot of which is
-masked gets zeros (SDPA gives NaN, eager a uniform weight). Scores and softmax are fp32; the
-probabilities are rounded to V's dtype for their product, as eager attention rounds them; in Triton's
-interpreter the products are fp32 (its 16-bit tl.dot is wrong: Triton 3.9).
+The rows of a K/V head are every (query head, query) pair that reads it: GROUP x Lq of them (88 for pi0),
+packed into tiles of BLOCK_M rows, so each K/V slot is read once a tile and the products are as tall as
+the tensor cores want (a query head's own 11 rows would fill a sixteenth of a 16-row tile's work each).
+The first launch's programs each take one row tile and one chunk of the K/V length (CHUNK_BLOCKS blocks of
+BLOCK_N slots, unrolled, so every load of a chunk can be in flight at once): they score the slots on the
+tensor cores (tl.dot), apply the soft cap and the mask, and keep an online softmax (the running max and
+sum) as flash-decoding does, then write the chunk's normalised output and log-sum-exp. The second launch
+spreads the combine over every SM: a program a tile of rows x head dims reads each chunk's log-sum-exp and
+partial output (unrolled: all in flight together), weighs them and writes the output. A K/V that fits one
+chunk needs no combine: the first launch writes the output. A row every slot of which is masked gets zeros
+(SDPA gives NaN, eager a uniform weight). Scores and softmax are fp32; the probabilities are rounded to V's
+dtype for their product, as eager attention rounds them; in Triton's interpreter the products are fp32
+(its 16-bit tl.dot is wrong: Triton 3.9).
 
 It is the torch custom op `playbook::few_query_attention`, opaque to Inductor and capturable in a CUDA
 graph. On a CPU it runs only under TRITON_INTERPRET=1 (the tests); elsewhere use the reference.
@@ -33,52 +37,58 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton import INTERPRET, check_device, next_pow2, zero_counters
+from ._triton import INTERPRET, check_device, next_pow2
 
-MAX_QUERIES = 16        # one program's query tile (tl.dot's smallest M); more queries are not "few"
-MAX_HEAD_DIM = 256      # a [16, D] fp32 accumulator a program; larger heads are left to SDPA
-BLOCK_N = 64            # K/V slots a step of a program's walk
-# NOTE: two blocks (128 slots) a program by default, so pi0's 827 slots give 7 chunks a head (56 programs for 8
-# heads) and the last program of a head reads 7 partial tiles, not 13. On the H200 (2026-12-01, torch 2.11,
-# benchmarks/results/few-query-attention/, pi0's shape, 18 calls a graph) that was 12.6 us a call, the best of
-# a sweep of 1 to 13 blocks of 32 or 64 slots (12.9 to 35.7 us), and SLOWER than the compiled grouped math it
-# would replace (11.0 us, five kernels). A combine loading every chunk's partials as one [splits, queries, 32]
-# tile a step was slower still (21 to 64 us). So phase 2 does not offer it; it stays as a tested kernel and a
-# recipe knob (attention {"few_query": true}). The cost is the chain of dependent L2 round trips of the last
-# program of each head (its statistics and partials, chunk by chunk), not the K/V reads. Since 2026-12-03 the number
-# of chunks is a constexpr and the combine's loops are unrolled, so those loads can be in flight together, where a
-# loop over a runtime count made each one a round trip: not yet measured (gpu_session.sh few-query).
-CHUNK_BLOCKS = 2
+MAX_QUERIES = 16        # a denoise suffix or a verify window; more queries are a prefill, SDPA's case
+MAX_HEAD_DIM = 256      # a [BLOCK_M, D] fp32 accumulator a program; larger heads are left to SDPA
+MAX_SPLITS = 64         # chunks a row tile at most (the combine unrolls over them); a longer K/V gets longer chunks
+BLOCK_N = 64            # K/V slots a block
+CHUNK_BLOCKS = 1        # blocks a chunk: one, so each program issues all its loads at once
+BLOCK_M = 64            # (query head, query) rows a tile
+COMBINE_ROWS = 16       # rows x COMBINE_DIMS head dims a combine program
+COMBINE_DIMS = 64
+# NOTE: an earlier design (before 2026-12-03) had a program per (query head, chunk) with a 16-row query tile
+# and the last program of a head combining its chunks behind an atomic counter: on the H200 (2026-12-01, torch
+# 2.11, pi0's shape, benchmarks/results/few-query-attention/) its best launch was 12.6 us a call, slower than
+# the compiled grouped math (11.0 us): each head read the K/V again, and the combine was one program's chain of
+# dependent L2 round trips. gpu_session.sh few-query sweeps this design's launch settings against the same math.
 
 
 @triton.jit
-def _few_query(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, CHUNK, scale, softcap,
-               sq_b, sq_h, sq_q, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, so_b, so_q, so_h,
-               H: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
-               BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr, SOFTCAP: tl.constexpr,
-               FP32_DOT: tl.constexpr, SPLITS: tl.constexpr):
-    bh, split = tl.program_id(0), tl.program_id(1)      # one (batch, query head) x one chunk of the K/V length
-    b = bh // H
-    h = bh % H
-    kv = h // GROUP
-    qi = tl.arange(0, BLOCK_Q)
+def _few_query_part(Q, K, V, Mask, Part, Lse, O, LQ, LK, ROWS, CHUNK, ROW_TILES, scale, softcap,
+                    sq_b, sq_h, sq_q, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, so_b, so_q, so_h,
+                    H: tl.constexpr, KVH: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    CHUNK_BLOCKS: tl.constexpr, MASK_KIND: tl.constexpr, SOFTCAP: tl.constexpr,
+                    FP32_DOT: tl.constexpr, SPLITS: tl.constexpr):
+    tile, split = tl.program_id(0), tl.program_id(1)   # one (batch, K/V head, row tile) x one chunk of the K/V
+    bkv = tile // ROW_TILES
+    b = bkv // KVH
+    kv = bkv % KVH
+    r = (tile % ROW_TILES) * BLOCK_M + tl.arange(0, BLOCK_M)
+    r_in = r < GROUP * LQ
+    h = kv * GROUP + r // LQ                            # row r: query head h's query qi
+    qi = r % LQ
     d = tl.arange(0, BLOCK_D)
-    q_in = qi < LQ
     d_in = d < D
-    q = tl.load(Q + b * sq_b + h * sq_h + qi[:, None] * sq_q + d[None, :], mask=q_in[:, None] & d_in[None, :],
-                other=0.0)
+    rd_in = r_in[:, None] & d_in[None, :]
+    q = tl.load(Q + b * sq_b + h[:, None] * sq_h + qi[:, None] * sq_q + d[None, :], mask=rd_in, other=0.0)
     if FP32_DOT:
         q = q.to(tl.float32)
-    m_i = tl.zeros([BLOCK_Q], dtype=tl.float32) - float("inf")
-    l_i = tl.zeros([BLOCK_Q], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_Q, BLOCK_D], dtype=tl.float32)
+    m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     lo = split * CHUNK
-    hi = tl.minimum(lo + CHUNK, LK)
-    for start in range(lo, hi, BLOCK_N):
-        n = start + tl.arange(0, BLOCK_N)
-        n_in = n < hi
+    for j in tl.static_range(CHUNK_BLOCKS):             # unrolled: the chunk's loads need not wait on each other
+        n = lo + j * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_in = n < LK
         kv_in = n_in[:, None] & d_in[None, :]
         k = tl.load(K + b * sk_b + kv * sk_h + n[:, None] * sk_n + d[None, :], mask=kv_in, other=0.0)
+        v = tl.load(V + b * sv_b + kv * sv_h + n[:, None] * sv_n + d[None, :], mask=kv_in, other=0.0)
+        ok = r_in[:, None] & n_in[None, :]
+        mask_at = Mask + b * sm_b + h[:, None] * sm_h + qi[:, None] * sm_q + n[None, :]
+        if MASK_KIND == 1:      # boolean: True may attend
+            ok = ok & (tl.load(mask_at, mask=ok, other=0) != 0)
         if FP32_DOT:
             s = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision="ieee")
         else:
@@ -88,55 +98,53 @@ def _few_query(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, CHUNK, scale, softcap
             e = tl.exp(-2.0 * tl.abs(s) / softcap)             # tanh(x) = sign(x) (1 - e^-2|x|) / (1 + e^-2|x|)
             t = (1.0 - e) / (1.0 + e)
             s = softcap * tl.where(s < 0, -t, t)
-        ok = q_in[:, None] & n_in[None, :]
-        if MASK_KIND == 1:      # boolean: True may attend
-            allowed = tl.load(Mask + b * sm_b + h * sm_h + qi[:, None] * sm_q + n[None, :], mask=ok, other=0)
-            ok = ok & (allowed != 0)
         if MASK_KIND == 2:      # additive
-            s += tl.load(Mask + b * sm_b + h * sm_h + qi[:, None] * sm_q + n[None, :], mask=ok,
-                         other=0.0).to(tl.float32)
+            s += tl.load(mask_at, mask=ok, other=0.0).to(tl.float32)
         s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing allowed yet adds nothing
         alpha = tl.exp(m_i - m_safe)
         p = tl.exp(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(V + b * sv_b + kv * sv_h + n[:, None] * sv_n + d[None, :], mask=kv_in, other=0.0)
         if FP32_DOT:
             pv = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee")
         else:
             pv = tl.dot(p.to(v.dtype), v)
         acc = acc * alpha[:, None] + pv
         m_i = m_new
-    out_ptr = O + b * so_b + h * so_h + qi[:, None] * so_q + d[None, :]
-    both = q_in[:, None] & d_in[None, :]
+    out = acc / tl.maximum(l_i, 1e-30)[:, None]
     if SPLITS == 1:
-        tl.store(out_ptr, (acc / tl.maximum(l_i, 1e-30)[:, None]).to(O.dtype.element_ty), mask=both)
+        tl.store(O + b * so_b + h[:, None] * so_h + qi[:, None] * so_q + d[None, :], out.to(O.dtype.element_ty),
+                 mask=rd_in)
     else:
-        row = bh * SPLITS + split
-        tl.store(Part + (row * BLOCK_Q + qi[:, None]) * BLOCK_D + d[None, :], acc / tl.maximum(l_i, 1e-30)[:, None],
-                 mask=both)
+        g = (b * H + h) * LQ + qi                       # the row's place among all ROWS = B x H x Lq rows
+        tl.store(Part + (split * ROWS + g[:, None]) * D + d[None, :], out, mask=rd_in)
         lse = tl.where(l_i > 0, m_i + tl.log(tl.maximum(l_i, 1e-30)), float("-inf"))
-        tl.store(Lse + row * BLOCK_Q + qi, lse, mask=q_in)
-        done = tl.atomic_add(Count + bh, 1, sem="acq_rel")     # release this chunk; the last one combines
-        if done == SPLITS - 1:
-            top = tl.zeros([BLOCK_Q], dtype=tl.float32) - float("inf")
-            for s_i in tl.static_range(SPLITS):         # unrolled: every chunk's loads in flight together
-                top = tl.maximum(top, tl.load(Lse + (bh * SPLITS + s_i) * BLOCK_Q + qi, mask=q_in,
-                                              other=float("-inf"), cache_modifier=".cg"))
-            top = tl.where(top == float("-inf"), 0.0, top)
-            total = tl.zeros([BLOCK_Q], dtype=tl.float32)
-            out = tl.zeros([BLOCK_Q, BLOCK_D], dtype=tl.float32)
-            for s_i in tl.static_range(SPLITS):
-                r = bh * SPLITS + s_i
-                w = tl.exp(tl.load(Lse + r * BLOCK_Q + qi, mask=q_in, other=float("-inf"), cache_modifier=".cg")
-                           - top)
-                part = tl.load(Part + (r * BLOCK_Q + qi[:, None]) * BLOCK_D + d[None, :], mask=both, other=0.0,
-                               cache_modifier=".cg")
-                out += w[:, None] * part
-                total += w
-            tl.store(out_ptr, (out / tl.maximum(total, 1e-30)[:, None]).to(O.dtype.element_ty), mask=both)
-            tl.atomic_xchg(Count + bh, 0)                       # ready for the next call
+        tl.store(Lse + split * ROWS + g, lse, mask=r_in)
+
+
+@triton.jit
+def _few_query_combine(Part, Lse, O, ROWS, LQ, so_b, so_q, so_h, H: tl.constexpr, D: tl.constexpr,
+                       SPLITS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    g = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)     # rows x head dims: every SM takes a share
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    g_in = g < ROWS
+    both = g_in[:, None] & (d < D)[None, :]
+    top = tl.zeros([BLOCK_R], dtype=tl.float32) - float("inf")
+    for s in tl.static_range(SPLITS):                   # unrolled: every chunk's loads in flight together
+        top = tl.maximum(top, tl.load(Lse + s * ROWS + g, mask=g_in, other=float("-inf")))
+    top = tl.where(top == float("-inf"), 0.0, top)      # a row no chunk saw anything of: weights 0, output 0
+    total = tl.zeros([BLOCK_R], dtype=tl.float32)
+    out = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
+    for s in tl.static_range(SPLITS):
+        w = tl.exp(tl.load(Lse + s * ROWS + g, mask=g_in, other=float("-inf")) - top)
+        out += w[:, None] * tl.load(Part + (s * ROWS + g[:, None]) * D + d[None, :], mask=both, other=0.0)
+        total += w
+    b = g // (H * LQ)
+    h = (g // LQ) % H
+    qi = g % LQ
+    tl.store(O + b[:, None] * so_b + qi[:, None] * so_q + h[:, None] * so_h + d[None, :],
+             (out / tl.maximum(total, 1e-30)[:, None]).to(O.dtype.element_ty), mask=both)
 
 
 def takes(q, k, mask=None):
@@ -157,25 +165,34 @@ def takes(q, k, mask=None):
     return None
 
 
-def splits_for(lk, chunk_blocks=CHUNK_BLOCKS, block_n=BLOCK_N):
-    """(chunk, splits): slots a program walks, a multiple of block_n, and chunks a head."""
-    chunk = block_n * max(1, int(chunk_blocks))
-    return chunk, max(1, math.ceil(lk / chunk))
+def launch(rows, lk, d, block_m=0, block_n=0, chunk_blocks=0, num_warps=0):
+    """The first launch's settings for `rows` (query head, query) rows a K/V head over lk slots of head size d:
+    {block_m, block_n, chunk_blocks, chunk, splits, row_tiles, num_warps} (0: the defaults above; a K/V
+    longer than MAX_SPLITS chunks gets longer chunks)."""
+    block_n = block_n or BLOCK_N
+    chunk_blocks = max(1, int(chunk_blocks or CHUNK_BLOCKS))
+    while math.ceil(lk / (block_n * chunk_blocks)) > MAX_SPLITS:
+        chunk_blocks *= 2
+    chunk = block_n * chunk_blocks
+    block_m = block_m or min(BLOCK_M, max(16, next_pow2(rows)))
+    block_d = max(16, next_pow2(d))
+    return {"block_m": block_m, "block_n": block_n, "chunk_blocks": chunk_blocks, "chunk": chunk,
+            "splits": max(1, math.ceil(lk / chunk)), "row_tiles": math.ceil(rows / block_m),
+            "num_warps": num_warps or (4 if block_m * block_d <= 8192 else 8)}
 
 
-_counters = {}      # (device, batch x heads) -> int32 zeros: the combine's counters, zero between calls
-
-
-def few_query_attention(q, k, v, mask=None, scale=None, softcap=None, chunk_blocks=0, block_n=0, num_warps=0):
+def few_query_attention(q, k, v, mask=None, scale=None, softcap=None, chunk_blocks=0, block_n=0, num_warps=0,
+                        block_m=0):
     """softmax(q k^T * scale [soft-capped] [+ mask]) v for each query head over its K/V head; [B, Lq, H, D].
-    chunk_blocks, block_n, num_warps: the launch settings (0: the defaults above), for benchmarks."""
+    chunk_blocks, block_n, num_warps, block_m: the first launch's settings (0: launch()'s defaults), for
+    benchmarks."""
     return torch.ops.playbook.few_query_attention(q, k, v, mask, float(scale or 0.0), float(softcap or 0.0),
-                                                  int(chunk_blocks), int(block_n), int(num_warps))
+                                                  int(chunk_blocks), int(block_n), int(num_warps), int(block_m))
 
 
 @torch.library.custom_op("playbook::few_query_attention", mutates_args=())
 def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor], scale: float,
-                  softcap: float, chunk_blocks: int, block_n: int, num_warps: int) -> torch.Tensor:
+                  softcap: float, chunk_blocks: int, block_n: int, num_warps: int, block_m: int) -> torch.Tensor:
     check_device("few_query_attention", *(t for t in (q, k, v, mask) if t is not None))
     why = takes(q, k, mask)
     if why is None and v.shape != k.shape:
@@ -193,26 +210,30 @@ def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optio
         else:
             kind = 2
         sm = tuple(0 if mask.shape[i] == 1 else mask.stride(i) for i in range(3))
-    block_n = block_n or BLOCK_N
-    chunk, splits = splits_for(lk, chunk_blocks or CHUNK_BLOCKS, block_n)
-    block_q, block_d = max(16, next_pow2(lq)), max(16, next_pow2(d))
+    group = h // kvh
+    at = launch(group * lq, lk, d, block_m, block_n, chunk_blocks, num_warps)
+    splits, rows = at["splits"], b * h * lq
+    block_d = max(16, next_pow2(d))
     out = torch.empty(b, lq, h, d, device=q.device, dtype=q.dtype)
-    part = torch.empty(b * h * splits * block_q * block_d if splits > 1 else 1, device=q.device,
-                       dtype=torch.float32)
-    lse = torch.empty(b * h * splits * block_q if splits > 1 else 1, device=q.device, dtype=torch.float32)
-    count = zero_counters(_counters, q.device, b * h)
-    _few_query[(b * h, splits)](
-        q, k, v, mask if mask is not None else q, part, lse, count, out, lq, lk, chunk,
+    part = torch.empty(splits * rows * d if splits > 1 else 1, device=q.device, dtype=torch.float32)
+    lse = torch.empty(splits * rows if splits > 1 else 1, device=q.device, dtype=torch.float32)
+    _few_query_part[(b * kvh * at["row_tiles"], splits)](
+        q, k, v, mask if mask is not None else q, part, lse, out, lq, lk, rows, at["chunk"], at["row_tiles"],
         scale or 1.0 / math.sqrt(d), softcap or 1.0,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), *sm, out.stride(0), out.stride(1), out.stride(2),
-        H=h, GROUP=h // kvh, D=d, BLOCK_D=block_d, BLOCK_Q=block_q, BLOCK_N=block_n, MASK_KIND=kind,
-        SOFTCAP=bool(softcap), FP32_DOT=INTERPRET or q.dtype == torch.float32, SPLITS=splits,
-        num_warps=num_warps or (4 if block_d <= 128 else 8))
+        H=h, KVH=kvh, GROUP=group, D=d, BLOCK_D=block_d, BLOCK_M=at["block_m"], BLOCK_N=at["block_n"],
+        CHUNK_BLOCKS=at["chunk_blocks"], MASK_KIND=kind, SOFTCAP=bool(softcap),
+        FP32_DOT=INTERPRET or q.dtype == torch.float32, SPLITS=splits, num_warps=at["num_warps"])
+    if splits > 1:
+        block_dc = min(COMBINE_DIMS, block_d)
+        _few_query_combine[(triton.cdiv(rows, COMBINE_ROWS), triton.cdiv(d, block_dc))](
+            part, lse, out, rows, lq, out.stride(0), out.stride(1), out.stride(2), H=h, D=d, SPLITS=splits,
+            BLOCK_R=COMBINE_ROWS, BLOCK_D=block_dc, num_warps=4)
     return out
 
 
 @_few_query_op.register_fake
-def _(q, k, v, mask, scale, softcap, chunk_blocks, block_n, num_warps):
+def _(q, k, v, mask, scale, softcap, chunk_blocks, block_n, num_warps, block_m):
     b, h, lq, d = q.shape
     return q.new_empty(b, lq, h, d)

@@ -63,8 +63,37 @@ def test_a_row_with_every_slot_masked_gives_zeros_and_the_others_are_untouched()
     close(got, ref.few_query_attention(q, k, v, mask), torch.float32)
 
 
-def test_repeated_calls_reuse_the_counters_cleanly():
-    """The in-launch combine sets its counters back to zero: a second call (other data) is right too."""
+@pytest.mark.parametrize("block_m", [16, 32, 128])
+@pytest.mark.parametrize("b,h,kvh,lq,lk,d", [(1, 8, 1, 11, 97, 40), (2, 6, 2, 5, 45, 16), (1, 3, 1, 7, 130, 24)])
+def test_row_tiles_that_cut_across_query_heads(b, h, kvh, lq, lk, d, block_m):
+    """A K/V head's (query head, query) rows are packed into tiles of block_m: a tile may end inside a head
+    (88 rows in 16-row tiles), hold several heads, or be mostly padding; each row finds its head, its query and
+    its mask row, and the combine puts it back at [b, query, head]."""
+    q, k, v = inputs(b, h, kvh, lq, lk, d, torch.float32, seed=4)
+    g = torch.Generator().manual_seed(5)
+    allowed = torch.rand(b, h, lq, lk, generator=g) > 0.4
+    allowed[..., 1] = True
+    mask = allowed.to(DEVICE)
+    close(fq.few_query_attention(q, k, v, mask, block_m=block_m, block_n=16),
+          ref.few_query_attention(q, k, v, mask), torch.float32)
+
+
+def test_one_chunk_writes_the_output_without_a_combine():
+    q, k, v = inputs(1, 4, 2, 3, 50, 16, torch.float32, seed=6)
+    assert fq.launch(6, 50, 16, block_n=64)["splits"] == 1
+    close(fq.few_query_attention(q, k, v, block_n=64), ref.few_query_attention(q, k, v), torch.float32)
+
+
+def test_a_long_kv_gets_longer_chunks_not_more_than_max_splits():
+    at = fq.launch(88, 100_000, 256)
+    assert at["splits"] <= fq.MAX_SPLITS and at["chunk"] == at["block_n"] * at["chunk_blocks"]
+    assert at["splits"] * at["chunk"] >= 100_000
+    q, k, v = inputs(1, 2, 1, 2, 1100, 16, torch.float32, seed=7)
+    assert fq.launch(4, 1100, 16, block_n=16)["chunk_blocks"] == 2          # 69 blocks of 16: two a chunk
+    close(fq.few_query_attention(q, k, v, block_n=16), ref.few_query_attention(q, k, v), torch.float32)
+
+
+def test_repeated_calls_with_other_data_are_right_too():
     for seed in (0, 1, 2):
         q, k, v = inputs(1, 8, 1, 11, 300, 32, torch.float32, seed=seed)
         close(fq.few_query_attention(q, k, v, chunk_blocks=1), ref.few_query_attention(q, k, v), torch.float32)

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -36,3 +38,12 @@ def test_the_recipe_and_its_variants_are_judged_and_timed_side_by_side(tmp_path)
     rows = json.loads(out.read_text())["rows"]
     assert [r["name"] for r in rows] == ["coordinate descent", "no tuning"]
     assert all(r["correct"] is True and r["p50_ms"] > 0 for r in rows)
+
+
+def test_one_knobs_row_may_merge_into_several_phases():
+    merged = tuning_variants.knob_spec('cudagraph={"scope": "regions"}; tuning={"tune": []}', ["cudagraph", "tuning"])
+    assert merged == {"cudagraph": {"scope": "regions"}, "tuning": {"tune": []}}
+    with pytest.raises(SystemExit, match="no phase 'kernels'"):
+        tuning_variants.knob_spec('kernels={"gemv": true}', ["cudagraph", "tuning"])
+    with pytest.raises(SystemExit, match="not JSON"):
+        tuning_variants.knob_spec('tuning={tune}', ["cudagraph", "tuning"])
