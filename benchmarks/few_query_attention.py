@@ -29,9 +29,9 @@ from playbook.rewrites.grouped_attention import grouped_attention_forward  # noq
 
 LAYERS, H, KVH, LQ, PREFIX, PAD, D = 18, 8, 1, 11, 816, 28, 256
 # (block_m, block_n, chunk_blocks, num_warps): pi0's 88 rows in 1 to 6 tiles, 7 to 26 chunks
-SWEEP = [(64, 64, 1, 4), (64, 64, 1, 8), (32, 64, 1, 4), (16, 64, 1, 4), (128, 64, 1, 8), (64, 32, 1, 4),
-         (32, 32, 1, 4), (16, 32, 1, 2), (64, 128, 1, 8), (32, 128, 1, 4), (64, 64, 2, 8), (32, 32, 2, 4),
-         (128, 32, 1, 8), (16, 16, 1, 2)]
+SWEEP = [(16, 64, 1, 4), (16, 64, 1, 2), (16, 64, 1, 8), (16, 128, 1, 4), (16, 32, 1, 4), (16, 128, 1, 8),
+         (32, 64, 1, 4), (32, 32, 1, 4), (64, 64, 1, 8), (16, 64, 2, 4)]
+COMBINES = [(16, 64), (16, 32), (8, 64), (32, 64), (16, 128)]    # (rows, head dims) a combine program, at the default launch
 
 
 def inputs(dev, dt):
@@ -51,6 +51,16 @@ def sdpa_hf(q, k, v, mask):
     g = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=D ** -0.5).transpose(1, 2)
+
+
+def combined(rows, dims, call):
+    """call() with the combine launch's program tile set to rows x dims (module settings, read at each call)."""
+    was = fq.COMBINE_ROWS, fq.COMBINE_DIMS
+    fq.COMBINE_ROWS, fq.COMBINE_DIMS = rows, dims
+    try:
+        return call()
+    finally:
+        fq.COMBINE_ROWS, fq.COMBINE_DIMS = was
 
 
 def time_us(fn, kvs):
@@ -75,6 +85,9 @@ def main(argv=None):
         contenders[f"kernel rows {block_m}, chunk {blocks}x{block_n}, {warps} warps"] = (
             lambda k, v, m=block_m, b=blocks, n=block_n, w=warps: fq.few_query_attention(
                 q, k, v, allowed, scale=D ** -0.5, chunk_blocks=b, block_n=n, num_warps=w, block_m=m))
+    for rows, dims in COMBINES:
+        contenders[f"kernel, defaults, combine {rows}x{dims}"] = (
+            lambda k, v, r=rows, c=dims: combined(r, c, lambda: fq.few_query_attention(q, k, v, allowed, scale=D ** -0.5)))
     contenders["kernel, defaults, additive mask"] = lambda k, v: fq.few_query_attention(q, k, v, additive,
                                                                                         scale=D ** -0.5)
     rows = []

@@ -48,6 +48,10 @@
 #   bash benchmarks/gpu_session.sh pi0-attention    # few-query (above), then pi0 full's recipe beside itself with phase 5's
 #                                                   # folds, and with them and its denoise attention through the kernel,
 #                                                   # each with its launch table
+#   bash benchmarks/gpu_session.sh gated-pair       # benchmarks/gated_pair.py: the gated down projection alone and after
+#                                                   # the gate+up projection that writes its input
+#   bash benchmarks/gpu_session.sh pi0-attention-2  # the few-query sweep (no tests), gated-pair, then pi0 full's recipe
+#                                                   # beside itself with the rotary fold, and with the few-query kernel too
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
 #                                                   # ladder + peers each, GPUS at a time, in the background;
 #                                                   # each call waits up to WAIT_S and copies what is done
@@ -99,6 +103,18 @@ if [[ $part == pi0-attention ]]; then   # issue 19: pi0's denoise attention in t
     --knobs "$folds" --knobs "$folds;attention={\"few_query\": true}" --kernels --iters 50 --warmup 10 \
     --json "$OUT/pi0-attention.json" 2>&1 | grep -v Warning > "$OUT/pi0-attention.log"
   grep -E "built in|p50|kernels a step|Error|error| us  gap" "$OUT/pi0-attention.log" | head -70
+fi
+if [[ $part == gated-pair || $part == pi0-attention-2 ]]; then
+  python3 benchmarks/gated_pair.py --json "$OUT/gated-pair.json" 2>&1 | tee "$OUT/gated-pair.log"
+fi
+if [[ $part == pi0-attention-2 ]]; then   # issue 19: the folds that won in the step, with the few-query kernel
+  python3 benchmarks/few_query_attention.py --json "$OUT/few-query-attention.json" 2>&1 | tee "$OUT/few-query.log"
+  five='[[1, 1024, 32, false], [10, 1024, 32, false], [10, 1024, 2048, false], [11, 1024, 2048, false], [11, 1024, 4096, false]]'
+  rope="kernels={\"rope_append_rows\": true, \"gemv\": $five}"
+  timeout "${TV_S:-330}" python3 benchmarks/tuning_variants.py --recipe benchmarks/results/pi0-full/recipe.json \
+    --knobs "$rope" --knobs "$rope;attention={\"few_query\": true}" --knobs 'attention={"few_query": true}' \
+    --kernels --iters 50 --warmup 10 --json "$OUT/pi0-attention-2.json" 2>&1 | grep -v Warning > "$OUT/pi0-attention-2.log"
+  grep -E "built in|p50|kernels a step|Error|error| us  gap" "$OUT/pi0-attention-2.log" | head -70
 fi
 if [[ $part == gemv-pdl ]]; then   # issue 19: the GEMV reading W while the kernel before it finishes
   python3 -m pytest -q tests/test_gemv.py -k "pdl or chain" 2>&1 | tail -2 | tee "$OUT/gemv-pdl-tests.txt"

@@ -44,14 +44,17 @@ MAX_HEAD_DIM = 256      # a [BLOCK_M, D] fp32 accumulator a program; larger head
 MAX_SPLITS = 64         # chunks a row tile at most (the combine unrolls over them); a longer K/V gets longer chunks
 BLOCK_N = 64            # K/V slots a block
 CHUNK_BLOCKS = 1        # blocks a chunk: one, so each program issues all its loads at once
-BLOCK_M = 64            # (query head, query) rows a tile
+BLOCK_M = 16            # (query head, query) rows a tile: see the NOTE below
 COMBINE_ROWS = 16       # rows x COMBINE_DIMS head dims a combine program
 COMBINE_DIMS = 64
 # NOTE: an earlier design (before 2026-12-03) had a program per (query head, chunk) with a 16-row query tile
 # and the last program of a head combining its chunks behind an atomic counter: on the H200 (2026-12-01, torch
 # 2.11, pi0's shape, benchmarks/results/few-query-attention/) its best launch was 12.6 us a call, slower than
 # the compiled grouped math (11.0 us): each head read the K/V again, and the combine was one program's chain of
-# dependent L2 round trips. gpu_session.sh few-query sweeps this design's launch settings against the same math.
+# dependent L2 round trips. This design (H200, 2026-12-03, torch 2.11, the same benchmark): 7.73 us with tiles of
+# 16 rows, chunks of 64 slots, 4 warps (78 programs), against 10.8-11.1 us for the math; tiles of 32 rows 9.4-9.9,
+# of 64 10.6-11.3, of 128 13.0-13.4 us; chunks of two blocks were slower (12.3-17.0). Inside pi0's step (tiles of
+# 64, 8 warps) the two launches took 8.06 + 3.08 us against 3.65 + 3.02 + 1.80 for the math's three kernels.
 
 
 @triton.jit
@@ -178,7 +181,7 @@ def launch(rows, lk, d, block_m=0, block_n=0, chunk_blocks=0, num_warps=0):
     block_d = max(16, next_pow2(d))
     return {"block_m": block_m, "block_n": block_n, "chunk_blocks": chunk_blocks, "chunk": chunk,
             "splits": max(1, math.ceil(lk / chunk)), "row_tiles": math.ceil(rows / block_m),
-            "num_warps": num_warps or (4 if block_m * block_d <= 8192 else 8)}
+            "num_warps": num_warps or (4 if block_m * block_d <= 4096 else 8)}
 
 
 def few_query_attention(q, k, v, mask=None, scale=None, softcap=None, chunk_blocks=0, block_n=0, num_warps=0,

@@ -179,6 +179,12 @@ def shape_keys(found):
 # (benchmarks/results/pi0-fold/). Routing them on 2026-12-01 had cost 18.10 -> 18.55 ms too. Against cuBLAS
 # alone they lose by 0.2-0.7 us and stay on cuBLAS, with their norms. Why the kernel is slower inside the
 # step at these shapes is not known yet: profile.launch_table shows it by grid.
+# NOTE: the gated row times each side after the cuBLAS gate+up projection that writes the down projection's input
+# (one gate+up weight, [hidden, 2 x K], L2-resident; both sides pay it), where it had timed the down projection
+# alone on a ready input. Alone the gated prologue had won, and inside pi0 full's step the down projection built
+# with it took 16.4 us a call where the plain one took 5.7 (180 calls, 2.95 against 1.03 ms; the recipe with
+# phase 5's folds 17.99 ms against 17.10 without them: H200, 2026-12-03, torch 2.11,
+# benchmarks/results/pi0-attention/). Whether this pair shows that: gpu_session.sh gated-pair.
 ROTATE_BYTES = 256 * 2 ** 20     # weight copies a timed graph rotates over: several times an H100/H200's L2
 CALLS = 20                       # calls of one shape in one timed graph
 
@@ -187,8 +193,9 @@ def time_shapes(found, device, dtype, iters=15):
     """[{rows, N, K, norm, gemv_us, cublas_us}] for each distinct shape of found's projections: kernels.gemv
     (with the norm folded in where a fold would apply) against F.linear (cuBLAS), and for each gated MLP's down
     projection the gemv with act(gate) * up in its prologue against the activation's kernel then cuBLAS (a row
-    with "gated"); each as CALLS back-to-back calls in one CUDA graph over weight copies that rotate past the
-    L2, replays timed side by side. GPU only."""
+    with "gated", each side after the gate+up projection that writes its input: see the NOTE below); each as CALLS
+    back-to-back calls in one CUDA graph over weight copies that rotate past the L2, replays timed side by side.
+    GPU only."""
     from ..quiet import quiet
     with quiet():                # the kernels started ahead wait once for the whole table
         table = [_time_shape(*key, device, dtype, iters) for key in sorted(set(shape_keys(found).values()))]
@@ -212,11 +219,19 @@ def _time_shape(rows, n, k, norm, device, dtype, iters, act=""):
     ws = [torch.randn(n, k, device=device, dtype=dtype, generator=g) * k ** -0.5 for _ in range(copies)]
     x = torch.randn(rows, k, device=device, dtype=dtype, generator=g)
     nw = torch.rand(k, device=device, dtype=dtype, generator=g) + 0.5 if norm else None
-    if act:         # a gated MLP's down projection: its two halves read from one fused output, as in the step
+    if act:         # a gated MLP's down projection, after the fused gate+up projection that writes its input
         from kernels.activations import act_and_mul
-        gate, up = torch.randn(rows, 2 * k, device=device, dtype=dtype, generator=g).split(k, dim=-1)
-        calls = {"gemv": lambda w: gemv(gate, w, up=up, act=act),
-                 "cublas": lambda w: F.linear(act_and_mul(gate, up, act), w)}
+        h = torch.randn(rows, n, device=device, dtype=dtype, generator=g)
+        w_gate_up = torch.randn(2 * k, n, device=device, dtype=dtype, generator=g) * n ** -0.5
+
+        def gated(w):
+            gate, up = F.linear(h, w_gate_up).split(k, dim=-1)
+            return gemv(gate, w, up=up, act=act)
+
+        def unfused(w):
+            gate, up = F.linear(h, w_gate_up).split(k, dim=-1)
+            return F.linear(act_and_mul(gate, up, act), w)
+        calls = {"gemv": gated, "cublas": unfused}
     else:           # with the norm folded in against cuBLAS alone: see the NOTE above
         calls = {"gemv": lambda w: gemv(x, w, norm_weight=nw), "cublas": lambda w: F.linear(x, w)}
     graphs = {name: GraphStep(lambda c=c: [c(ws[i % copies]) for i in range(CALLS)], (), {}).graph.replay
