@@ -206,6 +206,9 @@ if [[ $part == pi0-resume ]]; then   # a recorded pi0 full run (PI0_RUN, carried
   cp reports/pi0r.log "$OUT/pi0-resume.log" 2>/dev/null
   tar czf "$OUT/pi0-resume.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C reports pi0-resume
   [[ -f reports/pi0r-done ]] && echo "pi0-resume: done" || { echo "pi0-resume: still running; call again at once"; tail -3 reports/pi0r.log; }
+  if [[ -f reports/pi0r-done && -n ${AFTER_TESTS:-} ]]; then   # AFTER_TESTS: pytest arguments, run once the chain is done
+    python3 -m pytest -q $AFTER_TESTS 2>&1 | tail -3 | tee "$OUT/after-tests.txt"
+  fi
 fi
 if [[ $part == ladder-time-run ]]; then   # (the background half of ladder-time: both parts below, untimed out)
   export OUT=$PWD/reports LADDER_S=3000 PI0_BUDGET_MIN=${PI0_BUDGET_MIN:-9.5}

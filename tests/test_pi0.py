@@ -173,7 +173,7 @@ def test_pi0_tiny_goes_down_the_whole_ladder_with_verify_correct(tmp_path):
     assert [g["path"] for g in attention["grouped_attention"]] == ["lm", "denoise.expert"]
     grouped = next(c for c in attention["candidates"] if c["label"] == "grouped attention")
     assert grouped["correct"] and grouped["error"] is None, grouped
-    assert attention["few_query"].startswith("not offered: ") and "11 queries over" in attention["few_query"]
+    assert "11 queries over" in attention["few_query"] and "phase 5 times it" in attention["few_query"]
     assert "grouped attention, few-query kernel" not in [c["label"] for c in attention["candidates"]]
     fusion = phases["fusion"]
     assert fusion["model_knobs_offered"] == {"skip_masked_cameras": [2], "batch_cameras": True, "kv_in_place": True}

@@ -11,8 +11,8 @@ A Hugging Face model on eager attention with fewer K/V heads than query heads (G
 grouped attention first: eager's math with each group's query heads folded into the rows, so no K/V
 head is copied per query head (playbook/rewrites/grouped_attention.py); it takes any explicit mask,
 which SDPA's own GQA path does not. Its calls of a few queries over a longer K/V (pi0's denoise steps) can
-go to one Triton launch each (kernels.few_query_attention, the recipe knob "few_query"); it measured slower
-than the compiled math at pi0's shape, so it is not a candidate (the phase JSON says so).
+go to a Triton kernel (kernels.few_query_attention); phase 5 times it against the compiled grouped math at
+the step's own shapes and offers it where it wins (the phase JSON here names the calls it would take).
 Correctness is gated against the baseline as always.
 """
 from ..rewrites import attention, count_ops, decode_kernel, grouped_attention
@@ -24,11 +24,12 @@ NAME = "attention"
 WHAT = "attention through SDPA (HF switch or FX rewrite of eager attention), backend picked by measuring"
 KEEP_IF = "not_slower"
 FORCE_IF_FASTER = 0.05        # force the measured-best backend only when it beats torch's pick by 5%
-# NOTE: grouped attention with its few-query calls through kernels.few_query_attention is not a candidate: at pi0
-# full's denoise shape (11 queries, 8 heads of 256 over one K/V head, 827 slots) the kernel took 12.6 us a call
-# against 11.0 for the compiled grouped math (benchmarks/results/few-query-attention/), so its build (about 35 s
-# on pi0) would buy a loss. Not measured at other shapes.
-FEW_QUERY_MEASURED = "H200, 2026-12-01, pi0 full's shape: 12.6 against 11.0 us a call"
+# NOTE: grouped attention with its few-query calls through kernels.few_query_attention is not a candidate here:
+# whether the kernel beats the compiled math depends on the shape (at pi0 full's denoise shape its first design
+# lost, 12.6 against 11.0 us a call, and its second won, 7.9 against 11.1: H200, 2026-12-01 and 2026-12-03,
+# benchmarks/results/few-query-attention/), so phase 5 times both at the step's own calls before it builds
+# (rewrites.few_query), after the kernels that phase folds around them. A recipe may still ask for it here
+# (attention {"few_query": true}).
 
 
 CHOICES = {"sdpa": "attention through SDPA, torch picks the backend",
@@ -111,9 +112,9 @@ def candidates(ctx):
         if few:
             q, k = few[0][0][0].shape, few[0][0][1].shape
             ctx.info["few_query"] = (
-                f"not offered: {len(few)} of {len(calls)} attention calls a step are {q[2]} queries over {k[2]} "
-                f"slots, kernels.few_query_attention's case, but it measured slower than the compiled grouped "
-                f"math ({FEW_QUERY_MEASURED}); the recipe knob attention {{\"few_query\": true}} builds it")
+                f"{len(few)} of {len(calls)} attention calls a step are {q[2]} queries over {k[2]} slots, "
+                f"kernels.few_query_attention's case: phase 5 times it against the compiled grouped math there "
+                f"and offers it where it wins")
     if route["hf"] or route["rewrite"]:
         out.append({"route": route, "sdpa_backend": None})
     if force:

@@ -88,9 +88,18 @@ CHOICES = {"inductor fusion": "Inductor's fusion settings (aggressive fusion, ep
                                             "cuBLAS in the phase's own table (gemv_shapes), norms, gated "
                                             "activations and residual adds folded in, a few tokens' rotary and "
                                             "cache writes in one launch, with Inductor's fusion settings"}
+FEW_QUERY = ("; and grouped attention's calls of a few queries over a longer K/V through kernels.few_query_attention "
+             "where it beat the compiled grouped math in the phase's own table (few_query_shapes)")
+CHOICES.update({f"{name}, few-query attention": what + FEW_QUERY for name, what in list(CHOICES.items())
+                if name.startswith(("decode gemv", "inductor fusion"))})
 
 
 def label(knobs):
+    name = _label(knobs)
+    return f"{name}, few-query attention" if knobs.get("few_query") else name
+
+
+def _label(knobs):
     if knobs.get("gemv"):
         return "decode gemv + inductor fusion" if knobs.get("inductor_fusion") else "decode gemv"
     swap = knobs.get("swap")
@@ -120,6 +129,9 @@ def candidates(ctx):
                 out = gemv
                 notes.append("Inductor's fusion settings alone not built: the decode GEMV candidate carries "
                              "them, and its projections each beat cuBLAS at their shape (gemv_shapes)")
+            few = _few_query_paths(ctx, pipe, notes)
+            if few:      # the step's few-query attention goes with the decode candidate (or Inductor's fusion)
+                out = [{**c, "few_query": few} for c in out] or [{"few_query": few}]
         else:
             notes.append("decode GEMV not tried: its point is HBM bandwidth, which a CPU run cannot show "
                          "(tests/test_gemv.py checks it in the interpreter)")
@@ -189,6 +201,41 @@ def _gemv_candidates(ctx, pipe, notes, time_shapes=None):
     return [{**knobs, "inductor_fusion": True} if ctx.pipe.compile else knobs]
 
 
+def kept_grouped(ctx):
+    """The models the kept recipe runs on grouped attention without the few-query kernel (phase 2's knobs)."""
+    knobs = next((s["knobs"] for s in getattr(ctx, "steps", []) if s["name"] == "attention"), {})
+    return [] if knobs.get("few_query") else list(knobs.get("grouped") or [])
+
+
+def _few_query_paths(ctx, pipe, notes, time_calls=None):
+    """The grouped-attention models whose few-query calls kernels.few_query_attention beat the compiled grouped
+    math at every shape, timed here before anything is built (time_calls: rewrites.few_query.time_calls, or a
+    stand-in for tests); [] with the reason in notes."""
+    from ..rewrites import few_query
+    paths = kept_grouped(ctx)
+    if not paths:
+        return []
+    wl = pipe.workload
+    try:
+        calls = few_query.record_calls(wl.model, wl.args, wl.kwargs, paths)
+        if not calls:
+            notes.append(f"few-query attention not tried: no call of 1 to 16 queries over a longer K/V in "
+                         f"{', '.join(paths)}")
+            return []
+        with clock.section("decide"):
+            table = (time_calls or few_query.time_calls)(calls, ctx.device)
+    except Exception as e:  # noqa: BLE001  (a kernel or model the table cannot run: no candidate, and why)
+        notes.append(f"few-query attention not tried: timing its calls failed: {type(e).__name__}: "
+                     f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}")
+        return []
+    ctx.info["few_query_shapes"] = table
+    won = few_query.winners(table)
+    if not won:
+        notes.append(f"few-query attention not built: the compiled grouped math was as fast, or within "
+                     f"{few_query.MARGIN:.0%}, at every shape (few_query_shapes)")
+    return won
+
+
 def _rope_rows_sites(ctx, wl, notes):
     """The attention modules whose step appends a few tokens in place (rewrites.rope_append_rows), or []."""
     from ..rewrites import rope_append_rows
@@ -210,6 +257,13 @@ def apply(pipe, knobs):
             raise RuntimeError(f"the few-token rotary + cache write found {len(paths)} attention modules; the recipe "
                                f"recorded {len(knobs['rope_append_rows'])}")
         pipe.info["rope_append_rows"] = len(rope_append_rows.route(wl.model, paths))
+    if knobs.get("few_query"):
+        from ..rewrites import grouped_attention
+        done = grouped_attention.route(pipe.workload.model, set(knobs["few_query"]), few_query=True)
+        if sorted(d["path"] for d in done) != sorted(knobs["few_query"]):
+            raise RuntimeError(f"few-query attention found {[d['path'] for d in done]}; the recipe recorded "
+                               f"{knobs['few_query']}")
+        pipe.info["few_query"] = [d["path"] for d in done]
     if knobs.get("gemv"):
         from ..rewrites import gemv
         wl = pipe.workload

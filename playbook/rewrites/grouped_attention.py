@@ -22,9 +22,10 @@ registered with transformers' AttentionInterface, so any HF model can switch to 
 
 A call of 1 to 16 queries over more K/V slots (pi0's denoise steps) can instead go to
 kernels.few_query_attention, which reads K/V in place and does the scores, mask, softmax and values'
-product in one launch; compiled, the grouped math was five kernels a call there (the padding, two
-products, the softmax, a copy), and still faster (11.0 against 12.6 us, H200): phase 2 does not offer it,
-a recipe can ask for it (attention {"few_query": true}).
+product in two launches (the chunks, their combine), where the compiled grouped math is three to five
+kernels (the padding, two products, the softmax, a copy). Phase 5 times the two at the step's own calls and
+routes the models where the kernel wins (rewrites.few_query); a recipe can ask for it (attention
+{"few_query": true}).
 """
 import torch
 import torch.nn.functional as F
