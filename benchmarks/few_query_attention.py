@@ -29,9 +29,9 @@ from playbook.rewrites.grouped_attention import grouped_attention_forward  # noq
 
 LAYERS, H, KVH, LQ, PREFIX, PAD, D = 18, 8, 1, 11, 816, 28, 256
 # (block_m, block_n, chunk_blocks, num_warps): pi0's 88 rows in 1 to 6 tiles, 7 to 26 chunks
-SWEEP = [(16, 64, 1, 4), (16, 64, 1, 2), (16, 64, 1, 8), (16, 128, 1, 4), (16, 32, 1, 4), (16, 128, 1, 8),
-         (32, 64, 1, 4), (32, 32, 1, 4), (64, 64, 1, 8), (16, 64, 2, 4)]
-COMBINES = [(16, 64), (16, 32), (8, 64), (32, 64), (16, 128)]    # (rows, head dims) a combine program, at the default launch
+SWEEP = [(16, 64, 1, 4), (16, 64, 1, 8), (32, 64, 1, 4), (16, 128, 1, 8), (64, 64, 1, 8)]
+COMBINES = [(16, 64), (8, 64)]    # (rows, head dims) a combine program, at the default launch
+LAST = [(16, 64, 1, 4), (16, 64, 1, 8), (32, 64, 1, 4), (16, 128, 1, 8), (16, 64, 2, 4)]   # the last program combines
 
 
 def inputs(dev, dt):
@@ -85,6 +85,10 @@ def main(argv=None):
         contenders[f"kernel rows {block_m}, chunk {blocks}x{block_n}, {warps} warps"] = (
             lambda k, v, m=block_m, b=blocks, n=block_n, w=warps: fq.few_query_attention(
                 q, k, v, allowed, scale=D ** -0.5, chunk_blocks=b, block_n=n, num_warps=w, block_m=m))
+    for block_m, block_n, blocks, warps in LAST:
+        contenders[f"kernel rows {block_m}, chunk {blocks}x{block_n}, {warps} warps, last program combines"] = (
+            lambda k, v, m=block_m, b=blocks, n=block_n, w=warps: fq.few_query_attention(
+                q, k, v, allowed, scale=D ** -0.5, chunk_blocks=b, block_n=n, num_warps=w, block_m=m, combine="last"))
     for rows, dims in COMBINES:
         contenders[f"kernel, defaults, combine {rows}x{dims}"] = (
             lambda k, v, r=rows, c=dims: combined(r, c, lambda: fq.few_query_attention(q, k, v, allowed, scale=D ** -0.5)))

@@ -20,8 +20,10 @@ BLOCK_N slots, unrolled, so every load of a chunk can be in flight at once): the
 tensor cores (tl.dot), apply the soft cap and the mask, and keep an online softmax (the running max and
 sum) as flash-decoding does, then write the chunk's normalised output and log-sum-exp. The second launch
 spreads the combine over every SM: a program a tile of rows x head dims reads each chunk's log-sum-exp and
-partial output (unrolled: all in flight together), weighs them and writes the output. A K/V that fits one
-chunk needs no combine: the first launch writes the output. A row every slot of which is masked gets zeros
+partial output (unrolled: all in flight together), weighs them and writes the output. Or (combine="last")
+no second launch: each program counts its chunk done on its tile's counter, and the tile's last one reads
+every chunk's partials and writes the output (one int32 a tile, kept per device, set back to zero). A K/V
+that fits one chunk needs no combine: the first launch writes the output. A row every slot of which is masked gets zeros
 (SDPA gives NaN, eager a uniform weight). Scores and softmax are fp32; the probabilities are rounded to V's
 dtype for their product, as eager attention rounds them; in Triton's interpreter the products are fp32
 (its 16-bit tl.dot is wrong: Triton 3.9).
@@ -37,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton import INTERPRET, check_device, next_pow2
+from ._triton import INTERPRET, check_device, next_pow2, zero_counters
 
 MAX_QUERIES = 16        # a denoise suffix or a verify window; more queries are a prefill, SDPA's case
 MAX_HEAD_DIM = 256      # a [BLOCK_M, D] fp32 accumulator a program; larger heads are left to SDPA
@@ -45,6 +47,8 @@ MAX_SPLITS = 64         # chunks a row tile at most (the combine unrolls over th
 BLOCK_N = 64            # K/V slots a block
 CHUNK_BLOCKS = 1        # blocks a chunk: one, so each program issues all its loads at once
 BLOCK_M = 16            # (query head, query) rows a tile: see the NOTE below
+COMBINE = "launch"      # the chunks combined by a second launch, or by the "last" program of each tile to finish
+COMBINES = ("launch", "last")
 COMBINE_ROWS = 16       # rows x COMBINE_DIMS head dims a combine program
 COMBINE_DIMS = 64
 # NOTE: an earlier design (before 2026-12-03) had a program per (query head, chunk) with a 16-row query tile
@@ -58,12 +62,12 @@ COMBINE_DIMS = 64
 
 
 @triton.jit
-def _few_query_part(Q, K, V, Mask, Part, Lse, O, LQ, LK, ROWS, CHUNK, ROW_TILES, scale, softcap,
+def _few_query_part(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, ROWS, CHUNK, ROW_TILES, scale, softcap,
                     sq_b, sq_h, sq_q, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, so_b, so_q, so_h,
                     H: tl.constexpr, KVH: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     CHUNK_BLOCKS: tl.constexpr, MASK_KIND: tl.constexpr, SOFTCAP: tl.constexpr,
-                    FP32_DOT: tl.constexpr, SPLITS: tl.constexpr):
+                    FP32_DOT: tl.constexpr, SPLITS: tl.constexpr, LAST_COMBINES: tl.constexpr):
     tile, split = tl.program_id(0), tl.program_id(1)   # one (batch, K/V head, row tile) x one chunk of the K/V
     bkv = tile // ROW_TILES
     b = bkv // KVH
@@ -124,6 +128,25 @@ def _few_query_part(Q, K, V, Mask, Part, Lse, O, LQ, LK, ROWS, CHUNK, ROW_TILES,
         tl.store(Part + (split * ROWS + g[:, None]) * D + d[None, :], out, mask=rd_in)
         lse = tl.where(l_i > 0, m_i + tl.log(tl.maximum(l_i, 1e-30)), float("-inf"))
         tl.store(Lse + split * ROWS + g, lse, mask=r_in)
+        if LAST_COMBINES:   # the tile's last chunk to finish combines them all, in this launch
+            done = tl.atomic_add(Count + tile, 1, sem="acq_rel")
+            if done == SPLITS - 1:
+                top = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
+                total = tl.zeros([BLOCK_M], dtype=tl.float32)
+                res = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+                for c in tl.static_range(SPLITS):       # unrolled: the chunks' loads need not wait on each other
+                    lse_c = tl.load(Lse + c * ROWS + g, mask=r_in, other=float("-inf"), cache_modifier=".cg")
+                    part = tl.load(Part + (c * ROWS + g[:, None]) * D + d[None, :], mask=rd_in, other=0.0,
+                                   cache_modifier=".cg")
+                    new_top = tl.maximum(top, lse_c)
+                    safe = tl.where(new_top == float("-inf"), 0.0, new_top)
+                    keep, w = tl.exp(top - safe), tl.exp(lse_c - safe)
+                    res = res * keep[:, None] + w[:, None] * part
+                    total = total * keep + w
+                    top = new_top
+                tl.store(O + b * so_b + h[:, None] * so_h + qi[:, None] * so_q + d[None, :],
+                         (res / tl.maximum(total, 1e-30)[:, None]).to(O.dtype.element_ty), mask=rd_in)
+                tl.atomic_xchg(Count + tile, 0)             # ready for the next call
 
 
 @triton.jit
@@ -184,18 +207,26 @@ def launch(rows, lk, d, block_m=0, block_n=0, chunk_blocks=0, num_warps=0):
             "num_warps": num_warps or (4 if block_m * block_d <= 4096 else 8)}
 
 
+_counters = {}      # (device, tiles) -> int32 zeros: the last-program combine's counters, zero between calls
+
+
 def few_query_attention(q, k, v, mask=None, scale=None, softcap=None, chunk_blocks=0, block_n=0, num_warps=0,
-                        block_m=0):
+                        block_m=0, combine=""):
     """softmax(q k^T * scale [soft-capped] [+ mask]) v for each query head over its K/V head; [B, Lq, H, D].
-    chunk_blocks, block_n, num_warps, block_m: the first launch's settings (0: launch()'s defaults), for
-    benchmarks."""
+    chunk_blocks, block_n, num_warps, block_m: the first launch's settings (0: launch()'s defaults); combine:
+    one of COMBINES ("": COMBINE). For benchmarks."""
+    combine = combine or COMBINE
+    if combine not in COMBINES:
+        raise ValueError(f"kernels.few_query_attention: combine {combine!r} is not one of {COMBINES}")
     return torch.ops.playbook.few_query_attention(q, k, v, mask, float(scale or 0.0), float(softcap or 0.0),
-                                                  int(chunk_blocks), int(block_n), int(num_warps), int(block_m))
+                                                  int(chunk_blocks), int(block_n), int(num_warps), int(block_m),
+                                                  combine == "last")
 
 
 @torch.library.custom_op("playbook::few_query_attention", mutates_args=())
 def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor], scale: float,
-                  softcap: float, chunk_blocks: int, block_n: int, num_warps: int, block_m: int) -> torch.Tensor:
+                  softcap: float, chunk_blocks: int, block_n: int, num_warps: int, block_m: int,
+                  last_combines: bool) -> torch.Tensor:
     check_device("few_query_attention", *(t for t in (q, k, v, mask) if t is not None))
     why = takes(q, k, mask)
     if why is None and v.shape != k.shape:
@@ -220,15 +251,19 @@ def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optio
     out = torch.empty(b, lq, h, d, device=q.device, dtype=q.dtype)
     part = torch.empty(splits * rows * d if splits > 1 else 1, device=q.device, dtype=torch.float32)
     lse = torch.empty(splits * rows if splits > 1 else 1, device=q.device, dtype=torch.float32)
-    _few_query_part[(b * kvh * at["row_tiles"], splits)](
-        q, k, v, mask if mask is not None else q, part, lse, out, lq, lk, rows, at["chunk"], at["row_tiles"],
+    tiles = b * kvh * at["row_tiles"]
+    last = last_combines and splits > 1
+    count = zero_counters(_counters, q.device, tiles) if last else lse
+    _few_query_part[(tiles, splits)](
+        q, k, v, mask if mask is not None else q, part, lse, count, out, lq, lk, rows, at["chunk"], at["row_tiles"],
         scale or 1.0 / math.sqrt(d), softcap or 1.0,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), *sm, out.stride(0), out.stride(1), out.stride(2),
         H=h, KVH=kvh, GROUP=group, D=d, BLOCK_D=block_d, BLOCK_M=at["block_m"], BLOCK_N=at["block_n"],
         CHUNK_BLOCKS=at["chunk_blocks"], MASK_KIND=kind, SOFTCAP=bool(softcap),
-        FP32_DOT=INTERPRET or q.dtype == torch.float32, SPLITS=splits, num_warps=at["num_warps"])
-    if splits > 1:
+        FP32_DOT=INTERPRET or q.dtype == torch.float32, SPLITS=splits, LAST_COMBINES=last,
+        num_warps=at["num_warps"])
+    if splits > 1 and not last:
         block_dc = min(COMBINE_DIMS, block_d)
         _few_query_combine[(triton.cdiv(rows, COMBINE_ROWS), triton.cdiv(d, block_dc))](
             part, lse, out, rows, lq, out.stride(0), out.stride(1), out.stride(2), H=h, D=d, SPLITS=splits,
@@ -237,6 +272,6 @@ def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optio
 
 
 @_few_query_op.register_fake
-def _(q, k, v, mask, scale, softcap, chunk_blocks, block_n, num_warps, block_m):
+def _(q, k, v, mask, scale, softcap, chunk_blocks, block_n, num_warps, block_m, last_combines):
     b, h, lq, d = q.shape
     return q.new_empty(b, lq, h, d)

@@ -54,11 +54,12 @@ def test_additive_per_head_masks_scale_and_softcap(dtype):
         close(got, ref.few_query_attention(q, k, v, mask, scale=0.1, softcap=5.0), dtype)
 
 
-def test_a_row_with_every_slot_masked_gives_zeros_and_the_others_are_untouched():
+@pytest.mark.parametrize("combine", fq.COMBINES)
+def test_a_row_with_every_slot_masked_gives_zeros_and_the_others_are_untouched(combine):
     q, k, v = inputs(1, 2, 1, 4, 140, 16, torch.float32)
     mask = torch.ones(1, 1, 4, 140, dtype=torch.bool, device=DEVICE)
     mask[..., 2, :] = False
-    got = fq.few_query_attention(q, k, v, mask, chunk_blocks=1)
+    got = fq.few_query_attention(q, k, v, mask, chunk_blocks=1, combine=combine)
     assert (got[:, 2] == 0).all()
     close(got, ref.few_query_attention(q, k, v, mask), torch.float32)
 
@@ -123,3 +124,22 @@ def test_it_compiles_as_one_opaque_op():
     mask = pi0_mask(5, 70)
     fn = torch.compile(lambda q, k, v, m: fq.few_query_attention(q, k, v, m) * 2.0, backend="aot_eager")
     close(fn(q, k, v, mask), 2.0 * ref.few_query_attention(q, k, v, mask), torch.float32)
+
+
+@pytest.mark.parametrize("b,h,kvh,lq,lk,d,block_m", [(1, 8, 1, 11, 200, 32, 16), (2, 4, 2, 3, 77, 16, 16),
+                                                     (1, 3, 1, 7, 130, 24, 32)])
+def test_the_last_program_of_a_tile_combines_as_the_second_launch_does(b, h, kvh, lq, lk, d, block_m):
+    q, k, v = inputs(b, h, kvh, lq, lk, d, torch.float32, seed=8)
+    mask = pi0_mask(lq, lk).expand(b, 1, lq, lk)
+    want = ref.few_query_attention(q, k, v, mask)
+    for _ in range(2):              # a second call finds its counters back at zero
+        got = fq.few_query_attention(q, k, v, mask, block_n=16, block_m=block_m, combine="last")
+        close(got, want, torch.float32)
+        torch.testing.assert_close(got, fq.few_query_attention(q, k, v, mask, block_n=16, block_m=block_m,
+                                                               combine="launch"), atol=1e-5, rtol=1e-5)
+
+
+def test_an_unknown_combine_says_which_there_are():
+    q, k, v = inputs(1, 2, 1, 2, 40, 16, torch.float32)
+    with pytest.raises(ValueError, match="combine 'atomic' is not one of"):
+        fq.few_query_attention(q, k, v, combine="atomic")

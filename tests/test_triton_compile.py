@@ -111,6 +111,7 @@ k, v = torch.randn(1, 1, 827, 256, dtype=bf), torch.randn(1, 1, 827, 256, dtype=
 allowed = torch.ones(1, 1, 11, 827, dtype=torch.bool)
 cases.update({
     "few-query attention, pi0's boolean mask": lambda: few_query_attention(q, k, v, allowed),
+    "few-query attention, the last program combines": lambda: few_query_attention(q, k, v, allowed, combine="last"),
     "few-query attention, additive mask, soft cap": lambda: few_query_attention(
         q, k, v, torch.zeros(1, 8, 11, 827, dtype=bf), softcap=50.0),
     "few-query attention, no mask, fp32, head of 24": lambda: few_query_attention(
