@@ -59,6 +59,9 @@ COMBINE_DIMS = 64
 # 16 rows, chunks of 64 slots, 4 warps (78 programs), against 10.8-11.1 us for the math; tiles of 32 rows 9.4-9.9,
 # of 64 10.6-11.3, of 128 13.0-13.4 us; chunks of two blocks were slower (12.3-17.0). Inside pi0's step (tiles of
 # 64, 8 warps) the two launches took 8.06 + 3.08 us against 3.65 + 3.02 + 1.80 for the math's three kernels.
+# combine="last" (no second launch) measured slower: 8.83 us at best (8 warps) against 7.88 for the two launches,
+# 11.1 with 4 warps, 20.9 with tiles of 32 rows (call5-last-program-combine.json): one program reading every
+# chunk's [16, D] partials is a longer chain than a launch whose programs each read a share. It stays an option.
 
 
 @triton.jit
