@@ -28,10 +28,11 @@ from kernels import reference  # noqa: E402
 from playbook.rewrites.grouped_attention import grouped_attention_forward  # noqa: E402
 
 LAYERS, H, KVH, LQ, PREFIX, PAD, D = 18, 8, 1, 11, 816, 28, 256
-# (block_m, block_n, chunk_blocks, num_warps): pi0's 88 rows in 1 to 6 tiles, 7 to 26 chunks
-SWEEP = [(16, 64, 1, 4), (16, 64, 1, 8), (32, 64, 1, 4), (16, 128, 1, 8), (64, 64, 1, 8)]
+# (block_m, block_n, chunk_blocks, num_warps, combine): pi0's 88 rows in 1 to 6 tiles, 7 to 26 chunks
+SWEEP = [(16, 64, 1, 4, "launch"), (16, 64, 1, 8, "launch"), (32, 64, 1, 4, "launch"), (16, 128, 1, 8, "launch"),
+         (64, 64, 1, 8, "launch"), (16, 64, 1, 4, "last"), (16, 64, 1, 8, "last"), (32, 64, 1, 4, "last"),
+         (16, 128, 1, 8, "last"), (16, 64, 2, 4, "last")]
 COMBINES = [(16, 64), (8, 64)]    # (rows, head dims) a combine program, at the default launch
-LAST = [(16, 64, 1, 4), (16, 64, 1, 8), (32, 64, 1, 4), (16, 128, 1, 8), (16, 64, 2, 4)]   # the last program combines
 
 
 def inputs(dev, dt):
@@ -81,17 +82,15 @@ def main(argv=None):
     contenders = {"grouped math, compiled, boolean mask": lambda k, v: grouped(q, k, v, allowed),
                   "grouped math, compiled, additive mask": lambda k, v: grouped(q, k, v, additive),
                   "sdpa (K/V per head), compiled": torch.compile(lambda k, v: sdpa_hf(q, k, v, allowed))}
-    for block_m, block_n, blocks, warps in SWEEP:
-        contenders[f"kernel rows {block_m}, chunk {blocks}x{block_n}, {warps} warps"] = (
-            lambda k, v, m=block_m, b=blocks, n=block_n, w=warps: fq.few_query_attention(
-                q, k, v, allowed, scale=D ** -0.5, chunk_blocks=b, block_n=n, num_warps=w, block_m=m))
-    for block_m, block_n, blocks, warps in LAST:
-        contenders[f"kernel rows {block_m}, chunk {blocks}x{block_n}, {warps} warps, last program combines"] = (
-            lambda k, v, m=block_m, b=blocks, n=block_n, w=warps: fq.few_query_attention(
-                q, k, v, allowed, scale=D ** -0.5, chunk_blocks=b, block_n=n, num_warps=w, block_m=m, combine="last"))
+    for block_m, block_n, blocks, warps, combine in SWEEP:
+        name = f"kernel rows {block_m}, chunk {blocks}x{block_n}, {warps} warps"
+        contenders[name + (", last program combines" if combine == "last" else "")] = (
+            lambda k, v, m=block_m, b=blocks, n=block_n, w=warps, c=combine: fq.few_query_attention(
+                q, k, v, allowed, scale=D ** -0.5, chunk_blocks=b, block_n=n, num_warps=w, block_m=m, combine=c))
     for rows, dims in COMBINES:
         contenders[f"kernel, defaults, combine {rows}x{dims}"] = (
-            lambda k, v, r=rows, c=dims: combined(r, c, lambda: fq.few_query_attention(q, k, v, allowed, scale=D ** -0.5)))
+            lambda k, v, r=rows, c=dims: combined(r, c, lambda: fq.few_query_attention(q, k, v, allowed,
+                                                                                        scale=D ** -0.5)))
     contenders["kernel, defaults, additive mask"] = lambda k, v: fq.few_query_attention(q, k, v, additive,
                                                                                         scale=D ** -0.5)
     rows = []

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from playbook import bench  # noqa: E402
-from playbook.capture import GraphStep  # noqa: E402
 from playbook.rewrites import gemv as gemv_rewrite  # noqa: E402
 
 ROWS, N, K, ACT = 11, 1024, 4096, "gelu_tanh"
@@ -34,12 +33,11 @@ def alone(device, dtype, iters=15):
     g = torch.Generator(device=device).manual_seed(0)
     ws = [torch.randn(N, K, device=device, dtype=dtype, generator=g) * K ** -0.5 for _ in range(copies)]
     gate, up = torch.randn(ROWS, 2 * K, device=device, dtype=dtype, generator=g).split(K, dim=-1)
-    sides = {"gemv": lambda w: gemv(gate, w, up=up, act=ACT), "cublas": lambda w: F.linear(act_and_mul(gate, up, ACT), w)}
-    graphs = {name: GraphStep(lambda c=c: [c(ws[i % copies]) for i in range(calls)], (), {}).graph.replay
-              for name, c in sides.items()}
-    t = bench.time_side_by_side(graphs, device, iters=iters, warmup=3)
-    return {"timing": "alone", "gemv_us": round(t["gemv"].p50_ms * 1e3 / calls, 2),
-            "cublas_us": round(t["cublas"].p50_ms * 1e3 / calls, 2)}
+    sides = {"gemv": lambda w: gemv(gate, w, up=up, act=ACT),
+             "cublas": lambda w: F.linear(act_and_mul(gate, up, ACT), w)}
+    us = bench.graphs_side_by_side({name: lambda c=c: [c(ws[i % copies]) for i in range(calls)]
+                                    for name, c in sides.items()}, calls, device, iters=iters)
+    return {"timing": "alone", "gemv_us": us["gemv"], "cublas_us": us["cublas"]}
 
 
 def main(argv=None):
@@ -52,9 +50,9 @@ def main(argv=None):
     rows.append({"timing": "after gate+up", "gemv_us": pair["gemv_us"], "cublas_us": pair["cublas_us"]})
     for r in rows:
         print(json.dumps(r), flush=True)
-    Path(args.json).write_text(json.dumps({"device": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
-                                           "torch": torch.__version__, "shape": {"rows": ROWS, "N": N, "K": K, "act": ACT},
-                                           "rows": rows}, indent=2) + "\n")
+    out = {"device": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
+           "torch": torch.__version__, "shape": {"rows": ROWS, "N": N, "K": K, "act": ACT}, "rows": rows}
+    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ spreads the combine over every SM: a program a tile of rows x head dims reads ea
 partial output (unrolled: all in flight together), weighs them and writes the output. Or (combine="last")
 no second launch: each program counts its chunk done on its tile's counter, and the tile's last one reads
 every chunk's partials and writes the output (one int32 a tile, kept per device, set back to zero). A K/V
-that fits one chunk needs no combine: the first launch writes the output. A row every slot of which is masked gets zeros
-(SDPA gives NaN, eager a uniform weight). Scores and softmax are fp32; the probabilities are rounded to V's
-dtype for their product, as eager attention rounds them; in Triton's interpreter the products are fp32
-(its 16-bit tl.dot is wrong: Triton 3.9).
+that fits one chunk needs no combine: the first launch writes the output. A row every slot of which is
+masked gets zeros (SDPA gives NaN, eager a uniform weight). Scores and softmax are fp32; the probabilities
+are rounded to V's dtype for their product, as eager attention rounds them; in Triton's interpreter the
+products are fp32 (its 16-bit tl.dot is wrong: Triton 3.9).
 
 It is the torch custom op `playbook::few_query_attention`, opaque to Inductor and capturable in a CUDA
 graph. On a CPU it runs only under TRITON_INTERPRET=1 (the tests); elsewhere use the reference.

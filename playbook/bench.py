@@ -140,6 +140,15 @@ def time_side_by_side(steps, device, iters=100, warmup=10, rounds=5):
     return {name: summarize(samples[name], round_p50[name]) for name in steps}
 
 
+def graphs_side_by_side(sides, calls, device, iters=15, warmup=3):
+    """{name: us a call}: each side (a function making `calls` calls) captured once in a CUDA graph, the
+    replays timed side by side; a call's time includes the launch gaps inside the graph. GPU only."""
+    from .capture import GraphStep
+    graphs = {name: GraphStep(side, (), {}).graph.replay for name, side in sides.items()}
+    t = time_side_by_side(graphs, device, iters=iters, warmup=warmup)
+    return {name: round(t[name].p50_ms * 1e3 / calls, 2) for name in sides}
+
+
 def noise(candidate: Timing, reference: Timing):
     """Relative noise of the ratio candidate/reference: half the range of per-round ratios, at least 2%."""
     ratios = [c / r for c, r in zip(candidate.round_p50_ms, reference.round_p50_ms) if r > 0]

@@ -414,7 +414,7 @@ def test_on_a_gpu_the_gemv_candidate_replaces_inductor_fusion_alone(monkeypatch)
     from playbook.phases import kernels as phase
     wl = _hf("llama", {"position": "3"})
     ctx = pytypes.SimpleNamespace(info={}, pipe=pytypes.SimpleNamespace(compile=True), device=torch.device("cuda"),
-                                  vendor="cuda", fresh_pipeline=lambda: pytypes.SimpleNamespace(workload=wl))
+                                  vendor="cuda", steps=[], fresh_pipeline=lambda: pytypes.SimpleNamespace(workload=wl))
     gemv = {"gemv": [[1, 256, 256, False]], "inductor_fusion": True}
     monkeypatch.setattr(phase, "_gemv_candidates", lambda ctx, pipe, notes: [gemv])
     out = phase.candidates(ctx)

@@ -88,9 +88,10 @@ CHOICES = {"inductor fusion": "Inductor's fusion settings (aggressive fusion, ep
                                             "cuBLAS in the phase's own table (gemv_shapes), norms, gated "
                                             "activations and residual adds folded in, a few tokens' rotary and "
                                             "cache writes in one launch, with Inductor's fusion settings"}
-FEW_QUERY = ("; and grouped attention's calls of a few queries over a longer K/V through kernels.few_query_attention "
-             "where it beat the compiled grouped math in the phase's own table (few_query_shapes)")
-CHOICES.update({f"{name}, few-query attention": what + FEW_QUERY for name, what in list(CHOICES.items())
+WITH_FEW_QUERY = ("; and grouped attention's calls of a few queries over a longer K/V through "
+                  "kernels.few_query_attention where it beat the compiled grouped math in the phase's own table "
+                  "(few_query_shapes)")
+CHOICES.update({f"{name}, few-query attention": what + WITH_FEW_QUERY for name, what in list(CHOICES.items())
                 if name.startswith(("decode gemv", "inductor fusion"))})
 
 
@@ -203,7 +204,7 @@ def _gemv_candidates(ctx, pipe, notes, time_shapes=None):
 
 def kept_grouped(ctx):
     """The models the kept recipe runs on grouped attention without the few-query kernel (phase 2's knobs)."""
-    knobs = next((s["knobs"] for s in getattr(ctx, "steps", []) if s["name"] == "attention"), {})
+    knobs = next((s["knobs"] for s in ctx.steps if s["name"] == "attention"), {})
     return [] if knobs.get("few_query") else list(knobs.get("grouped") or [])
 
 

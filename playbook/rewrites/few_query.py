@@ -76,7 +76,6 @@ def time_calls(calls, device, iters=15):
     from kernels.few_query_attention import few_query_attention
 
     from .. import bench
-    from ..capture import GraphStep
     from ..quiet import quiet
     rows = []
     with quiet():
@@ -87,11 +86,9 @@ def time_calls(calls, device, iters=15):
                 None, q, k, v, m, scaling=scaling, softcap=softcap)[0], dynamic=False)
             sides = {"kernel": lambda k, v: few_query_attention(q, k, v, mask, scale=scaling, softcap=softcap),
                      "math": lambda k, v: math(q, k, v, mask)}
-            graphs = {name: GraphStep(lambda f=f: [f(k, v) for k, v in kvs], (), {}).graph.replay
-                      for name, f in sides.items()}
-            t = bench.time_side_by_side(graphs, device, iters=iters, warmup=3)
-            rows.append({**describe(c), "kernel_us": round(t["kernel"].p50_ms * 1e3 / CALLS, 2),
-                         "math_us": round(t["math"].p50_ms * 1e3 / CALLS, 2)})
+            us = bench.graphs_side_by_side({name: lambda f=f: [f(k, v) for k, v in kvs] for name, f in sides.items()},
+                                           CALLS, device, iters=iters)
+            rows.append({**describe(c), "kernel_us": us["kernel"], "math_us": us["math"]})
     return rows
 
 

@@ -181,10 +181,11 @@ def shape_keys(found):
 # step at these shapes is not known yet: profile.launch_table shows it by grid.
 # NOTE: the gated row times each side after the cuBLAS gate+up projection that writes the down projection's input
 # (one gate+up weight, [hidden, 2 x K], L2-resident; both sides pay it), where it had timed the down projection
-# alone on a ready input. Alone the gated prologue had won, and inside pi0 full's step the down projection built
-# with it took 16.4 us a call where the plain one took 5.7 (180 calls, 2.95 against 1.03 ms; the recipe with
-# phase 5's folds 17.99 ms against 17.10 without them: H200, 2026-12-03, torch 2.11,
-# benchmarks/results/pi0-attention/). Whether this pair shows that: gpu_session.sh gated-pair.
+# alone on a ready input. Alone it had won in an earlier table (2026-12-02), and inside pi0 full's step the down
+# projection built with it took 16.4 us a call where the plain one took 5.7 (180 calls, 2.95 against 1.03 ms; the
+# recipe with phase 5's folds 17.99 ms against 17.10 without them: H200, 2026-12-03, torch 2.11,
+# benchmarks/results/pi0-attention/). Measured both ways that day (gated-pair.json there): 16.72 against 9.47 us
+# alone, 22.37 against 15.21 after gate+up; the gated fold is not offered at pi0's shape either way.
 ROTATE_BYTES = 256 * 2 ** 20     # weight copies a timed graph rotates over: several times an H100/H200's L2
 CALLS = 20                       # calls of one shape in one timed graph
 
@@ -213,7 +214,6 @@ def _time_shape(rows, n, k, norm, device, dtype, iters, act=""):
     from kernels.gemv import gemv
 
     from .. import bench
-    from ..capture import GraphStep
     copies = max(2, min(CALLS, -(-ROTATE_BYTES // (n * k * dtype.itemsize))))
     g = torch.Generator(device=device).manual_seed(0)
     ws = [torch.randn(n, k, device=device, dtype=dtype, generator=g) * k ** -0.5 for _ in range(copies)]
@@ -234,11 +234,9 @@ def _time_shape(rows, n, k, norm, device, dtype, iters, act=""):
         calls = {"gemv": gated, "cublas": unfused}
     else:           # with the norm folded in against cuBLAS alone: see the NOTE above
         calls = {"gemv": lambda w: gemv(x, w, norm_weight=nw), "cublas": lambda w: F.linear(x, w)}
-    graphs = {name: GraphStep(lambda c=c: [c(ws[i % copies]) for i in range(CALLS)], (), {}).graph.replay
-              for name, c in calls.items()}        # CALLS calls a replay, each on the next copy of W
-    t = bench.time_side_by_side(graphs, device, iters=iters, warmup=3)
-    row = {"rows": rows, "N": n, "K": k, "norm": norm, "gemv_us": round(t["gemv"].p50_ms * 1e3 / CALLS, 2),
-           "cublas_us": round(t["cublas"].p50_ms * 1e3 / CALLS, 2)}
+    us = bench.graphs_side_by_side({name: lambda c=c: [c(ws[i % copies]) for i in range(CALLS)]   # the next W
+                                    for name, c in calls.items()}, CALLS, device, iters=iters)
+    row = {"rows": rows, "N": n, "K": k, "norm": norm, "gemv_us": us["gemv"], "cublas_us": us["cublas"]}
     return {**row, "gated": act} if act else row
 
 
