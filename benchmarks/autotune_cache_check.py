@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))   # the project's kernels/ before benchmarks/kernels.py (transformers imports "kernels")
+sys.path.insert(0, str(ROOT))   # the project importable when run as a script
 
 
 def _block(dim=2048, hidden=8192):

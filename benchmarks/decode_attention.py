@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graph_timing import per_call_us  # noqa: E402
-from kernels import decode_attention as da  # noqa: E402
+from playbook.kernels import decode_attention as da  # noqa: E402
 
 LAYERS, H, KVH, N, D = 16, 32, 8, 1024, 64
 

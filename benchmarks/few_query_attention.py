@@ -23,8 +23,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graph_timing import per_call_us  # noqa: E402
-from kernels import few_query_attention as fq  # noqa: E402
-from kernels import reference  # noqa: E402
+from playbook.kernels import few_query_attention as fq  # noqa: E402
+from playbook.kernels import reference  # noqa: E402
 from playbook.rewrites.grouped_attention import grouped_attention_forward  # noqa: E402
 
 LAYERS, H, KVH, LQ, PREFIX, PAD, D = 18, 8, 1, 11, 816, 28, 256

@@ -27,8 +27,8 @@ ROWS, N, K, ACT = 11, 1024, 4096, "gelu_tanh"
 
 
 def alone(device, dtype, iters=15):
-    from kernels.activations import act_and_mul
-    from kernels.gemv import gemv
+    from playbook.kernels.activations import act_and_mul
+    from playbook.kernels.gemv import gemv
     calls, copies = gemv_rewrite.CALLS, 16
     g = torch.Generator(device=device).manual_seed(0)
     ws = [torch.randn(N, K, device=device, dtype=dtype, generator=g) * K ** -0.5 for _ in range(copies)]

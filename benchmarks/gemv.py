@@ -1,4 +1,4 @@
-"""Decode projections on one GPU: kernels/gemv.py against cuBLAS (F.linear) and Inductor, per decode shape.
+"""Decode projections on one GPU: playbook/kernels/gemv.py against cuBLAS (F.linear) and Inductor, per decode shape.
 
     python benchmarks/gemv.py                          # llama 1b's decode shapes, bf16 -> benchmarks/results/gemv/
     python benchmarks/gemv.py --shapes 3072x2048,2048x8192 --out /tmp/g
@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.kernels import back_to_back, graphed_back_to_back  # noqa: E402  (events around back-to-back calls)
-from kernels import reference  # noqa: E402
-from kernels._triton import next_pow2  # noqa: E402
-from kernels.gemv import blocks, gemv, pdl_here, rows_blocks, rows_gpu_blocks, sm_count  # noqa: E402
+from playbook.kernels import reference  # noqa: E402
+from playbook.kernels._triton import next_pow2  # noqa: E402
+from playbook.kernels.gemv import blocks, gemv, pdl_here, rows_blocks, rows_gpu_blocks, sm_count  # noqa: E402
 from playbook import bench  # noqa: E402
 from playbook.devices import describe, measure_ceilings  # noqa: E402
 
@@ -65,7 +65,7 @@ def main():
     ap.add_argument("--sweep", action="store_true", help="also time ours at each block and warp choice (graphed)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        sys.exit("benchmarks/gemv.py needs a CUDA or ROCm GPU (kernels/gemv.py's CPU path is the interpreter, "
+        sys.exit("benchmarks/gemv.py needs a CUDA or ROCm GPU (playbook/kernels/gemv.py's CPU path is the interpreter, "
                  "for tests only)")
     shapes = SHAPES.get(args.shapes) or [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",") if s]
     device, dtype = torch.device("cuda"), getattr(torch, args.dtype)

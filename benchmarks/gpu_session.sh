@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU sitting on the device machine, in parts that each fit one call (10 minutes), results to $OUT.
 #   bash benchmarks/gpu_session.sh tests            # gpu-marked tests + kernel tests on CUDA
-#   bash benchmarks/gpu_session.sh kernels          # benchmarks/kernels.py
+#   bash benchmarks/gpu_session.sh kernels          # benchmarks/kernels_bandwidth.py
 #   bash benchmarks/gpu_session.sh gemv             # benchmarks/gemv.py: decode projections vs cuBLAS, Inductor
 #   bash benchmarks/gpu_session.sh sweep            # benchmarks/kernels_sweep.py: block/warp choices
 #   bash benchmarks/gpu_session.sh ladder [args]    # the ladder on llama 1b (--resume to go on)
@@ -130,7 +130,7 @@ if [[ $part == sweep ]]; then
   python3 benchmarks/kernels_sweep.py "$@" 2>&1 | tee "$OUT/sweep.log"
 fi
 if [[ $part == kernels || $part == all ]]; then
-  python3 benchmarks/kernels.py --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log"
+  python3 benchmarks/kernels_bandwidth.py --out "$OUT/kernels" 2>&1 | tee "$OUT/kernels.log"
 fi
 if [[ $part == ladder || $part == all ]]; then
   run=$PWD/reports/llama-1b      # inside the repo: kept between calls while the machine stays warm

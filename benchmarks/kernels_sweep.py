@@ -1,4 +1,4 @@
-"""Sweep block shapes and warps of kernels/ at one size on a GPU, to choose the defaults in config().
+"""Sweep block shapes and warps of playbook/kernels/ at one size on a GPU, to choose the defaults in config().
 
     python benchmarks/kernels_sweep.py --rows 32768 --hidden 4096      # prints GB/s per config, best first
 
@@ -13,7 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kernels import activations, norms, reference  # noqa: E402
+from playbook.kernels import activations, norms, reference  # noqa: E402
 from playbook import bench  # noqa: E402
 from playbook.devices import measure_ceilings  # noqa: E402
 

@@ -43,7 +43,7 @@ class Lab:
         from .devices import resolve_device
         self.device = resolve_device(device)
         if self.device.type == "cpu":
-            os.environ.setdefault("TRITON_INTERPRET", "1")      # before kernels/ imports triton
+            os.environ.setdefault("TRITON_INTERPRET", "1")      # before playbook/kernels/ imports triton
         self.say = say
         self.gpu = self.device.type == "cuda"
         self.sms = torch.cuda.get_device_properties(self.device).multi_processor_count if self.gpu else None
@@ -186,7 +186,7 @@ class Lab:
 
     def sweep(self, versions, kv_lens, dtype, reference=None):
         """Each version (and the reference) at each KV length: microseconds, programs, correct."""
-        from kernels.reference import decode_attention
+        from playbook.kernels.reference import decode_attention
         rows = []
         for kv in kv_lens:
             x = decode_inputs(kv, self.device, dtype)
@@ -284,7 +284,7 @@ def sdpa(q, k, v):
 
 
 if __name__ == "__main__":          # one launch, for ncu and compute-sanitizer: python -m playbook.lab v1|split KV
-    from kernels import decode_attention as da
+    from playbook.kernels import decode_attention as da
     version, kv = sys.argv[1], int(sys.argv[2])
     x = decode_inputs(kv, torch.device("cuda"), torch.bfloat16)
     (da.decode_attention_v1 if version == "v1" else da.decode_attention_split)(*x)

@@ -41,7 +41,7 @@ CATEGORIES = ("gemm", "attention", "norm", "elementwise", "memcpy", "other")
 KERNEL_PATTERNS = (
     ("memcpy", r"^(memcpy|memset)\d+_"),         # a graph's copy nodes run as kernels (memcpy32_post)
     ("other", r"nccl|rccl"),                     # collectives: not this step's arithmetic
-    ("attention", r"flash|fmha|attn|attention|mha_|sdpa|softmax|paged_att|^_decode_|^_combine$|^_few_query_"),   # ours: kernels/
+    ("attention", r"flash|fmha|attn|attention|mha_|sdpa|softmax|paged_att|^_decode_|^_combine$|^_few_query_"),   # ours: playbook/kernels/
     ("gemm", r"gemm|gemv|nvjet|xmma|cutlass|cublas|Cijk_|wvSplitK|triton_tem_\w*mm|splitKreduce|_mm_|bmm|matmul"),
     ("norm", r"rms|norm|rsqrt"),
     ("elementwise", r"elementwise|vectorized|unrolled|triton_|silu|gelu|_and_mul|copy|cat|index|fill|reduce|"

@@ -10,7 +10,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))   # for custom-model fixtures (tests/fixture_models.py)
 os.environ.setdefault("PYTHONPATH", str(ROOT))
 if not torch.cuda.is_available():
-    # Triton kernels run on CPU tensors in Triton's interpreter; it must be on before kernels/ is imported.
+    # Triton kernels run on CPU tensors in Triton's interpreter; it must be on before playbook/kernels/ is imported.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 

@@ -1,4 +1,4 @@
-"""kernels/decode_attention.py (the lab's worked example) against its reference, and the lab's gates."""
+"""playbook/kernels/decode_attention.py (the lab's worked example) against its reference, and the lab's gates."""
 import json
 import os
 import subprocess
@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from kernels import decode_attention as da
-from kernels import reference as ref
+from playbook.kernels import decode_attention as da
+from playbook.kernels import reference as ref
 from playbook import lab
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -39,7 +39,7 @@ def test_one_step_records_each_few_query_shape_once_and_passes_every_call_on():
     assert AttentionInterface._global_mapping[grouped_attention.NAME] is grouped_attention.grouped_attention_forward
     want = grouped_attention.grouped_attention_forward(None, c["q"], c["k"], c["v"], c["mask"],
                                                        scaling=c["scaling"])[0]
-    from kernels.few_query_attention import few_query_attention
+    from playbook.kernels.few_query_attention import few_query_attention
     got = few_query_attention(c["q"], c["k"], c["v"], c["mask"], scale=c["scaling"])
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 

@@ -1,9 +1,9 @@
-"""kernels/few_query_attention.py against its reference: odd lengths, GQA groups, every mask kind, soft caps."""
+"""playbook/kernels/few_query_attention.py against its reference: odd lengths, GQA groups, every mask kind, soft caps."""
 import pytest
 import torch
 
-from kernels import few_query_attention as fq
-from kernels import reference as ref
+from playbook.kernels import few_query_attention as fq
+from playbook.kernels import reference as ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}

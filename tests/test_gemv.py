@@ -1,9 +1,9 @@
-"""kernels/gemv.py against its reference: odd shapes, every dtype, the norm prologue, bias and residual."""
+"""playbook/kernels/gemv.py against its reference: odd shapes, every dtype, the norm prologue, bias and residual."""
 import pytest
 import torch
 
-from kernels import gemv as gv
-from kernels import reference as ref
+from playbook.kernels import gemv as gv
+from playbook.kernels import reference as ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # One fp32 dot product of K terms, summed in another order than torch's: the fp32 bar grows with K.
@@ -466,7 +466,7 @@ def test_a_recipe_can_ask_for_the_gemv_with_pdl_and_give_it_back(monkeypatch):
     """kernels {"gemv": ..., "pdl": true} routes the projections with PDL (a recipe's knob; phase 5 does not offer
     it yet): each routed call asks kernels.gemv for it, the logits are the same (PDL is ignored off an sm_90+
     GPU), and giving the projections back to Inductor leaves nothing of it on the modules."""
-    import kernels.gemv as kg
+    import playbook.kernels.gemv as kg
     from playbook.phases import kernels as phase5
     from playbook.pipeline import Pipeline
     from playbook.rewrites import gemv as rg

@@ -60,8 +60,8 @@ def test_every_rewrite_compiled_and_captured_is_correct(workload):
 
 
 def test_kernels_inside_inductor_and_a_cuda_graph():
-    import kernels
-    from kernels import reference
+    from playbook import kernels
+    from playbook.kernels import reference
     x = torch.randn(3, 2048, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(2048, device="cuda", dtype=torch.bfloat16)
 

@@ -1,4 +1,4 @@
-"""kernels/: every Triton kernel against its pure-torch reference, on odd shapes and every dtype.
+"""playbook/kernels/: every Triton kernel against its pure-torch reference, on odd shapes and every dtype.
 
 On a machine without a GPU these run in Triton's interpreter (conftest sets TRITON_INTERPRET=1);
 on the GPU machine the same tests run the compiled kernels. Outputs are poisoned with NaN before each
@@ -7,10 +7,10 @@ launch, so an element the kernel forgets to write fails the test.
 import pytest
 import torch
 
-import kernels
-from kernels import activations as act_mod
-from kernels import reference as ref
-from kernels import norms as norm_mod
+from playbook import kernels
+from playbook.kernels import activations as act_mod
+from playbook.kernels import reference as ref
+from playbook.kernels import norms as norm_mod
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -122,6 +122,6 @@ def test_bad_input_says_what_to_do(monkeypatch):
         kernels.silu_and_mul(fresh((2, 7), torch.float32, 1))
     with pytest.raises(ValueError, match="weight has shape"):
         kernels.rms_norm(fresh((2, 8), torch.float32, 1), fresh((9,), torch.float32, 2))
-    monkeypatch.setattr("kernels._triton.INTERPRET", False)
+    monkeypatch.setattr("playbook.kernels._triton.INTERPRET", False)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         kernels.rms_norm(torch.randn(2, 8), torch.randn(8))

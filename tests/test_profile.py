@@ -100,7 +100,7 @@ def test_rocm_and_cuda_kernel_names():
     assert profile.categorize("_rms_norm_kernel") == "norm"
     assert profile.categorize("triton_poi_fused_silu_mul_3") == "elementwise"
     assert profile.categorize("_few_query_part") == profile.categorize("_few_query_combine") == "attention"
-    assert profile.categorize("_rope_append") == "elementwise"          # kernels/rope_append_rows.py
+    assert profile.categorize("_rope_append") == "elementwise"          # playbook/kernels/rope_append_rows.py
     assert profile.categorize("ncclKernel_AllReduce") == "other"
 
 

@@ -1,9 +1,9 @@
-"""kernels/rope_append_rows.py against its reference, and the few-token attention rewrite that uses it."""
+"""playbook/kernels/rope_append_rows.py against its reference, and the few-token attention rewrite that uses it."""
 import pytest
 import torch
 
-from kernels import reference as ref
-from kernels.rope_append_rows import rope_append_rows
+from playbook.kernels import reference as ref
+from playbook.kernels.rope_append_rows import rope_append_rows
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1.6e-2}

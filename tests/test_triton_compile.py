@@ -1,8 +1,8 @@
-"""Every Triton kernel of kernels/ compiles for Hopper (sm_90) here, on a machine without a GPU.
+"""Every Triton kernel of playbook/kernels/ compiles for Hopper (sm_90) here, on a machine without a GPU.
 
 Triton's interpreter (how the other kernel tests run on a CPU) runs a kernel's Python and misses what only
 the compiler checks: a variable an `if` gives another shape is fine in the interpreter and a
-CompilationError on the GPU (a try at kernels/few_query_attention.py's combine, H200, 2026-12-01). Triton
+CompilationError on the GPU (a try at playbook/kernels/few_query_attention.py's combine, H200, 2026-12-01). Triton
 compiles to PTX and a cubin without a device, with the ptxas it ships. So each launcher is called here on
 small CPU tensors with Triton's launch replaced by a compile for sm_90 of exactly what it would launch (its
 arguments' types, its constexprs, its warps): the launchers' own choices, at the sizes given (the few-row
@@ -27,14 +27,14 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
 
-import kernels._triton
-kernels._triton.INTERPRET = True          # the launchers' device check takes CPU tensors; the kernels stay compiled
-from kernels import act_and_mul, fused_add_rms_norm, gelu_tanh_and_mul, rms_norm, silu_and_mul
-from kernels import decode_attention as da
-from kernels.few_query_attention import few_query_attention
-import kernels.gemv
-from kernels.gemv import gemv
-kernels.gemv.pdl_here = lambda device: True   # a CPU tensor here: what an H100/H200 would launch
+import playbook.kernels._triton
+playbook.kernels._triton.INTERPRET = True          # the launchers' device check takes CPU tensors; the kernels stay compiled
+from playbook.kernels import act_and_mul, fused_add_rms_norm, gelu_tanh_and_mul, rms_norm, silu_and_mul
+from playbook.kernels import decode_attention as da
+from playbook.kernels.few_query_attention import few_query_attention
+import playbook.kernels.gemv
+from playbook.kernels.gemv import gemv
+playbook.kernels.gemv.pdl_here = lambda device: True   # a CPU tensor here: what an H100/H200 would launch
 
 TARGET = GPUTarget("cuda", 90, 32)
 DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32",

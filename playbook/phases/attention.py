@@ -35,7 +35,7 @@ FORCE_IF_FASTER = 0.05        # force the measured-best backend only when it bea
 CHOICES = {"sdpa": "attention through SDPA, torch picks the backend",
            "sdpa + measured backend": "attention through SDPA, forced to the backend measured fastest here",
            "decode kernel": "a Hugging Face decode step's attention reads only the filled cache slots "
-                            "(kernels/decode_attention.py, split-KV, the count as a tensor)",
+                            "(playbook/kernels/decode_attention.py, split-KV, the count as a tensor)",
            "decode kernel, one launch a layer": "the decode kernel, and each Llama-form attention's rotary embedding "
                                                 "and cache write in the same launch "
                                                 "(kernels.decode_attention_rope_append)",

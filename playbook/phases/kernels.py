@@ -1,7 +1,7 @@
 """Phase 5 `kernels`: our Triton kernels against Inductor's own fusion, and keep whichever wins.
 
 Norms and gated activations are memory-bound: one pass over the data is the limit. Two ways there:
-swap the model's RMSNorms, residual-add + norm pairs and gated activations for kernels/ (recognised by
+swap the model's RMSNorms, residual-add + norm pairs and gated activations for playbook/kernels/ (recognised by
 behaviour, Llama and Gemma norms told apart by a probe), or let Inductor fuse the same ops with the
 source's settings (epilogue, aggressive and group fusion, max_fusion_size, pattern matcher; freezing on a CPU).
 Both, and the two together, are measured against the kept recipe; on ROCm with aiter installed its ops

@@ -52,7 +52,7 @@ def forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0
     if not takes(module, query, key, sliding_window, kwargs):
         return _sdpa()(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                        sliding_window=sliding_window, **kwargs)
-    from kernels.decode_attention import decode_attention_filled
+    from playbook.kernels.decode_attention import decode_attention_filled
     length = (kwargs["position_ids"].reshape(-1)[-1:] + 1).to(torch.int32)   # slots 0..position are filled
     out = decode_attention_filled(query[:, :, 0], key, value, length, scale=scaling)
     return out.unsqueeze(1), None
@@ -142,7 +142,7 @@ def _counted_static_layers():
 
 def _rotates_half(rope, d):
     """Whether rope(q, k, cos, sin) is q*cos + rotate_half(q)*sin (and so for k), on random numbers."""
-    from kernels.reference import rotate_half
+    from playbook.kernels.reference import rotate_half
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(1, 2, 1, d, generator=g), torch.randn(1, 1, 1, d, generator=g)
     cos, sin = torch.randn(1, 1, d, generator=g), torch.randn(1, 1, d, generator=g)
@@ -182,7 +182,7 @@ def _one_launch_forward(self, hidden_states, position_embeddings=None, attention
             or cos.shape[-1] != self.head_dim or cos.numel() != self.head_dim):
         return type(self).forward(self, hidden_states, position_embeddings=position_embeddings,
                                   attention_mask=attention_mask, **given, **kwargs)
-    from kernels.decode_attention import decode_attention_rope_append
+    from playbook.kernels.decode_attention import decode_attention_rope_append
     q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
     out = decode_attention_rope_append(q, k, v, cos, sin, layer.keys, layer.values, layer.cumulative_length,
                                        scale=self.scaling)

@@ -33,7 +33,7 @@ def record_calls(model, args, kwargs, paths):
     call of each distinct few-query shape, with its tensors (detached) and the site's path."""
     from transformers import AttentionInterface
 
-    from kernels.few_query_attention import takes
+    from playbook.kernels.few_query_attention import takes
     grouped_attention.register()
     owner = {}
     for name, mod in model.named_modules():
@@ -73,7 +73,7 @@ def describe(call):
 
 def time_calls(calls, device, iters=15):
     """[describe(call) + {kernel_us, math_us}] for each recorded call (GPU)."""
-    from kernels.few_query_attention import few_query_attention
+    from playbook.kernels.few_query_attention import few_query_attention
 
     from .. import bench
     from ..quiet import quiet

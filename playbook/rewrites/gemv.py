@@ -211,7 +211,7 @@ def gated_keys(found):
 
 
 def _time_shape(rows, n, k, norm, device, dtype, iters, act=""):
-    from kernels.gemv import gemv
+    from playbook.kernels.gemv import gemv
 
     from .. import bench
     copies = max(2, min(CALLS, -(-ROTATE_BYTES // (n * k * dtype.itemsize))))
@@ -220,7 +220,7 @@ def _time_shape(rows, n, k, norm, device, dtype, iters, act=""):
     x = torch.randn(rows, k, device=device, dtype=dtype, generator=g)
     nw = torch.rand(k, device=device, dtype=dtype, generator=g) + 0.5 if norm else None
     if act:         # a gated MLP's down projection, after the fused gate+up projection that writes its input
-        from kernels.activations import act_and_mul
+        from playbook.kernels.activations import act_and_mul
         h = torch.randn(rows, n, device=device, dtype=dtype, generator=g)
         w_gate_up = torch.randn(2 * k, n, device=device, dtype=dtype, generator=g) * n ** -0.5
 
@@ -295,7 +295,7 @@ def _why_not_fold(into, inputs, ptrs, routed):
 def _linear_forward(self, x):
     norm = self._playbook_norm
     if _rows(x) <= MAX_ROWS and (x.is_cuda or _interpreted()):
-        from kernels.gemv import gemv
+        from playbook.kernels.gemv import gemv
         pdl = getattr(self, "_playbook_pdl", False)
         if norm is None:
             return gemv(x, self.weight, self.bias, pdl=pdl)
@@ -312,7 +312,7 @@ def _gated_forward(self, x):
     gate, up = self.gate_proj(x), self.up_proj(x)
     down = self.down_proj
     if _rows(gate) <= MAX_ROWS and (gate.is_cuda or _interpreted()):
-        from kernels.gemv import gemv
+        from playbook.kernels.gemv import gemv
         return gemv(gate, down.weight, down.bias, up=up, act=self._playbook_act,
                     pdl=getattr(down, "_playbook_pdl", False))
     from .kernel_swap import ACTIVATIONS
@@ -324,7 +324,7 @@ def _passthrough(self, x, *args, **kwargs):
 
 
 def _interpreted():
-    from kernels._triton import INTERPRET
+    from playbook.kernels._triton import INTERPRET
     return INTERPRET
 
 

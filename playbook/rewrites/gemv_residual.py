@@ -25,7 +25,7 @@ VERSION = "1"         # in the pass's uuid, so in the FX-graph cache key: bump i
 
 
 def _gemv_op():
-    import kernels.gemv  # noqa: F401  (registers playbook::gemv)
+    import playbook.kernels.gemv  # noqa: F401  (registers playbook::gemv)
     return torch.ops.playbook.gemv.default
 
 

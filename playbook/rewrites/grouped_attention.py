@@ -82,15 +82,15 @@ def few_query_forward(module, query, key, value, attention_mask, scaling=None, d
     training, a head over 256) takes the grouped math above."""
     mask = None if attention_mask is None else attention_mask[..., :key.shape[2]]
     if _kernel_takes(module, query, key, mask, dropout):
-        from kernels.few_query_attention import few_query_attention
+        from playbook.kernels.few_query_attention import few_query_attention
         return few_query_attention(query, key, value, mask, scale=scaling, softcap=softcap), None
     return grouped_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                      softcap=softcap, **kwargs)
 
 
 def _kernel_takes(module, query, key, mask, dropout):
-    from kernels._triton import INTERPRET
-    from kernels.few_query_attention import takes
+    from playbook.kernels._triton import INTERPRET
+    from playbook.kernels.few_query_attention import takes
     if query.device.type != "cuda" and not (INTERPRET and query.device.type == "cpu"):
         return False
     if dropout and getattr(module, "training", False):
@@ -128,7 +128,7 @@ def register():
 
 def few_query_calls(calls):
     """The recorded SDPA calls of a few queries over more K/V slots (kernels.few_query_attention's case)."""
-    from kernels.few_query_attention import MAX_QUERIES
+    from playbook.kernels.few_query_attention import MAX_QUERIES
     return [c for c in calls if c[0][0].dim() == 4 and c[0][0].shape[2] <= MAX_QUERIES < c[0][1].shape[2]]
 
 

@@ -1,4 +1,4 @@
-"""Phase 5's rewrite: the model's RMSNorms, residual-add + norm pairs and gated activations -> kernels/.
+"""Phase 5's rewrite: the model's RMSNorms, residual-add + norm pairs and gated activations -> playbook/kernels/.
 
     found = find_sites(model)            # what would be swapped, and what was left and why
     swapped = swap(model, found)         # in place
@@ -12,7 +12,7 @@ Sites are recognised by behaviour, not by class name:
 - an add + norm pair is a pre-norm decoder layer (input_layernorm, self_attn, post_attention_layernorm,
   mlp and nothing else): x + attn(norm1(x)) then norm2 of that sum. Its forward is replaced by one that
   calls fused_add_rms_norm for the second add and norm. Layers with more norms (Gemma 2/3) are left.
-Implementations: "triton" (kernels/) everywhere Triton runs, "aiter" on ROCm with aiter installed.
+Implementations: "triton" (playbook/kernels/) everywhere Triton runs, "aiter" on ROCm with aiter installed.
 """
 import types
 
@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import kernels
-from kernels import reference
+from playbook import kernels
+from playbook.kernels import reference
 
 from . import aiter_ops
 

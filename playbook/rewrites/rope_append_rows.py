@@ -85,7 +85,7 @@ def _rows_forward(self, hidden_states, position_embeddings=None, attention_mask=
     if got is None:
         return type(self).forward(self, hidden_states, position_embeddings=position_embeddings,
                                   attention_mask=attention_mask, **kwargs)
-    from kernels.rope_append_rows import rope_append_rows
+    from playbook.kernels.rope_append_rows import rope_append_rows
     keys, values, start = got
     cfg, d = self.config, self.head_dim
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads

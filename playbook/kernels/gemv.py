@@ -249,20 +249,20 @@ ACTS = {"": 0, "silu": 1, "gelu_tanh": 2}     # the gated prologue's activations
 def _check(x, weight, bias, residual, norm_weight, up=None, act=""):
     check_device("gemv", *(t for t in (x, weight, bias, residual, norm_weight, up) if t is not None))
     if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"kernels.gemv: x [..., K] and weight [N, K], got {tuple(x.shape)} and {tuple(weight.shape)}")
+        raise ValueError(f"playbook.kernels.gemv: x [..., K] and weight [N, K], got {tuple(x.shape)} and {tuple(weight.shape)}")
     n, k = weight.shape
     if bias is not None and bias.shape != (n,):
-        raise ValueError(f"kernels.gemv: bias must be [{n}], got {tuple(bias.shape)}")
+        raise ValueError(f"playbook.kernels.gemv: bias must be [{n}], got {tuple(bias.shape)}")
     if norm_weight is not None and norm_weight.shape != (k,):
-        raise ValueError(f"kernels.gemv: norm_weight must be [{k}], got {tuple(norm_weight.shape)}")
+        raise ValueError(f"playbook.kernels.gemv: norm_weight must be [{k}], got {tuple(norm_weight.shape)}")
     if residual is not None and residual.shape != (*x.shape[:-1], n):
-        raise ValueError(f"kernels.gemv: residual must be {(*x.shape[:-1], n)}, got {tuple(residual.shape)}")
+        raise ValueError(f"playbook.kernels.gemv: residual must be {(*x.shape[:-1], n)}, got {tuple(residual.shape)}")
     if act not in ACTS:
-        raise ValueError(f"kernels.gemv: act {act!r} is not one of {sorted(a for a in ACTS if a)} (or '' for none)")
+        raise ValueError(f"playbook.kernels.gemv: act {act!r} is not one of {sorted(a for a in ACTS if a)} (or '' for none)")
     if (up is None) != (act == ""):
-        raise ValueError("kernels.gemv: a gated input takes both up and act (act(x) * up), or neither")
+        raise ValueError("playbook.kernels.gemv: a gated input takes both up and act (act(x) * up), or neither")
     if up is not None and (up.shape != x.shape or norm_weight is not None):
-        raise ValueError(f"kernels.gemv: up must be x's shape {tuple(x.shape)}, got {tuple(up.shape)}, and a gated "
+        raise ValueError(f"playbook.kernels.gemv: up must be x's shape {tuple(x.shape)}, got {tuple(up.shape)}, and a gated "
                          f"input takes no norm")
     return n, k
 

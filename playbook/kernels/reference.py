@@ -1,4 +1,4 @@
-"""Pure-torch references for every kernel in kernels/: the definition each Triton kernel is tested against.
+"""Pure-torch references for every kernel in playbook/kernels/: the definition each Triton kernel is tested against.
 
 All of them compute in fp32 and return the input's dtype, as the kernels do.
 """

@@ -13,9 +13,9 @@ def check_device(name, *tensors):
         if t.device.type == "cpu" and INTERPRET:
             continue
         raise RuntimeError(
-            f"kernels.{name}: Triton kernels run on CUDA/ROCm GPUs; got a {t.device.type} tensor. On a CPU, "
+            f"playbook.kernels.{name}: Triton kernels run on CUDA/ROCm GPUs; got a {t.device.type} tensor. On a CPU, "
             f"set TRITON_INTERPRET=1 before importing kernels (the interpreter checks correctness, not speed), "
-            f"or use kernels.reference.{name}.")
+            f"or use playbook.kernels.reference.{name}.")
 
 
 def rows(x, n):

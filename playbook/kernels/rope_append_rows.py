@@ -63,22 +63,22 @@ def _rope_append(Q, K, V, Cos, Sin, KC, VC, QO, start,
 def _check(q, k, v, cos, sin, k_cache, v_cache, start):
     check_device("rope_append_rows", q, k, v, cos, sin, k_cache, v_cache)
     if q.dim() != 3 or k.dim() != 3 or v.shape != k.shape or k.shape[0] != q.shape[0] or k.shape[2] != q.shape[2]:
-        raise ValueError(f"kernels.rope_append_rows: q [L, H, D] and k, v [L, KVH, D], got {tuple(q.shape)}, "
+        raise ValueError(f"playbook.kernels.rope_append_rows: q [L, H, D] and k, v [L, KVH, D], got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
     tokens, heads, d = q.shape
     if d % 2 or cos.shape != (tokens, d) or sin.shape != (tokens, d):
-        raise ValueError(f"kernels.rope_append_rows: cos and sin must be [{tokens}, {d}] (an even head size), got "
+        raise ValueError(f"playbook.kernels.rope_append_rows: cos and sin must be [{tokens}, {d}] (an even head size), got "
                          f"{tuple(cos.shape)}, {tuple(sin.shape)}")
     kvh = k.shape[1]
     if (k_cache.dim() != 4 or k_cache.shape[0] != 1 or k_cache.shape[1] != kvh or k_cache.shape[3] != d
             or v_cache.shape != k_cache.shape):
-        raise ValueError(f"kernels.rope_append_rows: caches must be [1, {kvh}, N, {d}] alike, got "
+        raise ValueError(f"playbook.kernels.rope_append_rows: caches must be [1, {kvh}, N, {d}] alike, got "
                          f"{tuple(k_cache.shape)}, {tuple(v_cache.shape)}")
     if not 0 <= start <= k_cache.shape[2] - tokens:
-        raise ValueError(f"kernels.rope_append_rows: {tokens} tokens from slot {start} do not fit a "
+        raise ValueError(f"playbook.kernels.rope_append_rows: {tokens} tokens from slot {start} do not fit a "
                          f"{k_cache.shape[2]}-slot cache")
     if any(t.stride(-1) != 1 for t in (q, k, v, cos, sin, k_cache, v_cache)):
-        raise ValueError("kernels.rope_append_rows: every operand needs a unit stride along D")
+        raise ValueError("playbook.kernels.rope_append_rows: every operand needs a unit stride along D")
     return tokens, heads, kvh, d
 
 

@@ -220,7 +220,7 @@ def few_query_attention(q, k, v, mask=None, scale=None, softcap=None, chunk_bloc
     one of COMBINES ("": COMBINE). For benchmarks."""
     combine = combine or COMBINE
     if combine not in COMBINES:
-        raise ValueError(f"kernels.few_query_attention: combine {combine!r} is not one of {COMBINES}")
+        raise ValueError(f"playbook.kernels.few_query_attention: combine {combine!r} is not one of {COMBINES}")
     return torch.ops.playbook.few_query_attention(q, k, v, mask, float(scale or 0.0), float(softcap or 0.0),
                                                   int(chunk_blocks), int(block_n), int(num_warps), int(block_m),
                                                   combine == "last")
@@ -235,7 +235,7 @@ def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optio
     if why is None and v.shape != k.shape:
         why = f"v {tuple(v.shape)} must match k {tuple(k.shape)}"
     if why:
-        raise ValueError(f"kernels.few_query_attention: {why}")
+        raise ValueError(f"playbook.kernels.few_query_attention: {why}")
     b, h, lq, d = q.shape
     kvh, lk = k.shape[1], k.shape[2]
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))

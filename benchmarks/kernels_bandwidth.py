@@ -1,7 +1,7 @@
-"""Benchmark kernels/ against eager torch, torch.compile of the reference, and Liger-Kernel, on one GPU.
+"""Benchmark playbook/kernels/ against eager torch, torch.compile of the reference, and Liger-Kernel, on one GPU.
 
-    python benchmarks/kernels.py                       # all kernels, all sizes, bf16 -> benchmarks/results/kernels/
-    python benchmarks/kernels.py --quick --out /tmp/k  # two sizes
+    python benchmarks/kernels_bandwidth.py                       # all kernels, all sizes, bf16 -> benchmarks/results/kernels/
+    python benchmarks/kernels_bandwidth.py --quick --out /tmp/k  # two sizes
 
 For each kernel and size, every implementation is timed side by side in one process: each sample is
 CUDA events around --calls back-to-back calls (so the GPU stays busy and the CPU's dispatch cost hides
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import kernels  # noqa: E402
-from kernels import reference  # noqa: E402
+from playbook.kernels import reference  # noqa: E402
 from playbook import bench  # noqa: E402  (MIN_NOISE: the margin a rival must beat)
 from playbook.devices import describe, measure_ceilings  # noqa: E402
 
@@ -88,7 +88,7 @@ def main():
     ap.add_argument("--samples", type=int, default=25)
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        sys.exit("benchmarks/kernels.py needs a CUDA or ROCm GPU (the kernels' CPU path is the interpreter, "
+        sys.exit("benchmarks/kernels_bandwidth.py needs a CUDA or ROCm GPU (the kernels' CPU path is the interpreter, "
                  "for tests only)")
     device, dtype = torch.device("cuda"), getattr(torch, args.dtype)
     copy_gbps = measure_ceilings(device)["copy_gbps"]
@@ -217,7 +217,7 @@ def plot(rows, copy_gbps, path, meta):
         ax.tick_params(axis="x", rotation=45, labelsize=7)
     axes[0].set_ylabel("GB/s (read + write)")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"kernels/ on {meta.get('name', 'GPU')}: grey = copy bandwidth, dotted = {GOAL_BW:.0%}", fontsize=10)
+    fig.suptitle(f"playbook/kernels/ on {meta.get('name', 'GPU')}: grey = copy bandwidth, dotted = {GOAL_BW:.0%}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
