@@ -52,6 +52,9 @@
 #                                                   # the gate+up projection that writes its input
 #   bash benchmarks/gpu_session.sh pi0-attention-2  # the few-query sweep (no tests), gated-pair, then pi0 full's recipe
 #                                                   # beside itself with the rotary fold, and with the few-query kernel too
+#   bash benchmarks/gpu_session.sh l2-prefetch      # playbook.kernels.l2_prefetch: its tests on CUDA, then
+#                                                   # benchmarks/l2_prefetch.py: pi0's denoise layers with each
+#                                                   # layer's weights warmed into L2 during its attention, or not
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
 #                                                   # ladder + peers each, GPUS at a time, in the background;
 #                                                   # each call waits up to WAIT_S and copies what is done
@@ -115,6 +118,10 @@ if [[ $part == pi0-attention-2 ]]; then   # issue 19: the folds that won in the 
     --knobs "$rope" --knobs "$rope;attention={\"few_query\": true}" --knobs 'attention={"few_query": true}' \
     --kernels --iters 50 --warmup 10 --json "$OUT/pi0-attention-2.json" 2>&1 | grep -v Warning > "$OUT/pi0-attention-2.log"
   grep -E "built in|p50|kernels a step|Error|error| us  gap" "$OUT/pi0-attention-2.log" | head -70
+fi
+if [[ $part == l2-prefetch ]]; then   # issue 19: the projections' weights in L2 before they read them
+  python3 -m pytest -q tests/test_l2_prefetch.py 2>&1 | tail -2 | tee "$OUT/l2-prefetch-tests.txt"
+  python3 benchmarks/l2_prefetch.py --json "$OUT/l2-prefetch.json" 2>&1 | tee "$OUT/l2-prefetch.log"
 fi
 if [[ $part == gemv-pdl ]]; then   # issue 19: the GEMV reading W while the kernel before it finishes
   python3 -m pytest -q tests/test_gemv.py -k "pdl or chain" 2>&1 | tail -2 | tee "$OUT/gemv-pdl-tests.txt"

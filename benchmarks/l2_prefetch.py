@@ -1,0 +1,166 @@
+"""Does warming a layer's weights into L2 during its attention make pi0's denoise layers faster? One GPU.
+
+    python benchmarks/l2_prefetch.py --json out.json [--layers 18] [--iters 15]
+
+The question (issue 19): in pi0 full's denoise loop a layer-step's projections take about 23 us against a
+9.5 us floor (H200, 2026-12-03): each reads its weights from HBM at a fraction of its bandwidth, while the
+attention before them reads under 1 MB. Here one expert layer's few-row step at pi0's geometry, the kernels
+the committed recipe runs (q/k/v and gate+up on cuBLAS, playbook.kernels.few_query_attention, o and down on
+playbook.kernels.gemv with the residual in its epilogue, the gated activation's kernel), over `layers`
+layers of their own weights and K/V, captured in one CUDA graph a side:
+
+- `none`: the layers as they are;
+- `<mode>-before`: playbook.kernels.l2_prefetch(o, gate+up, down) in the stream before the attention;
+- `<mode>-side-<programs>`: the same on a second stream, forked after q/k/v and joined before o: the
+  prefetch runs beside the attention;
+- `warm`: every layer reads layer 0's weights (34.6 MB, under the 50 MB L2): the ceiling L2 could give.
+
+Each prefetching side's output is held to `none`'s bit for bit (a prefetch changes no value). Then
+each mode's prefetch alone (the three weights of each layer, no other work): how long its launch lasts.
+Writes {benchmark, device, date, torch, geometry, rows: [{side, us_layer, vs_none, max_abs_diff}],
+prefetch_alone: {mode: us a layer}}. Norms are left out: they read no weights worth warming.
+"""
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from playbook import bench  # noqa: E402
+from playbook.capture import GraphStep  # noqa: E402
+from playbook.kernels import l2_prefetch as l2  # noqa: E402
+from playbook.kernels.activations import act_and_mul  # noqa: E402
+from playbook.kernels.few_query_attention import few_query_attention  # noqa: E402
+from playbook.kernels.gemv import gemv  # noqa: E402
+
+# pi0 full's action expert (Gemma 300M geometry) in a denoise step: 11 suffix tokens over 827 K/V slots
+GEOMETRY = {"rows": 11, "hidden": 1024, "heads": 8, "kv_heads": 1, "head_dim": 256, "mlp": 4096, "kv_len": 827}
+SIDE_PROGRAMS = (33, 66, 132)
+TOLERANCE = 0.0       # a prefetch changes no value, and every side runs the same kernels: bitwise equal
+
+
+def make_layers(n, device, dtype, g):
+    h, hd, m = GEOMETRY["hidden"], GEOMETRY["head_dim"], GEOMETRY["mlp"]
+    qkv_n = (GEOMETRY["heads"] + 2 * GEOMETRY["kv_heads"]) * hd
+
+    def w(rows, cols):
+        return torch.randn(rows, cols, device=device, dtype=dtype, generator=g) * cols ** -0.5
+    kv = (1, GEOMETRY["kv_heads"], GEOMETRY["kv_len"], hd)
+    return [{"qkv": w(qkv_n, h), "o": w(h, GEOMETRY["heads"] * hd), "gate_up": w(2 * m, h), "down": w(h, m),
+             "k": torch.randn(*kv, device=device, dtype=dtype, generator=g),
+             "v": torch.randn(*kv, device=device, dtype=dtype, generator=g)} for _ in range(n)]
+
+
+def layer_step(x, layer, mask, prefetch=None):
+    """One expert layer's few-row step; prefetch(layer) is called after q/k/v, before the attention."""
+    rows, heads, hd, m = GEOMETRY["rows"], GEOMETRY["heads"], GEOMETRY["head_dim"], GEOMETRY["mlp"]
+    qkv = F.linear(x, layer["qkv"])
+    if prefetch is not None:
+        prefetch(layer)
+    q = qkv[:, :heads * hd].view(rows, heads, hd).transpose(0, 1).unsqueeze(0)      # [1, H, L, D]
+    attn = few_query_attention(q, layer["k"], layer["v"], mask)                    # [1, L, H, D]
+    return attn, qkv
+
+
+def after_attention(x, attn, layer):
+    m = GEOMETRY["mlp"]
+    h = gemv(attn.reshape(GEOMETRY["rows"], -1), layer["o"], residual=x)
+    gu = F.linear(h, layer["gate_up"])
+    return gemv(act_and_mul(gu[:, :m], gu[:, m:], "gelu_tanh"), layer["down"], residual=h)
+
+
+def weights(layer):
+    return layer["o"], layer["gate_up"], layer["down"]
+
+
+def run_layers(x, layers, mask, how="", mode="line", programs=0, side_stream=None):
+    """The layers one after another; how: "" (no prefetch), "before" (same stream) or "side"."""
+    for layer in layers:
+        if how == "before":
+            attn, _ = layer_step(x, layer, mask, lambda lay: l2.l2_prefetch(*weights(lay), mode=mode,
+                                                                             programs=programs))
+        elif how == "side":
+            main = torch.cuda.current_stream()
+
+            def fork(lay, main=main):
+                side_stream.wait_stream(main)
+                with torch.cuda.stream(side_stream):
+                    l2.l2_prefetch(*weights(lay), mode=mode, programs=programs)
+            attn, _ = layer_step(x, layer, mask, fork)
+            main.wait_stream(side_stream)                   # joined before o reads what it warmed
+        else:
+            attn, _ = layer_step(x, layer, mask)
+        x = after_attention(x, attn, layer)
+    return x
+
+
+def sides(layers, mask, x, side_stream, modes):
+    out = {"none": lambda: run_layers(x, layers, mask)}
+    for mode in modes:
+        out[f"{mode}-before"] = lambda mode=mode: run_layers(x, layers, mask, "before", mode)
+        for p in SIDE_PROGRAMS:
+            out[f"{mode}-side-{p}"] = lambda mode=mode, p=p: run_layers(x, layers, mask, "side", mode, p,
+                                                                        side_stream)
+    warm = [dict(layer, **{k: layers[0][k] for k in ("qkv", "o", "gate_up", "down")}) for layer in layers]
+    out["warm"] = lambda: run_layers(x, warm, mask)
+    return out
+
+
+def prefetch_alone(layers, modes, iters):
+    steps = {}
+    for mode in modes:
+        steps[mode] = GraphStep(lambda mode=mode: [l2.l2_prefetch(*weights(lay), mode=mode) for lay in layers],
+                                (), {})
+    t = bench.time_side_by_side({m: s.graph.replay for m, s in steps.items()}, torch.device("cuda"), iters=iters)
+    return {m: round(t[m].p50_ms * 1e3 / len(layers), 2) for m in modes}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--layers", type=int, default=18)
+    ap.add_argument("--iters", type=int, default=15)
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available() or torch.version.hip:
+        sys.exit("benchmarks/l2_prefetch.py needs an NVIDIA GPU (the prefetch modes are PTX)")
+    dev, dt = torch.device("cuda"), torch.bfloat16
+    modes = ["line", "load"] + (["bulk"] if torch.cuda.get_device_capability() >= (9, 0) else [])
+    g = torch.Generator(device=dev).manual_seed(0)
+    layers = make_layers(args.layers, dev, dt, g)
+    x = torch.randn(GEOMETRY["rows"], GEOMETRY["hidden"], device=dev, dtype=dt, generator=g)
+    mask = torch.ones(1, 1, GEOMETRY["rows"], GEOMETRY["kv_len"], dtype=torch.bool, device=dev)
+    mask[..., GEOMETRY["kv_len"] - GEOMETRY["rows"] - 5:GEOMETRY["kv_len"] - GEOMETRY["rows"]] = False
+    side_stream = torch.cuda.Stream()
+    graphs = {name: GraphStep(fn, (), {}) for name, fn in sides(layers, mask, x, side_stream, modes).items()}
+    t = bench.time_side_by_side({n: s.graph.replay for n, s in graphs.items()}, dev, iters=args.iters)
+    base = graphs["none"].static_out
+    rows = []
+    for name, step in graphs.items():
+        us = t[name].p50_ms * 1e3 / args.layers
+        row = {"side": name, "us_layer": round(us, 2),
+               "vs_none": round(t[name].p50_ms / t["none"].p50_ms, 3),
+               "spread_us_layer": round((t[name].max_ms - t[name].min_ms) * 1e3 / args.layers, 2),
+               "max_abs_diff": None if name == "warm" else (step.static_out.float() - base.float()).abs().max().item()}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    bad = [r["side"] for r in rows if r["max_abs_diff"] is not None and not r["max_abs_diff"] <= TOLERANCE]
+    alone = prefetch_alone(layers, modes, args.iters)
+    print(json.dumps({"prefetch_alone_us_layer": alone}), flush=True)
+    out = {"benchmark": "l2_prefetch", "device": torch.cuda.get_device_name(),
+           "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+           "geometry": dict(GEOMETRY, layers=args.layers,
+                            prefetched_mb=round(sum(w.numel() * w.element_size()
+                                                    for w in weights(layers[0])) / 1e6, 1)),
+           "rows": rows, "prefetch_alone": alone, "changed_output": bad}
+    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    if bad:
+        sys.exit(f"these sides changed the output (a prefetch must not): {bad}")
+
+
+if __name__ == "__main__":
+    main()
