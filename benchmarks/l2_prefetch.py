@@ -78,19 +78,22 @@ def weights(layer):
     return layer["o"], layer["gate_up"], layer["down"]
 
 
-def run_layers(x, layers, mask, how="", mode="line", programs=0, side_stream=None):
-    """The layers one after another; how: "" (no prefetch), "before" (same stream) or "side"."""
+def run_layers(x, layers, mask, how="", mode="line", programs=0, side_stream=None, counter=None):
+    """The layers one after another; how: "" (no prefetch), "before" (same stream) or "side". counter: the
+    int32 [2] "load" adds to, made before a capture (so no side stream allocates inside one)."""
+    if mode == "load" and counter is None:
+        counter = torch.zeros(2, dtype=torch.int32, device=x.device)
     for layer in layers:
         if how == "before":
             attn, _ = layer_step(x, layer, mask, lambda lay: l2.l2_prefetch(*weights(lay), mode=mode,
-                                                                             programs=programs))
+                                                                             programs=programs, counter=counter))
         elif how == "side":
             main = torch.cuda.current_stream()
 
             def fork(lay, main=main):
                 side_stream.wait_stream(main)
                 with torch.cuda.stream(side_stream):
-                    l2.l2_prefetch(*weights(lay), mode=mode, programs=programs)
+                    l2.l2_prefetch(*weights(lay), mode=mode, programs=programs, counter=counter)
             attn, _ = layer_step(x, layer, mask, fork)
             main.wait_stream(side_stream)                   # joined before o reads what it warmed
         else:
@@ -100,12 +103,13 @@ def run_layers(x, layers, mask, how="", mode="line", programs=0, side_stream=Non
 
 
 def sides(layers, mask, x, side_stream, modes):
+    counter = torch.zeros(2, dtype=torch.int32, device=x.device)
     out = {"none": lambda: run_layers(x, layers, mask)}
     for mode in modes:
-        out[f"{mode}-before"] = lambda mode=mode: run_layers(x, layers, mask, "before", mode)
+        out[f"{mode}-before"] = lambda mode=mode: run_layers(x, layers, mask, "before", mode, counter=counter)
         for p in SIDE_PROGRAMS:
             out[f"{mode}-side-{p}"] = lambda mode=mode, p=p: run_layers(x, layers, mask, "side", mode, p,
-                                                                        side_stream)
+                                                                        side_stream, counter)
     warm = [dict(layer, **{k: layers[0][k] for k in ("qkv", "o", "gate_up", "down")}) for layer in layers]
     out["warm"] = lambda: run_layers(x, warm, mask)
     return out
@@ -114,8 +118,9 @@ def sides(layers, mask, x, side_stream, modes):
 def prefetch_alone(layers, modes, iters):
     steps = {}
     for mode in modes:
-        steps[mode] = GraphStep(lambda mode=mode: [l2.l2_prefetch(*weights(lay), mode=mode) for lay in layers],
-                                (), {})
+        counter = torch.zeros(2, dtype=torch.int32, device="cuda")
+        steps[mode] = GraphStep(lambda mode=mode, c=counter: [l2.l2_prefetch(*weights(lay), mode=mode, counter=c)
+                                                              for lay in layers], (), {})
     t = bench.time_side_by_side({m: s.graph.replay for m, s in steps.items()}, torch.device("cuda"), iters=iters)
     return {m: round(t[m].p50_ms * 1e3 / len(layers), 2) for m in modes}
 
