@@ -121,7 +121,7 @@ if [[ $part == pi0-attention-2 ]]; then   # issue 19: the folds that won in the 
 fi
 if [[ $part == l2-prefetch ]]; then   # issue 19: the projections' weights in L2 before they read them
   python3 -m pytest -q tests/test_l2_prefetch.py 2>&1 | tail -2 | tee "$OUT/l2-prefetch-tests.txt"
-  python3 benchmarks/l2_prefetch.py --json "$OUT/l2-prefetch.json" 2>&1 | tee "$OUT/l2-prefetch.log"
+  python3 benchmarks/l2_prefetch.py --kernels --json "$OUT/l2-prefetch.json" 2>&1 | tee "$OUT/l2-prefetch.log"
 fi
 if [[ $part == gemv-pdl ]]; then   # issue 19: the GEMV reading W while the kernel before it finishes
   python3 -m pytest -q tests/test_gemv.py -k "pdl or chain" 2>&1 | tail -2 | tee "$OUT/gemv-pdl-tests.txt"

@@ -1,6 +1,6 @@
 """Does warming a layer's weights into L2 during its attention make pi0's denoise layers faster? One GPU.
 
-    python benchmarks/l2_prefetch.py --json out.json [--layers 18] [--iters 15]
+    python benchmarks/l2_prefetch.py --json out.json [--layers 18] [--iters 15] [--kernels]
 
 The question (issue 19): in pi0 full's denoise loop a layer-step's projections take about 23 us against a
 9.5 us floor (H200, 2026-12-03): each reads its weights from HBM at a fraction of its bandwidth, while the
@@ -13,6 +13,7 @@ layers of their own weights and K/V, captured in one CUDA graph a side:
 - `<mode>-before`: playbook.kernels.l2_prefetch(o, gate+up, down) in the stream before the attention;
 - `<mode>-side-<programs>`: the same on a second stream, forked after q/k/v and joined before o: the
   prefetch runs beside the attention;
+- `line-side-66-next-qkv`: the same with the next layer's q/k/v weight too (34.6 MB);
 - `warm`: every layer reads layer 0's weights (34.6 MB, under the 50 MB L2): the ceiling L2 could give.
 
 Each prefetching side's output is held to `none`'s bit for bit (a prefetch changes no value). Then
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from playbook import bench  # noqa: E402
+from playbook import bench, profile  # noqa: E402
 from playbook.capture import GraphStep  # noqa: E402
 from playbook.kernels import l2_prefetch as l2  # noqa: E402
 from playbook.kernels.activations import act_and_mul  # noqa: E402
@@ -78,22 +79,27 @@ def weights(layer):
     return layer["o"], layer["gate_up"], layer["down"]
 
 
-def run_layers(x, layers, mask, how="", mode="line", programs=0, side_stream=None, counter=None):
+def run_layers(x, layers, mask, how="", mode="line", programs=0, side_stream=None, counter=None,
+               next_qkv=False):
     """The layers one after another; how: "" (no prefetch), "before" (same stream) or "side". counter: the
-    int32 [2] "load" adds to, made before a capture (so no side stream allocates inside one)."""
+    int32 [2] "load" adds to, made before a capture (so no side stream allocates inside one). next_qkv: the
+    next layer's q/k/v weight is asked for too, with this layer's three."""
     if mode == "load" and counter is None:
         counter = torch.zeros(2, dtype=torch.int32, device=x.device)
-    for layer in layers:
+
+    def weights_of(i):
+        return weights(layers[i]) + ((layers[i + 1]["qkv"],) if next_qkv and i + 1 < len(layers) else ())
+    for i, layer in enumerate(layers):
         if how == "before":
-            attn, _ = layer_step(x, layer, mask, lambda lay: l2.l2_prefetch(*weights(lay), mode=mode,
-                                                                             programs=programs, counter=counter))
+            attn, _ = layer_step(x, layer, mask, lambda lay, i=i: l2.l2_prefetch(*weights_of(i), mode=mode,
+                                                                                  programs=programs, counter=counter))
         elif how == "side":
             main = torch.cuda.current_stream()
 
-            def fork(lay, main=main):
+            def fork(lay, main=main, i=i):
                 side_stream.wait_stream(main)
                 with torch.cuda.stream(side_stream):
-                    l2.l2_prefetch(*weights(lay), mode=mode, programs=programs, counter=counter)
+                    l2.l2_prefetch(*weights_of(i), mode=mode, programs=programs, counter=counter)
             attn, _ = layer_step(x, layer, mask, fork)
             main.wait_stream(side_stream)                   # joined before o reads what it warmed
         else:
@@ -110,6 +116,8 @@ def sides(layers, mask, x, side_stream, modes):
         for p in SIDE_PROGRAMS:
             out[f"{mode}-side-{p}"] = lambda mode=mode, p=p: run_layers(x, layers, mask, "side", mode, p,
                                                                         side_stream, counter)
+    out["line-side-66-next-qkv"] = lambda: run_layers(x, layers, mask, "side", "line", 66, side_stream, counter,
+                                                      next_qkv=True)
     warm = [dict(layer, **{k: layers[0][k] for k in ("qkv", "o", "gate_up", "down")}) for layer in layers]
     out["warm"] = lambda: run_layers(x, warm, mask)
     return out
@@ -130,6 +138,8 @@ def main(argv=None):
     ap.add_argument("--json", required=True)
     ap.add_argument("--layers", type=int, default=18)
     ap.add_argument("--iters", type=int, default=15)
+    ap.add_argument("--kernels", action="store_true",
+                    help="a launch table for none, warm and the fastest prefetching side (one profiled replay each)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available() or torch.version.hip:
         sys.exit("benchmarks/l2_prefetch.py needs an NVIDIA GPU (the prefetch modes are PTX)")
@@ -153,6 +163,15 @@ def main(argv=None):
                "max_abs_diff": None if name == "warm" else (step.static_out.float() - base.float()).abs().max().item()}
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if args.kernels:
+        best = min((r for r in rows if r["max_abs_diff"] is not None and r["side"] != "none"),
+                   key=lambda r: r["us_layer"])["side"]
+        for r in rows:
+            if r["side"] in ("none", "warm", best):
+                r.update(profile.step_summary(graphs[r["side"]].graph.replay, dev))
+                print(r["side"], "kernels", r["kernels"], "busy ms", r["gpu_busy_ms"], flush=True)
+                for k in r["launch_table"][:8]:
+                    print(f"   {k['us_each']:7.2f} us x{k['count']:4d}  gap {k['gap_us']}  {k['name'][:70]} {k['grid']}")
     bad = [r["side"] for r in rows if r["max_abs_diff"] is not None and not r["max_abs_diff"] <= TOLERANCE]
     alone = prefetch_alone(layers, modes, args.iters)
     print(json.dumps({"prefetch_alone_us_layer": alone}), flush=True)

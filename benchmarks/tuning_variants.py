@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from playbook import bench  # noqa: E402
+from playbook import bench, profile  # noqa: E402
 from playbook.compare import compare  # noqa: E402
 from playbook.phases import tuning  # noqa: E402
 from playbook.pipeline import Pipeline  # noqa: E402
@@ -39,17 +39,6 @@ def variant_steps(phases, knobs):
     if knobs is not None:
         out.append({"phase": tuning.NUMBER, "name": tuning.NAME, "knobs": knobs})
     return out
-
-
-def kernel_profile(step, device):
-    """One profiled call of step, as the ladder's traces read it (playbook.profile, the median traced step):
-    {kernels (GPU operations: kernels and copies), gpu_busy_ms, idle_fraction, launch_table}."""
-    import tempfile
-    from playbook import profile
-    with tempfile.TemporaryDirectory() as tmp:
-        a = profile.analyse(profile.capture(step, device, Path(tmp) / "step.json.gz"))
-    return {"kernels": a["gpu_op_count"], "gpu_busy_ms": a["gpu_busy_ms"], "idle_fraction": a["idle_fraction"],
-            "launch_table": a["launch_table"]}
 
 
 def measure(params, contenders, iters, warmup, kernels=False):
@@ -79,7 +68,7 @@ def measure(params, contenders, iters, warmup, kernels=False):
     if kernels and pipe.device.type == "cuda":
         for row in rows:
             if row["name"] in steps:
-                row.update(kernel_profile(steps[row["name"]], pipe.device))
+                row.update(profile.step_summary(steps[row["name"]], pipe.device))
                 print(f"{row['name']}: {row['kernels']} kernels a step, GPU busy {row['gpu_busy_ms']} ms, idle "
                       f"{row['idle_fraction']}", flush=True)
                 for k in row["launch_table"][:12]:

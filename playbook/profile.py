@@ -300,6 +300,17 @@ def analyse(path):
     return summary
 
 
+def step_summary(step, device):
+    """One profiled run of step as the ladder's traces read it (its median traced call): {unit, kernels (GPU
+    operations: kernels and copies; None on a CPU), cpu_ops, gpu_busy_ms, idle_fraction, launch_table ([] on
+    a CPU)}. For benchmarks that put launch tables beside their timings."""
+    with tempfile.TemporaryDirectory() as tmp:
+        a = analyse(capture(step, device, Path(tmp) / "step.json.gz"))
+    return {"unit": a["unit"], "kernels": a.get("gpu_op_count"), "cpu_ops": a.get("cpu_op_count"),
+            "gpu_busy_ms": a["gpu_busy_ms"], "idle_fraction": a["idle_fraction"],
+            "launch_table": a.get("launch_table", [])}
+
+
 def read_step(path):
     """(cpu lane, gpu lane) of the analysed step: [(start_ms, dur_ms, name, category)], times from its start."""
     s = _median_step(_steps(load(path)))

@@ -92,4 +92,5 @@ def test_the_benchmarks_layers_run_with_and_without_the_prefetch_and_agree(monke
     warmed = bm.run_layers(x, layers, mask, "before", "load", programs=3)
     assert plain.shape == (3, 32) and torch.isfinite(plain).all() and plain.abs().max() > 0
     assert torch.equal(plain, warmed)
+    assert torch.equal(plain, bm.run_layers(x, layers, mask, "before", "load", programs=3, next_qkv=True))
     assert sum(w.numel() for w in bm.weights(layers[0])) == 32 * 64 + 96 * 32 + 32 * 48

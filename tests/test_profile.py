@@ -79,6 +79,22 @@ def test_the_launch_table_tells_one_kernel_apart_by_grid_with_the_gap_before_it(
     assert [r["ms"] for r in s["launch_table"]] == sorted((r["ms"] for r in s["launch_table"]), reverse=True)
 
 
+def test_a_benchmarks_step_summary_reads_the_median_traced_call(tmp_path, monkeypatch):
+    """profile.step_summary (benchmarks/tuning_variants.py --kernels, benchmarks/l2_prefetch.py --kernels):
+    a GPU step's kernel count, busy time and launch table from the trace capture() writes; a CPU step's
+    ops, with no launch table."""
+    monkeypatch.setattr(profile, "capture", lambda step, device, path: _trace(path, graph=True))
+    s = profile.step_summary(lambda: None, torch.device("cuda"))
+    assert (s["unit"], s["kernels"]) == ("kernel", len(KERNELS))
+    assert s["gpu_busy_ms"] == pytest.approx(sum(d for _, d in KERNELS) / 1e3)
+    assert [r["name"] for r in s["launch_table"]] == [n for n, _ in sorted(KERNELS, key=lambda k: -k[1])]
+    monkeypatch.undo()
+    x = torch.randn(32, 32)
+    c = profile.step_summary(lambda: x @ x, torch.device("cpu"))
+    assert (c["unit"], c["kernels"], c["launch_table"], c["gpu_busy_ms"]) == ("cpu_op", None, [], None)
+    assert c["cpu_ops"] >= 1
+
+
 def test_trace_diff_between_phases(tmp_path):
     def as_phase(s):
         return {"kernel_count": s.pop("kernel_count"), "profile": s}
