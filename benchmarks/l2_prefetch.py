@@ -58,14 +58,14 @@ def make_layers(n, device, dtype, g):
 
 
 def layer_step(x, layer, mask, prefetch=None):
-    """One expert layer's few-row step; prefetch(layer) is called after q/k/v, before the attention."""
-    rows, heads, hd, m = GEOMETRY["rows"], GEOMETRY["heads"], GEOMETRY["head_dim"], GEOMETRY["mlp"]
+    """One expert layer's few-row step up to its attention's output; prefetch(layer) is called after q/k/v,
+    before the attention."""
+    rows, heads, hd = GEOMETRY["rows"], GEOMETRY["heads"], GEOMETRY["head_dim"]
     qkv = F.linear(x, layer["qkv"])
     if prefetch is not None:
         prefetch(layer)
     q = qkv[:, :heads * hd].view(rows, heads, hd).transpose(0, 1).unsqueeze(0)      # [1, H, L, D]
-    attn = few_query_attention(q, layer["k"], layer["v"], mask)                    # [1, L, H, D]
-    return attn, qkv
+    return few_query_attention(q, layer["k"], layer["v"], mask)                    # [1, L, H, D]
 
 
 def after_attention(x, attn, layer):
@@ -91,7 +91,7 @@ def run_layers(x, layers, mask, how="", mode="line", programs=0, side_stream=Non
         return weights(layers[i]) + ((layers[i + 1]["qkv"],) if next_qkv and i + 1 < len(layers) else ())
     for i, layer in enumerate(layers):
         if how == "before":
-            attn, _ = layer_step(x, layer, mask, lambda lay, i=i: l2.l2_prefetch(*weights_of(i), mode=mode,
+            attn = layer_step(x, layer, mask, lambda lay, i=i: l2.l2_prefetch(*weights_of(i), mode=mode,
                                                                                   programs=programs, counter=counter))
         elif how == "side":
             main = torch.cuda.current_stream()
@@ -100,10 +100,10 @@ def run_layers(x, layers, mask, how="", mode="line", programs=0, side_stream=Non
                 side_stream.wait_stream(main)
                 with torch.cuda.stream(side_stream):
                     l2.l2_prefetch(*weights_of(i), mode=mode, programs=programs, counter=counter)
-            attn, _ = layer_step(x, layer, mask, fork)
+            attn = layer_step(x, layer, mask, fork)
             main.wait_stream(side_stream)                   # joined before o reads what it warmed
         else:
-            attn, _ = layer_step(x, layer, mask)
+            attn = layer_step(x, layer, mask)
         x = after_attention(x, attn, layer)
     return x
 
@@ -124,13 +124,11 @@ def sides(layers, mask, x, side_stream, modes):
 
 
 def prefetch_alone(layers, modes, iters):
-    steps = {}
-    for mode in modes:
-        counter = torch.zeros(2, dtype=torch.int32, device="cuda")
-        steps[mode] = GraphStep(lambda mode=mode, c=counter: [l2.l2_prefetch(*weights(lay), mode=mode, counter=c)
-                                                              for lay in layers], (), {})
-    t = bench.time_side_by_side({m: s.graph.replay for m, s in steps.items()}, torch.device("cuda"), iters=iters)
-    return {m: round(t[m].p50_ms * 1e3 / len(layers), 2) for m in modes}
+    """{mode: us a layer}: each layer's three weights asked for, one launch a layer, nothing else."""
+    counter = torch.zeros(2, dtype=torch.int32, device="cuda")
+    return bench.graphs_side_by_side(
+        {m: lambda m=m: [l2.l2_prefetch(*weights(lay), mode=m, counter=counter) for lay in layers] for m in modes},
+        len(layers), torch.device("cuda"), iters=iters)
 
 
 def main(argv=None):

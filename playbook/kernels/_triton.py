@@ -38,6 +38,13 @@ def zero_counters(cache, device, n):
     return cache[key]
 
 
+def sm_count(device):
+    """The GPU's SM (CU) count; 4 off a GPU (the interpreter), so grids sized from it stay small there."""
+    import torch
+    device = torch.device(device)
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+
+
 def next_pow2(n):
     return 1 << max(0, (int(n) - 1).bit_length())
 

@@ -43,7 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton import check_device, next_pow2, zero_counters
+from ._triton import check_device, next_pow2, sm_count, zero_counters
 
 
 @triton.jit
@@ -218,13 +218,9 @@ def _check(q, k, v):
     return b, h, d, k.shape[1], k.shape[2]
 
 
-def sm_count(device):
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else None
-
-
 def default_splits(b, h, n, block_n, device, waves=4):
     """Enough chunks for `waves` x the SM count of programs, no chunk shorter than one block."""
-    sms = sm_count(device) or 4
+    sms = sm_count(device)
     return max(1, min(math.ceil(waves * sms / (b * h)), math.ceil(n / block_n)))
 
 

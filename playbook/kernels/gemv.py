@@ -40,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton import INTERPRET, check_device, next_pow2, zero_counters
+from ._triton import INTERPRET, check_device, next_pow2, sm_count, zero_counters
 from ._triton import rows as row_view
 
 TILE = 4096          # fp32 elements of a program's accumulator tile (BLOCK_N x BLOCK_K), at most
@@ -187,11 +187,6 @@ def _rows_epilogue(acc, squares, B, R, Y, m, m_in, n, n_in, K, stride_r, stride_
     if HAS_RES:
         y += tl.load(R + m[:, None] * stride_r + n[None, :], mask=both, other=0.0).to(tl.float32)
     tl.store(Y + m[:, None] * stride_y + n[None, :], y.to(Y.dtype.element_ty), mask=both)
-
-
-def sm_count(device):
-    device = torch.device(device)
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
 def blocks(n, k, device, waves=2):

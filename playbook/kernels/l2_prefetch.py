@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton import INTERPRET, check_device
+from ._triton import INTERPRET, check_device, sm_count
 
 MAX_TENSORS = 4
 MODES = ("line", "bulk", "load")
@@ -84,12 +84,6 @@ def _l2_prefetch(T0, T1, T2, T3, N0, N1, N2, N3, Counter, never, programs,
         tl.atomic_add(Counter, lines)
         if check == never:                              # never true (the sum is at least 0): keeps the loads
             tl.store(Counter + 1, check)
-
-
-def sm_count(device):
-    if device.type != "cuda":
-        return 4
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def default_mode(device):
