@@ -80,7 +80,7 @@ def test_the_launch_table_tells_one_kernel_apart_by_grid_with_the_gap_before_it(
 
 
 def test_a_benchmarks_step_summary_reads_the_median_traced_call(tmp_path, monkeypatch):
-    """profile.step_summary (benchmarks/tuning_variants.py --kernels, benchmarks/l2_prefetch.py --kernels):
+    """profile.step_summary (benchmarks/tuning_variants.py --kernels):
     a GPU step's kernel count, busy time and launch table from the trace capture() writes; a CPU step's
     ops, with no launch table."""
     monkeypatch.setattr(profile, "capture", lambda step, device, path: _trace(path, graph=True))

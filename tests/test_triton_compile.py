@@ -34,7 +34,6 @@ from playbook.kernels import decode_attention as da
 from playbook.kernels.few_query_attention import few_query_attention
 import playbook.kernels.gemv
 from playbook.kernels.gemv import gemv
-from playbook.kernels import l2_prefetch as l2
 playbook.kernels.gemv.pdl_here = lambda device: True   # a CPU tensor here: what an H100/H200 would launch
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -69,8 +68,7 @@ def compile_instead(self, *args, grid, warmup, **kwargs):
     options = {k: kwargs[k] for k in ("num_warps", "num_stages", "launch_pdl") if k in kwargs}
     asm = triton.compile(ASTSource(fn=self, signature=sig, constexprs=const), target=TARGET, options=options).asm
     ptx = asm.get("ptx", "")
-    compiled.append((current["label"], self.__name__, "cubin" in asm, "griddepcontrol.wait" in ptx,
-                     "prefetch.global.L2::evict_last" in ptx or "cp.async.bulk.prefetch.L2.global" in ptx))
+    compiled.append((current["label"], self.__name__, "cubin" in asm, "griddepcontrol.wait" in ptx))
 
 
 JITFunction.run = compile_instead
@@ -120,12 +118,6 @@ cases.update({
     "few-query attention, no mask, fp32, head of 24": lambda: few_query_attention(
         torch.randn(1, 4, 3, 24), torch.randn(1, 2, 90, 24), torch.randn(1, 2, 90, 24), chunk_blocks=1, block_n=32),
 })
-weights = [torch.randn(1024, 2048, dtype=bf), torch.randn(8192, 1024, dtype=bf), torch.randn(1000, dtype=bf)]
-cases.update({
-    "L2 prefetch, lines, prefetches": lambda: l2.launch(weights, None, 132, l2.LINE, "line"),
-    "L2 prefetch, bulk, prefetches": lambda: l2.launch(weights, None, 66, 4096, "bulk"),
-    "L2 prefetch, loads": lambda: l2.launch(weights[:1], torch.zeros(2, dtype=torch.int32), 8, 64, "load"),
-})
 failed = {}
 for label, call in cases.items():
     current["label"] = label
@@ -148,10 +140,9 @@ def test_every_kernel_compiles_for_sm90_as_its_launchers_launch_it():
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["failed"] == {}, got["failed"]
     by_case = {}
-    for label, kernel, cubin, waits, prefetches in got["compiled"]:
+    for label, kernel, cubin, waits in got["compiled"]:
         assert cubin, f"{label}: {kernel} gave no cubin"
         assert waits == label.endswith("PDL"), f"{label}: {kernel} waits for the kernel before: {waits}"
-        assert prefetches == label.endswith("prefetches"), f"{label}: {kernel} prefetches into L2: {prefetches}"
         by_case.setdefault(label, set()).add(kernel)
     assert set(by_case) == set(got["cases"])                   # every launcher reached a compile
-    assert {"_gemv", "_gemv_rows", "_decode_rope_append", "_few_query_part", "_few_query_combine", "_combine", "_l2_prefetch"} <= set().union(*by_case.values())
+    assert {"_gemv", "_gemv_rows", "_decode_rope_append", "_few_query_part", "_few_query_combine", "_combine"} <= set().union(*by_case.values())
