@@ -171,7 +171,7 @@ def test_pi0_tiny_goes_down_the_whole_ladder_with_verify_correct(tmp_path):
     assert phases["cudagraph"]["knobs"]["scope"] == "regions"
     attention = phases["attention"]                # the prefix and the expert: 2 query heads over 1 K/V head
     assert [g["path"] for g in attention["grouped_attention"]] == ["lm", "denoise.expert"]
-    grouped = next(c for c in attention["candidates"] if c["label"] == "grouped attention")
+    grouped = next(c for c in attention["candidates"] if c["label"] == "grouped attention + sdpa")
     assert grouped["correct"] and grouped["error"] is None, grouped
     assert "11 queries over" in attention["few_query"] and "phase 5 times it" in attention["few_query"]
     assert "grouped attention, few-query kernel" not in [c["label"] for c in attention["candidates"]]
@@ -215,3 +215,28 @@ print(json.dumps({k: counters["inductor"].get(k, 0) for k in ("fxgraph_cache_hit
         seen[how] = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["phase"]["fxgraph_cache_miss"] == 2, seen           # fill_cache and velocity: kv_in_place's
     assert seen["rebuild"] == {"fxgraph_cache_hit": 3, "fxgraph_cache_miss": 0}, seen
+
+
+def test_phase_2_offers_grouped_attention_with_the_vision_tower_on_sdpa_first():
+    """pi0 full on the H200 (2026-12-03, benchmarks/results/pi0-vision/): its vision tower on SDPA beside eager's
+    math, grouped attention for the prefix and the expert either way, 15.86 against 16.35 ms. Phase 2 offers the
+    two together first; the pair is eager's numbers on pi0's odd tiny geometry (3 cameras, a horizon of 5)."""
+    from types import SimpleNamespace
+
+    from playbook.phases import attention as phase2
+    wl = pi0(cameras=3, action_horizon=5, num_steps=2)
+    ref = actions(wl)
+    pipe = SimpleNamespace(workload=wl, device=CPU, info={}, notes=[], inductor={})
+    ctx = SimpleNamespace(fresh_pipeline=lambda: pipe, vendor="cpu", info={})
+    got = phase2.candidates(ctx)
+    both = {"route": {"hf": ["vision"], "rewrite": []}, "sdpa_backend": None, "grouped": ["lm", "denoise.expert"]}
+    assert got[:2] == [both, {**both, "route": {"hf": [], "rewrite": []}}]
+    assert [phase2.label(k) for k in got[:2]] == ["grouped attention + sdpa", "grouped attention"]
+    assert phase2.label({**both, "few_query": True}) == "grouped attention + sdpa, few-query kernel"
+    assert all(phase2.label(k) in phase2.CHOICES for k in got + [{**both, "few_query": True}])
+    wl2 = pi0(cameras=3, action_horizon=5, num_steps=2)              # the same seed: the same weights
+    phase2.apply(SimpleNamespace(workload=wl2, info={}, notes=[], inductor={}), both)
+    impl = {n: m.config._attn_implementation for n, m in wl2.model.named_modules() if n in ("vision", "lm")}
+    assert impl == {"vision": "sdpa", "lm": "playbook_grouped"}
+    r = compare(actions(wl2), snapshot(ref), torch.float32)
+    assert r["correct"] and ref.abs().max() > 0, r

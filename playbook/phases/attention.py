@@ -10,7 +10,8 @@ its attention modules are of the Llama form, their rotary embedding and cache wr
 A Hugging Face model on eager attention with fewer K/V heads than query heads (GQA, MQA) is offered
 grouped attention first: eager's math with each group's query heads folded into the rows, so no K/V
 head is copied per query head (playbook/rewrites/grouped_attention.py); it takes any explicit mask,
-which SDPA's own GQA path does not. Its calls of a few queries over a longer K/V (pi0's denoise steps) can
+which SDPA's own GQA path does not. The model's other attention (pi0's vision tower) goes to SDPA in the
+same candidate, offered first, and grouped attention alone after it. Its calls of a few queries over a longer K/V (pi0's denoise steps) can
 go to a Triton kernel (kernels.few_query_attention); phase 5 times it against the compiled grouped math at
 the step's own shapes and offers it where it wins (the phase JSON here names the calls it would take).
 Correctness is gated against the baseline as always.
@@ -43,12 +44,18 @@ CHOICES = {"sdpa": "attention through SDPA, torch picks the backend",
                                 "folded into the rows: one product per K/V head, no K/V copies, any mask",
            "grouped attention, few-query kernel": "grouped attention, and each call of 1 to 16 queries over a longer "
                                                   "K/V in one launch (kernels.few_query_attention: the scores, "
-                                                  "mask, softmax and values' product)"}
+                                                  "mask, softmax and values' product)",
+           "grouped attention + sdpa": "grouped attention for the GQA models it takes, and the model's other "
+                                       "attention through SDPA (torch picks the backend)"}
+CHOICES["grouped attention + sdpa, few-query kernel"] = (CHOICES["grouped attention + sdpa"] + "; the few-query calls "
+                                                         "through kernels.few_query_attention")
 
 
 def label(knobs):
     if knobs.get("grouped"):
-        return "grouped attention, few-query kernel" if knobs.get("few_query") else "grouped attention"
+        route = knobs.get("route") or {}
+        name = "grouped attention + sdpa" if route.get("hf") or route.get("rewrite") else "grouped attention"
+        return f"{name}, few-query kernel" if knobs.get("few_query") else name
     if knobs.get("decode_kernel"):
         return "decode kernel, one launch a layer" if knobs.get("rope_append") else "decode kernel"
     return "sdpa + measured backend" if knobs.get("sdpa_backend") else "sdpa"
@@ -105,8 +112,15 @@ def candidates(ctx):
         # expert (8 query heads over one K/V head, 11 queries against 827 slots) took 4.5 ms of the eager step
         # and 3.0 ms of the compiled one, while routing every model to SDPA was 1.5x slower than the eager
         # recipe (2026-11-22: 35.97 ms against 24.22): with pi0's explicit masks HF copies K/V per head for SDPA.
-        out.append({"route": {"hf": [], "rewrite": []}, "sdpa_backend": None,
-                    "grouped": [g["path"] for g in grouped]})
+        # NOTE: the models grouped attention does not take (no GQA: pi0's vision tower) go to SDPA in the same build,
+        # first: their calls carry no K/V to copy. On pi0 full (H200, 2026-12-03, benchmarks/results/pi0-vision/)
+        # the recipe with its vision tower on SDPA measured 15.86 ms beside the same recipe on eager's math for it,
+        # 16.35 ms (27 layers of two products, a softmax and three layout copies became one SDPA kernel each:
+        # 2698 -> 2536 kernels a step); that ladder's budget had built grouped attention alone only.
+        taken_paths = [g["path"] for g in grouped]
+        if route["hf"] or route["rewrite"]:
+            out.append({"route": route, "sdpa_backend": None, "grouped": taken_paths})
+        out.append({"route": {"hf": [], "rewrite": []}, "sdpa_backend": None, "grouped": taken_paths})
         ctx.info["grouped_attention"] = grouped
         few = grouped_attention.few_query_calls(calls)
         if few:

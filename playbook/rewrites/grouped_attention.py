@@ -41,6 +41,10 @@ FEW_QUERY = "playbook_few_query"     # the same, with a few queries' calls in on
 # (`cutlass_75_tensorop_s1688gemm_bf16_64x64_*_align1`, about 5 us a call, 1.76 ms a step) because 838 rows
 # of 2 bytes break the 16-byte alignment that the Hopper kernels need.
 ALIGN = 8
+# NOTE: a long call (pi0's prefix: 816 queries, 8 heads over one K/V head, head 256) as one SDPA call with the mask
+# laid out as the folded rows ([1, 1, 6528, 816], additive) lost to this math on pi0 full (H200, 2026-12-03,
+# benchmarks/results/pi0-vision/): torch picked cuDNN, 78.6 us a layer against about 25 us for the math's three
+# kernels (16.85 against 15.86 ms a step); memory-efficient attention forced, 16.81 ms. So it is not offered.
 
 
 def grouped_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
