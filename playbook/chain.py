@@ -148,6 +148,11 @@ def _walk(run, books, budget, log, resume, fork_server, first_kernel):
             if resume and done and not stale and not _target_skip_to_retry(run, done):
                 log(f"{head}: already recorded ({done['status']}), skipped")
                 continue
+            if resume and not stale:     # the later phases run again too: their old steps leave the recipe now
+                dropped = run.drop_steps([b[1] for b in books[i:]])
+                if dropped:
+                    log(f"recipe: the steps of {', '.join(dropped)} dropped: they were kept on the recipe before "
+                        f"{name} ran again, and run again after it")
             stale = True
             run.reload()            # what the phases before wrote (workload_info sets how many kernels go ahead)
             kept = last_kept_p50(run)

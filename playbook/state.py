@@ -148,6 +148,18 @@ class Run:
         kept = {p["name"]: p["p50_ms"] for p in self.phases() if p["status"] == "kept"}
         self._write_recipe(steps, kept.get(steps[-1]["name"]) if steps else kept.get("baseline"))
 
+    def drop_steps(self, names):
+        """Remove these phases' steps from the recipe (they are about to run again, on a recipe that has changed
+        before them: steps kept on the old one must not be built under the phases that re-run); returns the
+        names dropped. The recipe's p50 falls back to the last kept phase left."""
+        recipe = self.recipe()
+        dropped = [s["name"] for s in recipe["phases"] if s["name"] in set(names)]
+        if dropped:
+            steps = [s for s in recipe["phases"] if s["name"] not in set(names)]
+            kept = {p["name"]: p["p50_ms"] for p in self.phases() if p["status"] == "kept"}
+            self._write_recipe(steps, kept.get(steps[-1]["name"]) if steps else kept.get("baseline"))
+        return dropped
+
     def _write_recipe(self, steps, p50_ms):
         recipe = self.recipe()
         recipe["workload"] = self.workload_params()

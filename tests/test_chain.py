@@ -134,8 +134,14 @@ def test_a_lowered_target_resumes_the_phases_it_skipped(tmp_path):
     assert done.returncode == 0, done.stderr
     for ref in out.glob("reference*.pt"):       # a run copied without its .pt files, as committed results are
         ref.unlink()
-    done = ladder("--out", str(out), "--resume", "--target-ms", "0.0001", "--phases", "baseline,cudagraph,verify")
+    recipe = json.loads((out / "recipe.json").read_text())     # a later phase's step, kept on the recipe before
+    recipe["phases"].append({"phase": 6, "name": "tuning", "knobs": {"tune": ["coordinate_descent_tuning"]}})
+    (out / "recipe.json").write_text(json.dumps(recipe))
+    done = ladder("--out", str(out), "--resume", "--target-ms", "0.0001", "--phases",
+                  "baseline,cudagraph,tuning,verify")
     assert done.returncode == 0, done.stderr
+    assert "recipe: the steps of tuning dropped" in done.stdout               # not built under cudagraph again
+    assert "tuning" not in [s["name"] for s in json.loads((out / "recipe.json").read_text())["phases"]]
     assert "target changed from 10000.0 to 0.0001 ms" in done.stdout
     assert "00-baseline: already recorded" in done.stdout
     assert "01-cudagraph: running" in done.stdout and "07-verify: running" in done.stdout   # verify was stale

@@ -136,3 +136,18 @@ def test_a_phase_budget_can_differ_by_device(tmp_path):
     assert phase_budget(mod, run) == 30.0
     run.update(budgets={"kernels": 240.0})                 # even above the phase's own default
     assert phase_budget(mod, run) == 240.0
+
+
+def test_a_phase_run_again_drops_the_later_steps_that_run_again_after_it(tmp_path, run_params):
+    """pi0 full resumed from phase 2 (2026-12-03): the recipe still held phases 4 and 5, so phase 2 was tried on
+    top of them. The chain drops the steps of the phases that run again after it, and only those."""
+    run = open_run(str(tmp_path / "r"), **run_params)
+    for n, name, p50 in ((0, "baseline", 4.0), (1, "cudagraph", 2.0), (2, "attention", 1.5), (4, "fusion", 1.2),
+                         (5, "kernels", 1.0)):
+        run.write_phase(phase(n, name, p50=p50))
+        if name != "baseline":
+            run.keep(phase(n, name, p50=p50))
+    assert run.drop_steps(["gemm", "fusion", "kernels", "verify"]) == ["fusion", "kernels"]
+    recipe = run.recipe()
+    assert [s["name"] for s in recipe["phases"]] == ["cudagraph", "attention"] and recipe["p50_ms"] == 1.5
+    assert run.drop_steps(["verify"]) == [] and run.recipe() == recipe
