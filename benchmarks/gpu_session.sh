@@ -52,9 +52,8 @@
 #                                                   # the gate+up projection that writes its input
 #   bash benchmarks/gpu_session.sh pi0-attention-2  # the few-query sweep (no tests), gated-pair, then pi0 full's recipe
 #                                                   # beside itself with the rotary fold, and with the few-query kernel too
-#   bash benchmarks/gpu_session.sh l2-prefetch      # playbook.kernels.l2_prefetch: its tests on CUDA, then
-#                                                   # benchmarks/l2_prefetch.py: pi0's denoise layers with each
-#                                                   # layer's weights warmed into L2 during its attention, or not
+#   bash benchmarks/gpu_session.sh pi0-vision       # benchmarks/tuning_variants.py: pi0 full's recipe beside itself with
+#                                                   # its vision tower on SDPA, and with coordinate-descent tuning
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
 #                                                   # ladder + peers each, GPUS at a time, in the background;
 #                                                   # each call waits up to WAIT_S and copies what is done
@@ -119,9 +118,13 @@ if [[ $part == pi0-attention-2 ]]; then   # issue 19: the folds that won in the 
     --kernels --iters 50 --warmup 10 --json "$OUT/pi0-attention-2.json" 2>&1 | grep -v Warning > "$OUT/pi0-attention-2.log"
   grep -E "built in|p50|kernels a step|Error|error| us  gap" "$OUT/pi0-attention-2.log" | head -70
 fi
-if [[ $part == l2-prefetch ]]; then   # issue 19: the projections' weights in L2 before they read them
-  python3 -m pytest -q tests/test_l2_prefetch.py 2>&1 | tail -2 | tee "$OUT/l2-prefetch-tests.txt"
-  python3 benchmarks/l2_prefetch.py --kernels --json "$OUT/l2-prefetch.json" 2>&1 | tee "$OUT/l2-prefetch.log"
+if [[ $part == pi0-vision ]]; then   # issue 19: pi0 full's recipe beside itself with its vision tower on SDPA (grouped
+  # attention takes the language model and the expert, whose calls carry masks; the vision tower's carry none), and
+  # with Inductor's coordinate-descent tuning (phase 6, which its budget skipped)
+  timeout "${TV_S:-520}" python3 benchmarks/tuning_variants.py --recipe benchmarks/results/pi0-full/recipe.json \
+    --knobs 'attention={"route": {"hf": ["vision"], "rewrite": []}}' --variant '{"tune": ["coordinate_descent_tuning"]}' \
+    --kernels --iters 50 --warmup 10 --json "$OUT/pi0-vision.json" 2>&1 | grep -v Warning > "$OUT/pi0-vision.log"
+  grep -E "built in|p50|kernels a step|Error|error| us  gap" "$OUT/pi0-vision.log" | head -80
 fi
 if [[ $part == gemv-pdl ]]; then   # issue 19: the GEMV reading W while the kernel before it finishes
   python3 -m pytest -q tests/test_gemv.py -k "pdl or chain" 2>&1 | tail -2 | tee "$OUT/gemv-pdl-tests.txt"
