@@ -41,7 +41,18 @@ def record(run, name, status, error=None, note=None):
     if note:
         result["notes"].append(note)
     run.write_phase(result)
+    if name not in ("baseline", "verify"):
+        drop_steps(run, [name])  # as ladder.py does for a phase not kept: a re-run leaves no stale step behind
     return result
+
+
+def drop_steps(run, names):
+    """run.drop_steps, except that a corrupt recipe.json is left for the phases to report (each records the
+    error it gives them, and the chain goes on): returns the names dropped."""
+    try:
+        return run.drop_steps(names)
+    except PlaybookError:
+        return []
 
 
 def open_chain_run(params, out=None, resume=False, log=print):
@@ -149,7 +160,7 @@ def _walk(run, books, budget, log, resume, fork_server, first_kernel):
                 log(f"{head}: already recorded ({done['status']}), skipped")
                 continue
             if resume and not stale:     # the later phases run again too: their old steps leave the recipe now
-                dropped = run.drop_steps([b[1] for b in books[i:]])
+                dropped = drop_steps(run, [b[1] for b in books[i:]])
                 if dropped:
                     log(f"recipe: the steps of {', '.join(dropped)} dropped: they were kept on the recipe before "
                         f"{name} ran again, and run again after it")

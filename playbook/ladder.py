@@ -103,7 +103,7 @@ def run_phase(name, run, iters=100, warmup=10, knobs_to_try=None):
         if result["status"] == "kept":
             run.keep(result)
         else:
-            run.drop(name)          # a re-run that is not kept this time leaves no stale step behind
+            run.drop_steps([name])   # a re-run that is not kept this time leaves no stale step behind
     result["next_action"] = next_action(run, result)
     result.update(time_s=clock.time_s(), compile_cache=clock.cache_counts(), compile_stages=clock.compile_stages())
     run.write_phase(result)

@@ -140,17 +140,9 @@ class Run:
         steps.append({"phase": result["phase"], "name": result["name"], "knobs": result["knobs"]})
         self._write_recipe(steps, result["p50_ms"])
 
-    def drop(self, name):
-        """Remove a phase that was re-run and not kept this time; the recipe's p50 falls back to the last kept."""
-        steps = self.steps_before(name)
-        if len(steps) == len(self.recipe()["phases"]):
-            return
-        kept = {p["name"]: p["p50_ms"] for p in self.phases() if p["status"] == "kept"}
-        self._write_recipe(steps, kept.get(steps[-1]["name"]) if steps else kept.get("baseline"))
-
     def drop_steps(self, names):
-        """Remove these phases' steps from the recipe (they are about to run again, on a recipe that has changed
-        before them: steps kept on the old one must not be built under the phases that re-run); returns the
+        """Remove these phases' steps from the recipe: a phase re-run and not kept this time, or phases about to
+        run again after one that re-ran (steps kept on the old recipe must not be built under it); returns the
         names dropped. The recipe's p50 falls back to the last kept phase left."""
         recipe = self.recipe()
         dropped = [s["name"] for s in recipe["phases"] if s["name"] in set(names)]

@@ -240,7 +240,7 @@ def test_a_phase_stops_building_at_its_budget_and_says_what_it_left_out(tiny_run
     assert len(r["candidates"]) == 1 and len(r["budget"]["left_out"]) == 2, r.get("error")
     assert r["budget"]["budget_s"] == 0.0 and any("time budget" in n for n in r["notes"])
     assert r["time_s"]["total"] >= r["time_s"]["build"] > 0 and r["candidates"][0]["build_s"] > 0
-    tiny_run.drop("attention")
+    tiny_run.drop_steps(["attention"])
 
 
 def test_slow_steps_are_traced_fewer_times():

@@ -78,10 +78,10 @@ def test_a_rerun_phase_is_tried_without_its_old_step_and_dropped_when_not_kept(t
             run.keep(phase(n, name, p50=p50))
     assert [s["name"] for s in run.steps_before("tuning")] == ["cudagraph"]
     run.write_phase(phase(6, "tuning", status="rejected", p50=0.9))
-    run.drop("tuning")
+    assert run.drop_steps(["tuning"]) == ["tuning"]
     recipe = run.recipe()
     assert [s["name"] for s in recipe["phases"]] == ["cudagraph"] and recipe["p50_ms"] == 1.0
-    run.drop("fusion")                                   # never kept: nothing changes
+    assert run.drop_steps(["fusion"]) == []              # never kept: nothing changes
     assert run.recipe() == recipe
 
 
