@@ -144,10 +144,11 @@ class Run:
         """Remove these phases' steps from the recipe: a phase re-run and not kept this time, or phases about to
         run again after one that re-ran (steps kept on the old recipe must not be built under it); returns the
         names dropped. The recipe's p50 falls back to the last kept phase left."""
+        names = set(names)
         recipe = self.recipe()
-        dropped = [s["name"] for s in recipe["phases"] if s["name"] in set(names)]
+        dropped = [s["name"] for s in recipe["phases"] if s["name"] in names]
         if dropped:
-            steps = [s for s in recipe["phases"] if s["name"] not in set(names)]
+            steps = [s for s in recipe["phases"] if s["name"] not in names]
             kept = {p["name"]: p["p50_ms"] for p in self.phases() if p["status"] == "kept"}
             self._write_recipe(steps, kept.get(steps[-1]["name"]) if steps else kept.get("baseline"))
         return dropped

@@ -11,9 +11,10 @@ A Hugging Face model on eager attention with fewer K/V heads than query heads (G
 grouped attention first: eager's math with each group's query heads folded into the rows, so no K/V
 head is copied per query head (playbook/rewrites/grouped_attention.py); it takes any explicit mask,
 which SDPA's own GQA path does not. The model's other attention (pi0's vision tower) goes to SDPA in the
-same candidate, offered first, and grouped attention alone after it. Its calls of a few queries over a longer K/V (pi0's denoise steps) can
-go to a Triton kernel (kernels.few_query_attention); phase 5 times it against the compiled grouped math at
-the step's own shapes and offers it where it wins (the phase JSON here names the calls it would take).
+same candidate, offered first, and grouped attention alone after it. Grouped attention's calls of a few
+queries over a longer K/V (pi0's denoise steps) can go to a Triton kernel (kernels.few_query_attention);
+phase 5 times it against the compiled grouped math at the step's own shapes and offers it where it wins
+(the phase JSON here names the calls it would take).
 Correctness is gated against the baseline as always.
 """
 from ..rewrites import attention, count_ops, decode_kernel, grouped_attention
@@ -90,7 +91,7 @@ def candidates(ctx):
     # A model grouped attention takes is not also routed to SDPA: with an explicit mask HF copies its K/V per
     # query head for SDPA, which grouped attention exists to avoid (pi0 full, H200, 2026-11-23: SDPA for all
     # three models 37.0 ms, grouped 24.1, the recipe before them 26.1; the SDPA build cost 73 s).
-    taken = {g["path"] for g in grouped}
+    taken = [g["path"] for g in grouped]
     route = {"hf": [h["path"] for h in hf if h["was"] != "sdpa" and h["path"] not in taken], "rewrite": rewritten}
     default = next(r for r in table if r["backend"] == "default")
     best = next((r for r in table if r["ok"] and r["backend"] != "default"), None)
@@ -117,10 +118,9 @@ def candidates(ctx):
         # the recipe with its vision tower on SDPA measured 15.86 ms beside the same recipe on eager's math for it,
         # 16.35 ms (27 layers of two products, a softmax and three layout copies became one SDPA kernel each:
         # 2698 -> 2536 kernels a step); that ladder's budget had built grouped attention alone only.
-        taken_paths = [g["path"] for g in grouped]
         if route["hf"] or route["rewrite"]:
-            out.append({"route": route, "sdpa_backend": None, "grouped": taken_paths})
-        out.append({"route": {"hf": [], "rewrite": []}, "sdpa_backend": None, "grouped": taken_paths})
+            out.append({"route": route, "sdpa_backend": None, "grouped": taken})
+        out.append({"route": {"hf": [], "rewrite": []}, "sdpa_backend": None, "grouped": taken})
         ctx.info["grouped_attention"] = grouped
         few = grouped_attention.few_query_calls(calls)
         if few:
