@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.kernels import back_to_back, graphed_back_to_back  # noqa: E402  (events around back-to-back calls)
 from playbook.kernels import reference  # noqa: E402
 from playbook.kernels._triton import next_pow2, sm_count  # noqa: E402
-from playbook.kernels.gemv import blocks, gemv, pdl_here, rows_blocks, rows_gpu_blocks  # noqa: E402
+from playbook.kernels._triton import pdl_here  # noqa: E402
+from playbook.kernels.gemv import blocks, gemv, rows_blocks, rows_gpu_blocks  # noqa: E402
 from playbook import bench  # noqa: E402
 from playbook.devices import describe, measure_ceilings  # noqa: E402
 

@@ -4,6 +4,7 @@ import torch
 
 from playbook.kernels import gemv as gv
 from playbook.kernels import reference as ref
+from playbook.kernels._triton import pdl_here
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # One fp32 dot product of K terms, summed in another order than torch's: the fp32 bar grows with K.
@@ -428,13 +429,13 @@ def test_pdl_is_ignored_where_it_cannot_run_and_the_answer_is_the_same():
     """pdl=True on a CPU (Triton's interpreter) or a GPU without it launches as before: same outputs."""
     torch.manual_seed(3)
     x, w = torch.randn(11, 300, device=DEVICE), torch.randn(200, 300, device=DEVICE)
-    assert not gv.pdl_here("cpu")
+    assert not pdl_here("cpu")
     assert torch.equal(gv.gemv(x, w, pdl=True), gv.gemv(x, w))
     assert torch.equal(gv.gemv(x[:1], w, pdl=True), gv.gemv(x[:1], w))
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or not gv.pdl_here("cuda"), reason="PDL needs an sm_90+ GPU")
+@pytest.mark.skipif(not torch.cuda.is_available() or not pdl_here("cuda"), reason="PDL needs an sm_90+ GPU")
 def test_pdl_chains_in_a_cuda_graph_give_what_plain_launches_give():
     """Projections chained as a layer chains them (each reads the one before's output), captured in a CUDA
     graph with Programmatic Dependent Launch: each waits for the kernel before it, so the answer is the

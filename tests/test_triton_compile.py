@@ -32,9 +32,10 @@ playbook.kernels._triton.INTERPRET = True          # the launchers' device check
 from playbook.kernels import act_and_mul, fused_add_rms_norm, gelu_tanh_and_mul, rms_norm, silu_and_mul
 from playbook.kernels import decode_attention as da
 from playbook.kernels.few_query_attention import few_query_attention
+from playbook.kernels.rope_append_rows import rope_append_rows
 import playbook.kernels.gemv
 from playbook.kernels.gemv import gemv
-playbook.kernels.gemv.pdl_here = lambda device: True   # a CPU tensor here: what an H100/H200 would launch
+playbook.kernels._triton.pdl_here = lambda device: True   # a CPU tensor here: what an H100/H200 would launch
 
 TARGET = GPUTarget("cuda", 90, 32)
 DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32",
@@ -113,10 +114,21 @@ allowed = torch.ones(1, 1, 11, 827, dtype=torch.bool)
 cases.update({
     "few-query attention, pi0's boolean mask": lambda: few_query_attention(q, k, v, allowed),
     "few-query attention, the last program combines": lambda: few_query_attention(q, k, v, allowed, combine="last"),
+    "few-query attention, pi0's boolean mask, PDL": lambda: few_query_attention(q, k, v, allowed, pdl=True),
+    "few-query attention, the last program combines, PDL": lambda: few_query_attention(q, k, v, allowed,
+                                                                                      combine="last", pdl=True),
     "few-query attention, additive mask, soft cap": lambda: few_query_attention(
         q, k, v, torch.zeros(1, 8, 11, 827, dtype=bf), softcap=50.0),
     "few-query attention, no mask, fp32, head of 24": lambda: few_query_attention(
         torch.randn(1, 4, 3, 24), torch.randn(1, 2, 90, 24), torch.randn(1, 2, 90, 24), chunk_blocks=1, block_n=32),
+})
+qkv = torch.randn(11, 10 * 256, dtype=bf)
+rope_args = lambda: (qkv[:, :2048].view(11, 8, 256), qkv[:, 2048:2304].view(11, 1, 256), qkv[:, 2304:].view(11, 1, 256),
+                     torch.randn(11, 256, dtype=bf), torch.randn(11, 256, dtype=bf),
+                     torch.randn(1, 1, 827, 256, dtype=bf), torch.randn(1, 1, 827, 256, dtype=bf), 816)
+cases.update({
+    "rope append rows, pi0's denoise step": lambda: rope_append_rows(*rope_args()),
+    "rope append rows, pi0's denoise step, PDL": lambda: rope_append_rows(*rope_args(), pdl=True),
 })
 failed = {}
 for label, call in cases.items():
@@ -145,4 +157,5 @@ def test_every_kernel_compiles_for_sm90_as_its_launchers_launch_it():
         assert waits == label.endswith("PDL"), f"{label}: {kernel} waits for the kernel before: {waits}"
         by_case.setdefault(label, set()).add(kernel)
     assert set(by_case) == set(got["cases"])                   # every launcher reached a compile
-    assert {"_gemv", "_gemv_rows", "_decode_rope_append", "_few_query_part", "_few_query_combine", "_combine"} <= set().union(*by_case.values())
+    assert {"_gemv", "_gemv_rows", "_decode_rope_append", "_few_query_part", "_few_query_combine", "_combine",
+            "_rope_append"} <= set().union(*by_case.values())

@@ -1,4 +1,6 @@
-"""What every kernel launcher shares: can Triton run on this tensor, and a 2-D row view of it."""
+"""What every kernel launcher shares: can Triton run on this tensor, a 2-D row view of it, and can it launch with
+Programmatic Dependent Launch here."""
+import functools
 import os
 
 
@@ -58,3 +60,24 @@ def warps_for(elements):
     if elements >= 1024:
         return 4
     return 2
+
+
+def pdl_here(device):
+    """Programmatic Dependent Launch needs an NVIDIA GPU of compute capability 9 or more (not Triton's
+    interpreter, not ROCm). A launcher asked for PDL where it cannot run launches as before."""
+    import torch
+    device = torch.device(device)
+    return device.type == "cuda" and not INTERPRET and torch.version.hip is None and _sm90(device.index)
+
+
+def pdl_launch(pdl, device):
+    """The launch options of a kernel with a PDL constexpr: {"PDL": True, "launch_pdl": True} where pdl is asked
+    for and `pdl_here` says it can run, else {}."""
+    return {"PDL": True, "launch_pdl": True} if pdl and pdl_here(device) else {}
+
+
+@functools.lru_cache(maxsize=None)
+def _sm90(index):
+    """The GPU's capability, asked once (each launch that wants PDL checks it)."""
+    import torch
+    return torch.cuda.get_device_capability(index)[0] >= 9

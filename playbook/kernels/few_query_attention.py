@@ -39,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton import INTERPRET, check_device, next_pow2, zero_counters
+from ._triton import INTERPRET, check_device, next_pow2, pdl_launch, zero_counters
 
 MAX_QUERIES = 16        # a denoise suffix or a verify window; more queries are a prefill, SDPA's case
 MAX_HEAD_DIM = 256      # a [BLOCK_M, D] fp32 accumulator a program; larger heads are left to SDPA
@@ -70,8 +70,12 @@ def _few_query_part(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, ROWS, CHUNK, ROW
                     H: tl.constexpr, KVH: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     CHUNK_BLOCKS: tl.constexpr, MASK_KIND: tl.constexpr, SOFTCAP: tl.constexpr,
-                    FP32_DOT: tl.constexpr, SPLITS: tl.constexpr, LAST_COMBINES: tl.constexpr):
+                    FP32_DOT: tl.constexpr, SPLITS: tl.constexpr, LAST_COMBINES: tl.constexpr,
+                    PDL: tl.constexpr = False):
     tile, split = tl.program_id(0), tl.program_id(1)   # one (batch, K/V head, row tile) x one chunk of the K/V
+    if PDL:             # q and the K/V are the kernels before's outputs: wait for them, then let the next launch
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     bkv = tile // ROW_TILES
     b = bkv // KVH
     kv = bkv % KVH
@@ -154,7 +158,10 @@ def _few_query_part(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, ROWS, CHUNK, ROW
 
 @triton.jit
 def _few_query_combine(Part, Lse, O, ROWS, LQ, so_b, so_q, so_h, H: tl.constexpr, D: tl.constexpr,
-                       SPLITS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+                       SPLITS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr = False):
+    if PDL:             # the partials are the first launch's: wait for it, then let the next kernel launch
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     g = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)     # rows x head dims: every SM takes a share
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     g_in = g < ROWS
@@ -214,22 +221,24 @@ _counters = {}      # (device, tiles) -> int32 zeros: the last-program combine's
 
 
 def few_query_attention(q, k, v, mask=None, scale=None, softcap=None, chunk_blocks=0, block_n=0, num_warps=0,
-                        block_m=0, combine=""):
+                        block_m=0, combine="", pdl=False):
     """softmax(q k^T * scale [soft-capped] [+ mask]) v for each query head over its K/V head; [B, Lq, H, D].
     chunk_blocks, block_n, num_warps, block_m: the first launch's settings (0: launch()'s defaults); combine:
-    one of COMBINES ("": COMBINE). For benchmarks."""
+    one of COMBINES ("": COMBINE). For benchmarks. pdl: both launches with Programmatic Dependent Launch
+    (`_triton.pdl_here`; ignored where it cannot run): each waits for the kernel before it at its start and
+    lets the next one launch at once, so the launches' latency overlaps the kernel before."""
     combine = combine or COMBINE
     if combine not in COMBINES:
         raise ValueError(f"playbook.kernels.few_query_attention: combine {combine!r} is not one of {COMBINES}")
     return torch.ops.playbook.few_query_attention(q, k, v, mask, float(scale or 0.0), float(softcap or 0.0),
                                                   int(chunk_blocks), int(block_n), int(num_warps), int(block_m),
-                                                  combine == "last")
+                                                  combine == "last", bool(pdl))
 
 
 @torch.library.custom_op("playbook::few_query_attention", mutates_args=())
 def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor], scale: float,
                   softcap: float, chunk_blocks: int, block_n: int, num_warps: int, block_m: int,
-                  last_combines: bool) -> torch.Tensor:
+                  last_combines: bool, pdl: bool) -> torch.Tensor:
     check_device("few_query_attention", *(t for t in (q, k, v, mask) if t is not None))
     why = takes(q, k, mask)
     if why is None and v.shape != k.shape:
@@ -257,6 +266,7 @@ def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optio
     tiles = b * kvh * at["row_tiles"]
     last = last_combines and splits > 1
     count = zero_counters(_counters, q.device, tiles) if last else lse
+    launch_opts = pdl_launch(pdl, q.device)
     _few_query_part[(tiles, splits)](
         q, k, v, mask if mask is not None else q, part, lse, count, out, lq, lk, rows, at["chunk"], at["row_tiles"],
         scale or 1.0 / math.sqrt(d), softcap or 1.0,
@@ -265,16 +275,16 @@ def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optio
         H=h, KVH=kvh, GROUP=group, D=d, BLOCK_D=block_d, BLOCK_M=at["block_m"], BLOCK_N=at["block_n"],
         CHUNK_BLOCKS=at["chunk_blocks"], MASK_KIND=kind, SOFTCAP=bool(softcap),
         FP32_DOT=INTERPRET or q.dtype == torch.float32, SPLITS=splits, LAST_COMBINES=last,
-        num_warps=at["num_warps"])
+        num_warps=at["num_warps"], **launch_opts)
     if splits > 1 and not last:
         block_dc = min(COMBINE_DIMS, block_d)
         _few_query_combine[(triton.cdiv(rows, COMBINE_ROWS), triton.cdiv(d, block_dc))](
             part, lse, out, rows, lq, out.stride(0), out.stride(1), out.stride(2), H=h, D=d, SPLITS=splits,
-            BLOCK_R=COMBINE_ROWS, BLOCK_D=block_dc, num_warps=4)
+            BLOCK_R=COMBINE_ROWS, BLOCK_D=block_dc, num_warps=4, **launch_opts)
     return out
 
 
 @_few_query_op.register_fake
-def _(q, k, v, mask, scale, softcap, chunk_blocks, block_n, num_warps, block_m, last_combines):
+def _(q, k, v, mask, scale, softcap, chunk_blocks, block_n, num_warps, block_m, last_combines, pdl):
     b, h, lq, d = q.shape
     return q.new_empty(b, lq, h, d)

@@ -22,7 +22,7 @@ one int32 counter a column block that it sets back to zero (`rows_blocks` choose
 multiplied in its own dtype, as cuBLAS does, and in fp32 in Triton's interpreter (whose bf16 tl.dot gives
 garbage: Triton 3.9).
 
-`pdl=True` (an sm_90+ GPU, `pdl_here`) launches either kernel with Programmatic Dependent Launch: each
+`pdl=True` (an sm_90+ GPU, `_triton.pdl_here`) launches either kernel with Programmatic Dependent Launch: each
 program loads its first chunk of W, which no kernel writes, then waits (`gdc_wait`) for the kernel before it
 to finish before it reads x, the residual or its counters, and lets the next kernel launch once its reads
 are done. A latency-bound projection (pi0's denoise steps: 5-7 us against a 1.2-4.6 us floor) then streams W
@@ -33,14 +33,12 @@ leave fewer than two programs per SM: a 512-row K/V projection must still spread
 the torch custom op `playbook::gemv`, opaque to Inductor and capturable in a CUDA graph. On a CPU it
 runs only under TRITON_INTERPRET=1 (the tests); elsewhere use reference.gemv.
 """
-import functools
-
 import torch
 
 import triton
 import triton.language as tl
 
-from ._triton import INTERPRET, check_device, next_pow2, sm_count, zero_counters
+from ._triton import INTERPRET, check_device, next_pow2, pdl_launch, sm_count, zero_counters
 from ._triton import rows as row_view
 
 TILE = 4096          # fp32 elements of a program's accumulator tile (BLOCK_N x BLOCK_K), at most
@@ -271,23 +269,10 @@ def gemv(x, weight, bias=None, residual=None, norm_weight=None, eps=1e-6, offset
     activation and product computed as x is loaded; the product rounded to x's dtype on the few-row
     kernel's tensor cores, as the unfused model rounds it). block_n, block_k, splits: 0 for the defaults
     (splits: the few-row kernel's split of K). pdl: launch with Programmatic Dependent Launch (CUDA,
-    compute capability 9+): the first chunk of W is read before waiting for the kernel before (`pdl_here`
+    compute capability 9+): the first chunk of W is read before waiting for the kernel before (`_triton.pdl_here`
     says where it can; elsewhere it is ignored)."""
     return torch.ops.playbook.gemv(x, weight, bias, residual, norm_weight, float(eps), float(offset),
                                    int(block_n), int(block_k), int(num_warps), int(splits), bool(pdl), up, str(act))
-
-
-def pdl_here(device):
-    """Programmatic Dependent Launch needs an NVIDIA GPU of compute capability 9 or more (not Triton's
-    interpreter, not ROCm)."""
-    device = torch.device(device)
-    return device.type == "cuda" and not INTERPRET and torch.version.hip is None and _sm90(device.index)
-
-
-@functools.lru_cache(maxsize=None)
-def _sm90(index):
-    """The GPU's capability, asked once (each launch that wants PDL checks it)."""
-    return torch.cuda.get_device_capability(index)[0] >= 9
 
 
 # NOTE: every argument of the op is required. A defaulted one is left out of the traced graph when it has its
@@ -299,7 +284,7 @@ def _gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, r
              norm_weight: torch.Tensor | None, eps: float, offset: float, block_n: int, block_k: int,
              num_warps: int, splits: int, pdl: bool, up: torch.Tensor | None, act: str) -> torch.Tensor:
     n, k = _check(x, weight, bias, residual, norm_weight, up, act)
-    launch = {"PDL": True, "launch_pdl": True} if pdl and pdl_here(x.device) else {}
+    launch = pdl_launch(pdl, x.device)
     lead = x.shape[:-1]
     x2 = row_view(x, k)                         # a fused gate+up's half keeps its row stride: no copy
     u2 = row_view(up, k) if up is not None else x2

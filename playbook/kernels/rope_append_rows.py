@@ -24,14 +24,17 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton import check_device, next_pow2
+from ._triton import check_device, next_pow2, pdl_launch
 
 
 @triton.jit
 def _rope_append(Q, K, V, Cos, Sin, KC, VC, QO, start,
                  sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, sc_t, ss_t, skc_h, skc_n, svc_h, svc_n, sqo_t, sqo_h,
-                 H: tl.constexpr, HALF: tl.constexpr, BLOCK: tl.constexpr):
+                 H: tl.constexpr, HALF: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
     t, j = tl.program_id(0), tl.program_id(1)           # token t; j < H: query head j, else K/V head j - H
+    if PDL:             # q, k, v are the projection's output: wait for it, then let the next kernel launch
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     d = tl.arange(0, BLOCK)
     inside = d < HALF
     c1 = tl.load(Cos + t * sc_t + d, mask=inside, other=0.0).to(tl.float32)
@@ -82,15 +85,17 @@ def _check(q, k, v, cos, sin, k_cache, v_cache, start):
     return tokens, heads, kvh, d
 
 
-def rope_append_rows(q, k, v, cos, sin, k_cache, v_cache, start):
+def rope_append_rows(q, k, v, cos, sin, k_cache, v_cache, start, pdl=False):
     """Rotate q and k (rotate-half), write rotated k and v into the caches from slot `start` (an int), and
-    return the rotated q as [L, H, D]. The caches are written in place."""
-    return torch.ops.playbook.rope_append_rows(q, k, v, cos, sin, k_cache, v_cache, int(start))
+    return the rotated q as [L, H, D]. The caches are written in place. pdl: launch with Programmatic Dependent
+    Launch (`_triton.pdl_here`; ignored where it cannot run): wait for the kernel before at the start, and let
+    the next one launch at once."""
+    return torch.ops.playbook.rope_append_rows(q, k, v, cos, sin, k_cache, v_cache, int(start), bool(pdl))
 
 
 @torch.library.custom_op("playbook::rope_append_rows", mutates_args=("k_cache", "v_cache"))
 def _rope_append_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                    k_cache: torch.Tensor, v_cache: torch.Tensor, start: int) -> torch.Tensor:
+                    k_cache: torch.Tensor, v_cache: torch.Tensor, start: int, pdl: bool) -> torch.Tensor:
     tokens, heads, kvh, d = _check(q, k, v, cos, sin, k_cache, v_cache, start)
     out = torch.empty(tokens, heads, d, device=q.device, dtype=q.dtype)
     if tokens == 0:
@@ -100,10 +105,10 @@ def _rope_append_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torc
         q, k, v, cos, sin, k_cache, v_cache, out, start,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), cos.stride(0), sin.stride(0),
         k_cache.stride(1), k_cache.stride(2), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1),
-        H=heads, HALF=half, BLOCK=next_pow2(half), num_warps=1 if half <= 64 else 2)
+        H=heads, HALF=half, BLOCK=next_pow2(half), num_warps=1 if half <= 64 else 2, **pdl_launch(pdl, q.device))
     return out
 
 
 @_rope_append_op.register_fake
-def _(q, k, v, cos, sin, k_cache, v_cache, start):
+def _(q, k, v, cos, sin, k_cache, v_cache, start, pdl):
     return q.new_empty(q.shape)
