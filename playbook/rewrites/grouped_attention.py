@@ -87,7 +87,8 @@ def few_query_forward(module, query, key, value, attention_mask, scaling=None, d
     mask = None if attention_mask is None else attention_mask[..., :key.shape[2]]
     if _kernel_takes(module, query, key, mask, dropout):
         from playbook.kernels.few_query_attention import few_query_attention
-        return few_query_attention(query, key, value, mask, scale=scaling, softcap=softcap), None
+        return few_query_attention(query, key, value, mask, scale=scaling, softcap=softcap,
+                                   pdl=getattr(module, "_playbook_pdl", False)), None
     return grouped_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                      softcap=softcap, **kwargs)
 

@@ -93,7 +93,8 @@ def _rows_forward(self, hidden_states, position_embeddings=None, attention_mask=
     q = self.q_proj(hidden_states).view(tokens, heads, d)
     k = self.k_proj(hidden_states).view(tokens, kv_heads, d)
     v = self.v_proj(hidden_states).view(tokens, kv_heads, d)
-    q = rope_append_rows(q, k, v, cos.reshape(tokens, d), sin.reshape(tokens, d), keys, values, start)
+    q = rope_append_rows(q, k, v, cos.reshape(tokens, d), sin.reshape(tokens, d), keys, values, start,
+                         pdl=getattr(self, "_playbook_pdl", False))
     attend = {k_: v_ for k_, v_ in kwargs.items() if k_ not in ("cache", "past_key_values")}
     out, weights = _attention_function(self)(self, q.unsqueeze(0).transpose(1, 2), keys, values, attention_mask,
                                              dropout=0.0, scaling=self.scaling, **attend)
