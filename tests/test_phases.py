@@ -116,6 +116,7 @@ def test_tuning_offers_pdl_and_combo_kernels_with_coordinate_descent_first_where
     out = tuning.candidates(ctx)
     assert out[0] == {"tune": ["coordinate_descent_tuning", "pdl", "combo_kernels"]}
     assert out[1] == {"tune": ["coordinate_descent_tuning"]}
+    assert out[-1] == {"tune": ["pdl"]} and tuning.label(out[-1]) == "PDL"          # PDL alone, last: one build
     assert tuning.label(out[0]) == "coordinate descent + PDL + combo kernels" and "pdl" not in ctx.info
     assert "combo_kernels" not in ctx.info
     both = {"tune": ["coordinate_descent_tuning", "pdl"], "projections": "inductor"}   # a recipe recorded before
@@ -125,9 +126,11 @@ def test_tuning_offers_pdl_and_combo_kernels_with_coordinate_descent_first_where
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     out = tuning.candidates(ctx)
     assert out[0] == {"tune": ["coordinate_descent_tuning", "combo_kernels"]} and "sm_80" in ctx.info["pdl"]
-    pipe = SimpleNamespace(inductor={}, notes=[], info={})
+    assert all("pdl" not in knobs["tune"] for knobs in out)
+    pipe = SimpleNamespace(inductor={}, notes=[], info={}, workload=SimpleNamespace(model=torch.nn.Linear(2, 2)))
     tuning.apply(pipe, {"tune": ["coordinate_descent_tuning", "pdl", "combo_kernels"]})
     assert pipe.inductor == {"coordinate_descent_tuning": True, "triton.enable_pdl": True, "combo_kernels": True}
+    assert pipe.info["pdl"] == {"gemv": 0, "rope_append_rows": 0, "few_query": 0}     # nothing of ours routed
 
 
 def test_tuning_decides_before_building_when_one_tuned_build_cannot_fit_its_budget(tmp_path, run_params,
@@ -153,6 +156,34 @@ def test_tuning_decides_before_building_when_one_tuned_build_cannot_fit_its_budg
     ctx.budget_s = None                                               # no budget: nothing to decide on
     run.write_phase({**phase(4, "fusion"), "compile_s": 75.5})
     assert len(tuning.candidates(ctx)) == 3
+    assert tuning.build_cost_s(run) == 2.0 * 75.5                     # the run's GPU is not recorded: a tuned build
+
+
+def test_tuning_offers_pdl_alone_where_its_budget_holds_one_build_but_no_tuned_one(tmp_path, run_params,
+                                                                                   monkeypatch):
+    """pi0 full on the H200: its kept recipe compiles in about 64 s; coordinate descent (2x) cannot fit the 75 s
+    budget, one build of PDL alone can."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from playbook.phases import Skip, tuning
+    from test_state import phase
+    run = open_run(str(tmp_path / "t"), **run_params)
+    run.update(device_info={"vendor": "cuda", "capability": "9.0", "name": "NVIDIA H200"})
+    run.write_phase({**phase(5, "kernels"), "compile_s": 64.0})
+    monkeypatch.setattr(tuning, "pdl_here", lambda device: None)
+    ctx = SimpleNamespace(run=run, pipe=SimpleNamespace(compile=True, info={}), device=torch.device("cuda"),
+                          budget_s=75.0, info={})
+    assert tuning.candidates(ctx) == [{"tune": ["pdl"]}]
+    assert "PDL alone (one build) offered" in ctx.info["budget"] and "64 s here" in ctx.info["budget"]
+    assert tuning.label({"tune": ["pdl"]}) in tuning.CHOICES
+    assert tuning.build_cost_s(run) == 64.0                           # the chain's plan holds one build for it
+    run.write_phase({**phase(5, "kernels"), "compile_s": 80.0})       # not even one build fits
+    with pytest.raises(Skip, match="80 s here.*nothing compiled"):
+        tuning.candidates(ctx)
+    run.update(device_info={"vendor": "cuda", "capability": "8.0"})   # an A100: no PDL, a tuned build is the cheapest
+    assert tuning.build_cost_s(run) == 160.0
 
 
 def test_rewrite_phases_skip_with_the_reason_when_nothing_applies(tmp_path):

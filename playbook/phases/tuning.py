@@ -43,6 +43,10 @@ KNOBS = {
 # full's, whose time is cuBLAS's GEMMs (no PDL), 17.64 -> 17.70 ms. It goes with coordinate descent in the
 # first candidate, so it costs no build of its own; coordinate descent alone comes next, where the budget
 # holds it.
+# NOTE: PDL alone (no tuning) costs one build, the kept recipe's compile, where a tuned one costs COST_X times it.
+# It is offered alone, last, and first where the budget holds no tuned build (pi0 full: a 64 s compile against
+# a 75 s budget). Its apply also gives our kernels PDL (rewrites.pdl: the GEMV, the few-token rotary, the
+# few-query attention), which pi0's denoise loop runs eight of ten kernels a layer on.
 # NOTE: combo kernels (Inductor's combo_kernels): kernels that do not depend on each other become one launch,
 # such as a decode layer's rotary embedding of q, of k with its cache write, and v's cache write. llama 1b's
 # kept recipe on the H200 (torch 2.11, 2026-11-23, `gpu_session.sh combo`, one process per pair): 212 -> 153
@@ -64,6 +68,8 @@ _GIVEN_BACK = "phase 5's decode GEMV undone (Inductor fuses and tunes the projec
 CHOICES = {**{name + combo + proj: (_GIVEN_BACK if proj else "") + what + (_COMBO if combo else "")
               for name, what in _BASE.items() for combo in ("", " + combo kernels")
               for proj in ("", ", projections to Inductor")},
+           "PDL": "Programmatic Dependent Launch alone (no tuning: one build) for Inductor's Triton kernels and ours "
+                  "(the GEMV, the few-token rotary, the few-query attention): each starts before the one before ends",
            "max-autotune": "max_autotune: benchmark GEMM templates and kernel configs at build time",
            "max-autotune + coordinate descent": "max_autotune and coordinate descent together"}
 
@@ -74,6 +80,8 @@ def label(knobs):
         return "max-autotune + coordinate descent"
     if "max_autotune" in tune:
         return "max-autotune"
+    if "coordinate_descent_tuning" not in tune:
+        return "PDL"
     return ("coordinate descent" + (" + PDL" if "pdl" in tune else "")
             + (" + combo kernels" if "combo_kernels" in tune else "")
             + (", projections to Inductor" if knobs.get("projections") == "inductor" else ""))
@@ -94,19 +102,25 @@ def candidates(ctx):
     if ctx.device.type != "cuda":
         raise Skip(NO_TRITON)
     compile_s = _kept_compile_s(ctx.run) if ctx.budget_s else None
+    pdl_why = pdl_here(ctx.device)
     if compile_s and COST_X * compile_s > ctx.budget_s:
-        raise Skip(f"decided before building: a tuned build costs about {COST_X:g}x the kept recipe's compile "
-                   f"({compile_s:.0f} s here), over this phase's {ctx.budget_s:.0f} s budget; nothing compiled")
+        over = (f"a tuned build costs about {COST_X:g}x the kept recipe's compile ({compile_s:.0f} s here), over "
+                f"this phase's {ctx.budget_s:.0f} s budget")
+        if pdl_why is None and compile_s <= ctx.budget_s:
+            ctx.info["budget"] = f"decided before building: {over}; PDL alone (one build) offered"
+            return [{"tune": ["pdl"]}]
+        raise Skip(f"decided before building: {over}; nothing compiled"
+                   + (f" (PDL alone not offered: {pdl_why})" if pdl_why else ""))
     out = [{"tune": ["coordinate_descent_tuning"]},
            {"tune": ["coordinate_descent_tuning", "max_autotune", "benchmark_kernel"]},
            {"tune": ["max_autotune"]}]
     if (ctx.pipe.info.get("gemv") or {}).get("linears"):
         out.insert(0, {"tune": ["coordinate_descent_tuning"], "projections": "inductor"})
-    why = pdl_here(ctx.device)
-    if why:
-        ctx.info["pdl"] = f"not offered: {why}"
+    if pdl_why:
+        ctx.info["pdl"] = f"not offered: {pdl_why}"
     else:
         out.insert(0, dict(out[0], tune=out[0]["tune"] + ["pdl"]))
+        out.append({"tune": ["pdl"]})
     why = combo_here()
     if why:
         ctx.info["combo_kernels"] = f"not offered: {why}"
@@ -133,9 +147,14 @@ def pdl_here(device):
 
 
 def build_cost_s(run):
-    """What one tuned build is expected to cost here (COST_X times the kept recipe's compile), or None."""
+    """What this phase's cheapest build is expected to cost here, or None: the kept recipe's compile for PDL
+    alone where the run's GPU has PDL (run.json's device_info), else COST_X times it (a tuned build)."""
     compile_s = _kept_compile_s(run)
-    return COST_X * compile_s if compile_s else None
+    if not compile_s:
+        return None
+    info = run.params.get("device_info") or {}
+    major = int(str(info.get("capability") or "0").split(".")[0] or 0)
+    return compile_s if info.get("vendor") == "cuda" and major >= 9 else COST_X * compile_s
 
 
 def _kept_compile_s(run):
@@ -149,6 +168,9 @@ def apply(pipe, knobs):
     if knobs.get("projections") == "inductor":
         from ..rewrites import gemv
         pipe.info["gemv"] = {"linears": 0, "given_back": gemv.unroute(pipe.workload.model)}
+    if "pdl" in knobs["tune"]:
+        from ..rewrites import pdl
+        pipe.info["pdl"] = pdl.mark(pipe.workload.model)      # our kernels too (each ignores it where it cannot run)
     for name in knobs["tune"]:
         for key, value in KNOBS[name].items():
             head, _, tail = key.partition(".")
