@@ -18,6 +18,8 @@
 #                                                   # and copies what is done: call it again at once while it runs
 #   bash benchmarks/gpu_session.sh pi0-resume       # a recorded pi0 full run (PI0_RUN) from phase PI0_FROM (4) on again at this
 #                                                   # code, in the background; call again at once while it runs
+#   bash benchmarks/gpu_session.sh pi0-pdl          # benchmarks/tuning_variants.py: pi0 full's recipe with the vision tower
+#                                                   # on SDPA, with and without PDL (ours and Inductor's), each built twice
 #   bash benchmarks/gpu_session.sh gemv-pdl         # kernels.gemv with Programmatic Dependent Launch: its CUDA tests,
 #                                                   # then llama 1b's and pi0's projections with and without it
 #   bash benchmarks/gpu_session.sh pi0-fold         # pi0 full's recipe beside itself with phase 5's folds (rotary + cache
@@ -126,6 +128,16 @@ if [[ $part == pi0-vision ]]; then   # issue 19: pi0 full's recipe beside itself
     --kernels --iters 50 --warmup 10 --json "$OUT/pi0-vision.json" 2>&1 | grep -v Warning > "$OUT/pi0-vision.log"
   grep -E "built in|p50|kernels a step|Error|error| us  gap" "$OUT/pi0-vision.log" | head -80
 fi
+if [[ $part == pi0-pdl ]]; then   # issue 19: pi0 full's recipe with its vision tower on SDPA, beside itself with PDL for
+  # Inductor's kernels and ours (phase 6's "PDL" candidate), beside itself again (a second build of the same recipe: does
+  # a row's place in the process matter?), and the recipe as recorded, twice
+  python3 -c "import json; r = json.load(open('benchmarks/results/pi0-full/recipe.json')); a = next(p for p in r['phases'] if p['name'] == 'attention'); a['knobs']['route'] = {'hf': ['vision'], 'rewrite': []}; json.dump(r, open('/tmp/pi0-vision-recipe.json', 'w'))"
+  timeout "${TV_S:-520}" python3 benchmarks/tuning_variants.py --recipe /tmp/pi0-vision-recipe.json \
+    --variant '{"tune": ["pdl"]}' --variant null --knobs 'attention={"route": {"hf": [], "rewrite": []}}' \
+    --knobs 'attention={"route": {"hf": [], "rewrite": []}}' --kernels --iters 50 --warmup 10 \
+    --json "$OUT/pi0-pdl.json" 2>&1 | grep -v Warning > "$OUT/pi0-pdl.log"
+  grep -E "built in|p50|kernels a step|Error|error" "$OUT/pi0-pdl.log" | head -40
+fi
 if [[ $part == gemv-pdl ]]; then   # issue 19: the GEMV reading W while the kernel before it finishes
   python3 -m pytest -q tests/test_gemv.py -k "pdl or chain" 2>&1 | tail -2 | tee "$OUT/gemv-pdl-tests.txt"
   python3 benchmarks/gemv.py --out "$OUT" 2>&1 | tee "$OUT/gemv-pdl.log"
@@ -206,6 +218,9 @@ if [[ $part == pi0-resume ]]; then   # a recorded pi0 full run (PI0_RUN, carried
   run=$PWD/reports/pi0-resume      # the background (setsid): each call waits up to WAIT_S and copies what is done
   if [[ ! -f reports/pi0r-started ]]; then
     touch reports/pi0r-started
+    if [[ -n ${BEFORE_TESTS:-} ]]; then      # BEFORE_TESTS: pytest arguments, run before the chain starts (first call)
+      python3 -m pytest -q $BEFORE_TESTS 2>&1 | tail -3 | tee "$OUT/before-tests.txt"
+    fi
     rm -rf "$run"; cp -r "${PI0_RUN:?a recorded pi0 run directory}" "$run"
     rm -f "$run"/phases/0["${PI0_FROM:-4}"-7]-*.json "$run"/notebooks/0["${PI0_FROM:-4}"-7]-*   # PI0_FROM: the first phase again
     drop_keys "$run/run.json" budgets budget_min
