@@ -64,3 +64,15 @@ def test_a_slow_step_gets_fewer_samples_and_a_fast_one_all_of_them(monkeypatch):
         time.sleep(0.5 if not first else 0.001)
         first.append(1)
     assert bench.time_step(compiles_on_its_first_call, torch.device("cpu"), iters=40, warmup=3).iters == 40
+
+
+def test_the_ladder_keeps_the_fastest_unless_one_offered_before_it_is_within_a_tie_of_it():
+    from playbook.bench import Timing
+    from playbook.ladder import TIE, pick
+
+    def t(ms):
+        return Timing(ms, ms, ms, 0.0, ms, ms, 10)
+    assert pick({0: t(10.0), 1: t(9.0), 2: t(9.5)}) == 1                       # clearly faster: the fastest
+    assert pick({0: t(22.570), 1: t(22.566)}) == 0                            # pi0's phase 2: a tie, offered first
+    assert pick({0: t(10.0 * (1 + 2 * TIE)), 1: t(10.0)}) == 1                # beyond the tie: the fastest
+    assert pick({1: t(10.0), 3: t(10.0 * (1 + TIE / 2)), 4: t(9.99)}) == 1    # indices as offered, gaps and all

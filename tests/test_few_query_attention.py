@@ -143,3 +143,74 @@ def test_an_unknown_combine_says_which_there_are():
     q, k, v = inputs(1, 2, 1, 2, 40, 16, torch.float32)
     with pytest.raises(ValueError, match="combine 'atomic' is not one of"):
         fq.few_query_attention(q, k, v, combine="atomic")
+
+
+def rope_inputs(tokens, h, kvh, d, slots, start, dtype, seed=0, fused_qkv=False):
+    """The projections' q [L, H, D], k, v [L, KVH, D] (views of one fused q/k/v output where fused_qkv), cos and
+    sin [L, D], and caches [1, KVH, slots, D] full of other values (what an earlier step left there)."""
+    g = torch.Generator().manual_seed(seed)
+    if fused_qkv:
+        qkv = torch.randn(tokens, (h + 2 * kvh) * d, generator=g)
+        q, k, v = (t.view(tokens, -1, d) for t in qkv.split([h * d, kvh * d, kvh * d], -1))
+    else:
+        q, k, v = torch.randn(tokens, h, d, generator=g), torch.randn(tokens, kvh, d, generator=g), \
+            torch.randn(tokens, kvh, d, generator=g)
+    angle = torch.rand(tokens, d // 2, generator=g) * 6.0
+    cos, sin = (torch.cat([f(angle)] * 2, -1) for f in (torch.cos, torch.sin))
+    caches = [torch.randn(1, kvh, slots, d, generator=g) for _ in range(2)]
+    return tuple(t.to(device=DEVICE, dtype=dtype) for t in (q, k, v, cos, sin, *caches))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tokens,h,kvh,d,slots,start", [(11, 8, 1, 32, 200, 180), (3, 4, 2, 16, 77, 60),
+                                                        (5, 6, 3, 24, 130, 62), (1, 2, 1, 64, 64, 0),
+                                                        (16, 2, 2, 16, 100, 84)])
+def test_rope_then_attention_in_its_launches_matches_rope_append_rows_then_attention(tokens, h, kvh, d, slots,
+                                                                                     start, dtype):
+    """Odd heads and lengths, new tokens that straddle two chunks of 64 slots (start 62), fill the cache's end or
+    its start; the caches hold other values where the new tokens go. The output and both caches match the
+    reference (rope_append_rows, then few_query_attention over the caches)."""
+    q, k, v, cos, sin, kc, vc = rope_inputs(tokens, h, kvh, d, slots, start, dtype, fused_qkv=(kvh == 1))
+    mask = pi0_mask(tokens, slots, pad=3) if start >= tokens + 3 else None
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    want = ref.rope_few_query_attention(q, k, v, cos, sin, kc_ref, vc_ref, start, mask)
+    got = fq.rope_few_query_attention(q, k, v, cos, sin, kc, vc, start, mask)
+    close(got, want, dtype)
+    assert got.shape == (1, tokens, h, d)
+    torch.testing.assert_close(kc, kc_ref, atol=TOL[dtype], rtol=TOL[dtype])
+    assert torch.equal(vc, vc_ref)
+
+
+def test_rope_attention_with_an_additive_mask_a_scale_and_a_soft_cap_and_again_on_new_tokens():
+    q, k, v, cos, sin, kc, vc = rope_inputs(7, 4, 2, 32, 150, 140, torch.float32, seed=4)
+    g = torch.Generator().manual_seed(5)
+    allowed = torch.rand(1, 4, 7, 150, generator=g) > 0.3
+    allowed[..., 0] = True
+    additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min).to(DEVICE)
+    for seed in (4, 6):             # a second step writes its own tokens over the first's
+        q, k, v, cos, sin, _, _ = rope_inputs(7, 4, 2, 32, 150, 140, torch.float32, seed=seed)
+        kc_ref, vc_ref = kc.clone(), vc.clone()
+        want = ref.rope_few_query_attention(q, k, v, cos, sin, kc_ref, vc_ref, 140, additive, 0.1, 5.0)
+        close(fq.rope_few_query_attention(q, k, v, cos, sin, kc, vc, 140, additive, scale=0.1, softcap=5.0),
+              want, torch.float32)
+        torch.testing.assert_close(kc, kc_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_rope_attention_calls_it_cannot_take_say_why():
+    q, k, v, cos, sin, kc, vc = rope_inputs(4, 2, 1, 16, 40, 30, torch.float32)
+    assert "do not fit" in fq.rope_takes(q, k, v, cos, sin, kc, vc, 38)
+    assert "cos and sin" in fq.rope_takes(q, k, v, cos[:, :8], sin, kc, vc, 30)
+    assert "17 queries" in fq.rope_takes(*rope_inputs(17, 2, 1, 16, 40, 20, torch.float32), 20)
+    with pytest.raises(ValueError, match="kernels.rope_few_query_attention: 4 tokens from slot 38"):
+        fq.rope_few_query_attention(q, k, v, cos, sin, kc, vc, 38)
+
+
+def test_rope_attention_compiles_as_one_opaque_op_that_writes_the_caches():
+    q, k, v, cos, sin, kc, vc = rope_inputs(5, 4, 1, 16, 70, 60, torch.float32, seed=9)
+    mask = pi0_mask(5, 70)
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    want = ref.rope_few_query_attention(q, k, v, cos, sin, kc_ref, vc_ref, 60, mask)
+    fn = torch.compile(lambda *a: fq.rope_few_query_attention(*a, 60, mask) * 2.0, backend="aot_eager")
+    close(fn(q, k, v, cos, sin, kc, vc), 2.0 * want, torch.float32)
+    torch.testing.assert_close(kc, kc_ref, atol=1e-5, rtol=1e-5)
+    assert torch.equal(vc, vc_ref)

@@ -60,11 +60,14 @@ def test_mark_on_a_model_nothing_routed_marks_nothing():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or not pdl_here("cuda"), reason="PDL needs an sm_90+ GPU")
-def test_a_denoise_layer_chain_with_pdl_in_a_cuda_graph_gives_what_plain_launches_give():
+@pytest.mark.parametrize("rope_in_attention", [False, True])
+def test_a_denoise_layer_chain_with_pdl_in_a_cuda_graph_gives_what_plain_launches_give(rope_in_attention):
     """The rotary and cache write, the few-query attention (two launches) and the o projection, chained as pi0's
     denoise layer chains them (each reads the one before's output) six times over, captured in a CUDA graph
-    with PDL: each waits for the kernel before it, so the answer is the plain launches' to the bit."""
-    from playbook.kernels.few_query_attention import few_query_attention
+    with PDL: each waits for the kernel before it, so the answer is the plain launches' to the bit. With
+    rope_in_attention the rotary and cache writes are in the attention's first launch
+    (kernels.rope_few_query_attention): the same rounding, so the same bits."""
+    from playbook.kernels.few_query_attention import few_query_attention, rope_few_query_attention
     from playbook.kernels.gemv import gemv
     from playbook.kernels.rope_append_rows import rope_append_rows
     torch.manual_seed(5)
@@ -77,14 +80,16 @@ def test_a_denoise_layer_chain_with_pdl_in_a_cuda_graph_gives_what_plain_launche
     allowed = torch.rand(1, 1, tokens, prefix + tokens, device=dev) > 0.1
     x0 = torch.randn(tokens, 1024, device=dev, dtype=bf)
 
-    def chain(pdl, kc, vc):
+    def chain(pdl, kc, vc, fused=False):
         h = x0
         for _ in range(6):
             qkv = gemv(h, w_qkv, pdl=pdl)
-            q, k, v = qkv.split([heads * d, d, d], -1)
-            q = rope_append_rows(q.view(tokens, heads, d), k.view(tokens, 1, d), v.view(tokens, 1, d), cos, sin,
-                                 kc, vc, prefix, pdl=pdl)
-            out = few_query_attention(q.unsqueeze(0).transpose(1, 2), kc, vc, allowed, pdl=pdl)
+            q, k, v = (t.view(tokens, -1, d) for t in qkv.split([heads * d, d, d], -1))
+            if fused:
+                out = rope_few_query_attention(q, k, v, cos, sin, kc, vc, prefix, allowed, pdl=pdl)
+            else:
+                q = rope_append_rows(q, k, v, cos, sin, kc, vc, prefix, pdl=pdl)
+                out = few_query_attention(q.unsqueeze(0).transpose(1, 2), kc, vc, allowed, pdl=pdl)
             h = gemv(out.reshape(tokens, -1), w_o, residual=h, pdl=pdl)
         return h
     caches = [torch.randn(1, 1, prefix + tokens, d, device=dev, dtype=bf) for _ in range(2)]
@@ -93,7 +98,7 @@ def test_a_denoise_layer_chain_with_pdl_in_a_cuda_graph_gives_what_plain_launche
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = chain(True, *caches)
+        out = chain(True, *caches, fused=rope_in_attention)
     for _ in range(3):
         graph.replay()
     torch.cuda.synchronize()

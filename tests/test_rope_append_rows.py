@@ -113,3 +113,76 @@ def test_without_in_place_room_the_modules_are_left_as_they_are():
                         options={"cameras": 1, "action_horizon": 3, "num_steps": 1})
     wl.model.kv_in_place = False                   # the denoise K/V are concatenated: nowhere to write them
     assert rr.find_sites(wl.model, wl.args)["paths"] == []
+
+
+def test_with_the_few_query_kernel_the_rotary_goes_into_its_launch_and_the_actions_agree():
+    """route(attention=True) on a model whose expert attends through the few-query kernel: each denoise layer's
+    rotary, cache writes and attention are one op (kernels.rope_few_query_attention), the actions are the
+    unrouted model's eager and compiled, and a module whose attention is not the kernel's keeps the two ops."""
+    from torch._inductor.utils import run_and_get_code
+
+    from playbook.compare import compare, snapshot
+    from playbook.rewrites import fusion, grouped_attention, rope_append_rows as rr
+    from playbook.workloads import build_workload, set_knob
+    wl = build_workload("pi0", "tiny", "", torch.device(DEVICE), torch.float32,
+                        options={"cameras": 1, "action_horizon": 4, "num_steps": 2})
+    set_knob(wl, "kv_in_place", True)
+    fusion.fuse(wl.model, fusion.find_siblings(wl.model, wl.args, wl.kwargs))      # q/k/v views of one output
+    with torch.no_grad():
+        want = snapshot(wl.model(*wl.args))
+    grouped_attention.route(wl.model, few_query=True)
+    paths = rr.find_sites(wl.model, wl.args)["paths"]
+    layers = len(wl.model.denoise.expert.layers)
+    assert rr.route(wl.model, paths, attention=True) == paths and len(paths) == layers
+    with torch.no_grad():
+        got = snapshot(wl.model(*wl.args))
+    verdict = compare(got, want, torch.float32)
+    assert verdict["correct"] and verdict["max_abs_diff"] < 1e-4, verdict
+    wl.model.denoise.velocity = torch.compile(wl.model.denoise.velocity, dynamic=False)
+    with torch.no_grad():
+        out, codes = run_and_get_code(wl.model, *wl.args)
+    assert compare(snapshot(out), want, torch.float32)["correct"]
+    assert sum(c.count("torch.ops.playbook.rope_few_query_attention.default(") for c in codes) == layers
+    assert sum(c.count("torch.ops.playbook.rope_append_rows.default(") for c in codes) == 0
+    assert rr.unroute(wl.model) == layers
+    assert not any(rr.ATTENTION in m.__dict__ for m in wl.model.modules())
+
+
+def test_rope_attention_asked_for_where_attention_is_not_the_few_query_kernel_keeps_the_one_launch_step():
+    from playbook.compare import compare, snapshot
+    from playbook.rewrites import rope_append_rows as rr
+    from playbook.workloads import build_workload, set_knob
+    wl = build_workload("pi0", "tiny", "", torch.device(DEVICE), torch.float32,
+                        options={"cameras": 1, "action_horizon": 3, "num_steps": 1})
+    set_knob(wl, "kv_in_place", True)
+    with torch.no_grad():
+        want = snapshot(wl.model(*wl.args))
+    rr.route(wl.model, rr.find_sites(wl.model, wl.args)["paths"], attention=True)     # eager attention
+    import playbook.kernels.few_query_attention as fq
+    calls = []
+    real = fq.rope_few_query_attention
+    fq.rope_few_query_attention = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        with torch.no_grad():
+            got = snapshot(wl.model(*wl.args))
+    finally:
+        fq.rope_few_query_attention = real
+    assert calls == [] and compare(got, want, torch.float32)["correct"]
+
+
+def test_phase_5_apply_routes_the_rotary_into_the_few_query_launch_only_where_the_recipe_says_so():
+    import types
+
+    from playbook.phases import kernels as phase
+    from playbook.rewrites import grouped_attention, rope_append_rows as rr
+    from playbook.workloads import build_workload, set_knob
+    for asked in (True, False):
+        wl = build_workload("pi0", "tiny", "", torch.device(DEVICE), torch.float32,
+                            options={"cameras": 1, "action_horizon": 3, "num_steps": 1})
+        set_knob(wl, "kv_in_place", True)
+        grouped_attention.route(wl.model)
+        pipe = types.SimpleNamespace(workload=wl, info={}, inductor={}, notes=[], device=torch.device(DEVICE))
+        knobs = {"rope_append_rows": True, "few_query": ["denoise.expert"], **({"rope_attention": True} if asked else {})}
+        phase.apply(pipe, knobs)
+        marked = [m for m in wl.model.modules() if m.__dict__.get(rr.ATTENTION)]
+        assert len(marked) == (pipe.info["rope_append_rows"] if asked else 0) and pipe.info["rope_append_rows"] > 0

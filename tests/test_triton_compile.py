@@ -31,7 +31,7 @@ import playbook.kernels._triton
 playbook.kernels._triton.INTERPRET = True          # the launchers' device check takes CPU tensors; the kernels stay compiled
 from playbook.kernels import act_and_mul, fused_add_rms_norm, gelu_tanh_and_mul, rms_norm, silu_and_mul
 from playbook.kernels import decode_attention as da
-from playbook.kernels.few_query_attention import few_query_attention
+from playbook.kernels.few_query_attention import few_query_attention, rope_few_query_attention
 from playbook.kernels.rope_append_rows import rope_append_rows
 import playbook.kernels.gemv
 from playbook.kernels.gemv import gemv
@@ -129,6 +129,9 @@ rope_args = lambda: (qkv[:, :2048].view(11, 8, 256), qkv[:, 2048:2304].view(11, 
 cases.update({
     "rope append rows, pi0's denoise step": lambda: rope_append_rows(*rope_args()),
     "rope append rows, pi0's denoise step, PDL": lambda: rope_append_rows(*rope_args(), pdl=True),
+    "rope + few-query attention, pi0's denoise step": lambda: rope_few_query_attention(*rope_args(), allowed),
+    "rope + few-query attention, pi0's denoise step, PDL": lambda: rope_few_query_attention(*rope_args(), allowed,
+                                                                                           pdl=True),
 })
 failed = {}
 for label, call in cases.items():

@@ -71,7 +71,8 @@ def _few_query_part(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, ROWS, CHUNK, ROW
                     BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     CHUNK_BLOCKS: tl.constexpr, MASK_KIND: tl.constexpr, SOFTCAP: tl.constexpr,
                     FP32_DOT: tl.constexpr, SPLITS: tl.constexpr, LAST_COMBINES: tl.constexpr,
-                    PDL: tl.constexpr = False):
+                    PDL: tl.constexpr = False, KN=None, VN=None, Cos=None, Sin=None, START=0, NT=0, skn_t=0,
+                    skn_h=0, svn_t=0, svn_h=0, sc_t=0, ss_t=0, ROPE: tl.constexpr = False):
     tile, split = tl.program_id(0), tl.program_id(1)   # one (batch, K/V head, row tile) x one chunk of the K/V
     if PDL:             # q and the K/V are the kernels before's outputs: wait for them, then let the next launch
         tl.extra.cuda.gdc_wait()
@@ -87,6 +88,14 @@ def _few_query_part(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, ROWS, CHUNK, ROW
     d_in = d < D
     rd_in = r_in[:, None] & d_in[None, :]
     q = tl.load(Q + b * sq_b + h[:, None] * sq_h + qi[:, None] * sq_q + d[None, :], mask=rd_in, other=0.0)
+    half = D // 2
+    dp = tl.where(d < half, d + half, d - half)         # rotate-half's partner of each head dim
+    sign = tl.where(d < half, -1.0, 1.0)
+    if ROPE:            # q is the projection's: rotate it here (fp32, one rounding), as rope_append_rows does
+        qp = tl.load(Q + b * sq_b + h[:, None] * sq_h + qi[:, None] * sq_q + dp[None, :], mask=rd_in, other=0.0)
+        cq = tl.load(Cos + qi[:, None] * sc_t + d[None, :], mask=rd_in, other=0.0).to(tl.float32)
+        sq = tl.load(Sin + qi[:, None] * ss_t + d[None, :], mask=rd_in, other=0.0).to(tl.float32)
+        q = (q.to(tl.float32) * cq + sign[None, :] * qp.to(tl.float32) * sq).to(Q.dtype.element_ty)
     if FP32_DOT:
         q = q.to(tl.float32)
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
@@ -97,8 +106,27 @@ def _few_query_part(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, ROWS, CHUNK, ROW
         n = lo + j * BLOCK_N + tl.arange(0, BLOCK_N)
         n_in = n < LK
         kv_in = n_in[:, None] & d_in[None, :]
-        k = tl.load(K + b * sk_b + kv * sk_h + n[:, None] * sk_n + d[None, :], mask=kv_in, other=0.0)
-        v = tl.load(V + b * sv_b + kv * sv_h + n[:, None] * sv_n + d[None, :], mask=kv_in, other=0.0)
+        if ROPE:        # slots START.. are the new tokens': rotated here from the projection's k, v as it is
+            t = n - START
+            new = (t >= 0) & (t < NT)
+            nw = new[:, None] & d_in[None, :]
+            cached = kv_in & (new[:, None] == 0)
+            kn = tl.load(KN + t[:, None] * skn_t + kv * skn_h + d[None, :], mask=nw, other=0.0).to(tl.float32)
+            knp = tl.load(KN + t[:, None] * skn_t + kv * skn_h + dp[None, :], mask=nw, other=0.0).to(tl.float32)
+            ck = tl.load(Cos + t[:, None] * sc_t + d[None, :], mask=nw, other=0.0).to(tl.float32)
+            sk = tl.load(Sin + t[:, None] * ss_t + d[None, :], mask=nw, other=0.0).to(tl.float32)
+            k_new = (kn * ck + sign[None, :] * knp * sk).to(K.dtype.element_ty)
+            v_new = tl.load(VN + t[:, None] * svn_t + kv * svn_h + d[None, :], mask=nw, other=0.0).to(V.dtype.element_ty)
+            k = tl.load(K + b * sk_b + kv * sk_h + n[:, None] * sk_n + d[None, :], mask=cached, other=0.0)
+            v = tl.load(V + b * sv_b + kv * sv_h + n[:, None] * sv_n + d[None, :], mask=cached, other=0.0)
+            k = tl.where(nw, k_new, k)
+            v = tl.where(nw, v_new, v)
+            if tile % ROW_TILES == 0:                   # each chunk's first row tile writes its new slots
+                tl.store(K + b * sk_b + kv * sk_h + n[:, None] * sk_n + d[None, :], k_new, mask=nw)
+                tl.store(V + b * sv_b + kv * sv_h + n[:, None] * sv_n + d[None, :], v_new, mask=nw)
+        else:
+            k = tl.load(K + b * sk_b + kv * sk_h + n[:, None] * sk_n + d[None, :], mask=kv_in, other=0.0)
+            v = tl.load(V + b * sv_b + kv * sv_h + n[:, None] * sv_n + d[None, :], mask=kv_in, other=0.0)
         ok = r_in[:, None] & n_in[None, :]
         mask_at = Mask + b * sm_b + h[:, None] * sm_h + qi[:, None] * sm_q + n[None, :]
         if MASK_KIND == 1:      # boolean: True may attend
@@ -245,9 +273,17 @@ def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optio
         why = f"v {tuple(v.shape)} must match k {tuple(k.shape)}"
     if why:
         raise ValueError(f"playbook.kernels.few_query_attention: {why}")
+    return _run(q, k, v, mask, scale, softcap, chunk_blocks, block_n, num_warps, block_m, last_combines, pdl)
+
+
+def _run(q, k, v, mask, scale, softcap, chunk_blocks, block_n, num_warps, block_m, last_combines, pdl, rope=None):
+    """Both launches for q [B, H, Lq, D] over k, v [B, KVH, Lk, D]; rope: None, or (k_new, v_new, cos, sin,
+    start) for the first launch to rotate q and the new tokens' keys itself and write them into k, v."""
     b, h, lq, d = q.shape
     kvh, lk = k.shape[1], k.shape[2]
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    if rope is None:
+        k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (k, v))
     kind, sm = 0, (0, 0, 0)
     if mask is not None:
         mask = mask if mask.stride(-1) == 1 else mask.contiguous()
@@ -267,6 +303,13 @@ def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optio
     last = last_combines and splits > 1
     count = zero_counters(_counters, q.device, tiles) if last else lse
     launch_opts = pdl_launch(pdl, q.device)
+    if rope is None:
+        new = {}
+    else:
+        kn, vn, cos, sin, start = rope
+        new = dict(KN=kn, VN=vn, Cos=cos, Sin=sin, START=start, NT=kn.shape[0], skn_t=kn.stride(0),
+                   skn_h=kn.stride(1), svn_t=vn.stride(0), svn_h=vn.stride(1), sc_t=cos.stride(0),
+                   ss_t=sin.stride(0), ROPE=True)
     _few_query_part[(tiles, splits)](
         q, k, v, mask if mask is not None else q, part, lse, count, out, lq, lk, rows, at["chunk"], at["row_tiles"],
         scale or 1.0 / math.sqrt(d), softcap or 1.0,
@@ -275,7 +318,7 @@ def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optio
         H=h, KVH=kvh, GROUP=group, D=d, BLOCK_D=block_d, BLOCK_M=at["block_m"], BLOCK_N=at["block_n"],
         CHUNK_BLOCKS=at["chunk_blocks"], MASK_KIND=kind, SOFTCAP=bool(softcap),
         FP32_DOT=INTERPRET or q.dtype == torch.float32, SPLITS=splits, LAST_COMBINES=last,
-        num_warps=at["num_warps"], **launch_opts)
+        num_warps=at["num_warps"], **new, **launch_opts)
     if splits > 1 and not last:
         block_dc = min(COMBINE_DIMS, block_d)
         _few_query_combine[(triton.cdiv(rows, COMBINE_ROWS), triton.cdiv(d, block_dc))](
@@ -288,3 +331,52 @@ def _few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optio
 def _(q, k, v, mask, scale, softcap, chunk_blocks, block_n, num_warps, block_m, last_combines, pdl):
     b, h, lq, d = q.shape
     return q.new_empty(b, lq, h, d)
+
+
+def rope_takes(q, k, v, cos, sin, k_cache, v_cache, start, mask=None):
+    """Why rope_few_query_attention cannot take the call, or None: rope_append_rows's operands (one batch, the
+    new tokens fitting the cache from `start`, unit strides along D, an even head) and a few-query call over
+    the caches (`takes`)."""
+    if q.dim() != 3 or k.dim() != 3 or v.shape != k.shape or k.shape[0] != q.shape[0] or k.shape[2] != q.shape[2]:
+        return f"q [L, H, D] and k, v [L, KVH, D] wanted, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+    tokens, heads, d = q.shape
+    if d % 2 or tuple(cos.shape) != (tokens, d) or tuple(sin.shape) != (tokens, d):
+        return f"cos and sin must be [{tokens}, {d}] (an even head size), got {tuple(cos.shape)}, {tuple(sin.shape)}"
+    if (k_cache.dim() != 4 or k_cache.shape[0] != 1 or k_cache.shape[1] != k.shape[1] or k_cache.shape[3] != d
+            or v_cache.shape != k_cache.shape):
+        return f"caches must be [1, {k.shape[1]}, N, {d}] alike, got {tuple(k_cache.shape)}, {tuple(v_cache.shape)}"
+    if not 0 <= start <= k_cache.shape[2] - tokens:
+        return f"{tokens} tokens from slot {start} do not fit a {k_cache.shape[2]}-slot cache"
+    if any(t.stride(-1) != 1 for t in (q, k, v, cos, sin, k_cache, v_cache)):
+        return "every operand needs a unit stride along D"
+    return takes(q.unsqueeze(0).transpose(1, 2), k_cache, mask)
+
+
+def rope_few_query_attention(q, k, v, cos, sin, k_cache, v_cache, start, mask=None, scale=None, softcap=None,
+                             pdl=False):
+    """rope_append_rows then few_query_attention, in the attention's launches: q [L, H, D], k and v [L, KVH, D]
+    (the projections' outputs), cos and sin [L, D] (rotate-half), caches [1, KVH, N, D]; the new tokens' rotated
+    keys and values go to slots start.. of the caches (in place) and every query, rotated, attends over the
+    caches with them; [1, L, H, D]. The first launch's programs rotate their own rows of q and, over the new
+    slots, the keys from k itself, so no launch before it writes the cache (each chunk's first row tile writes
+    its new slots for whoever reads the cache next)."""
+    return torch.ops.playbook.rope_few_query_attention(q, k, v, cos, sin, k_cache, v_cache, int(start), mask,
+                                                       float(scale or 0.0), float(softcap or 0.0), bool(pdl))
+
+
+@torch.library.custom_op("playbook::rope_few_query_attention", mutates_args=("k_cache", "v_cache"))
+def _rope_few_query_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                       k_cache: torch.Tensor, v_cache: torch.Tensor, start: int, mask: Optional[torch.Tensor],
+                       scale: float, softcap: float, pdl: bool) -> torch.Tensor:
+    check_device("rope_few_query_attention", *(t for t in (q, k, v, cos, sin, k_cache, v_cache, mask)
+                                               if t is not None))
+    why = rope_takes(q, k, v, cos, sin, k_cache, v_cache, start, mask)
+    if why:
+        raise ValueError(f"playbook.kernels.rope_few_query_attention: {why}")
+    return _run(q.unsqueeze(0).transpose(1, 2), k_cache, v_cache, mask, scale, softcap, 0, 0, 0, 0, False, pdl,
+                rope=(k, v, cos, sin, start))
+
+
+@_rope_few_query_op.register_fake
+def _(q, k, v, cos, sin, k_cache, v_cache, start, mask, scale, softcap, pdl):
+    return q.new_empty(1, q.shape[0], q.shape[1], q.shape[2])

@@ -115,3 +115,10 @@ def few_query_attention(q, k, v, mask=None, scale=None, softcap=None):
     probs = torch.nan_to_num(scores.softmax(-1), nan=0.0)
     out = probs.to(v.dtype).float() @ values.float()
     return out.transpose(1, 2).to(q.dtype)
+
+
+def rope_few_query_attention(q, k, v, cos, sin, k_cache, v_cache, start, mask=None, scale=None, softcap=None):
+    """rope_append_rows (the caches written in place from slot start) then few_query_attention of the rotated
+    queries over the caches. q [L, H, D], k and v [L, KVH, D], cos and sin [L, D] -> [1, L, H, D]."""
+    q_rot = rope_append_rows(q, k, v, cos, sin, k_cache, v_cache, start)
+    return few_query_attention(q_rot.unsqueeze(0).transpose(1, 2), k_cache, v_cache, mask, scale, softcap)

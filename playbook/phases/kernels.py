@@ -90,7 +90,8 @@ CHOICES = {"inductor fusion": "Inductor's fusion settings (aggressive fusion, ep
                                             "cache writes in one launch, with Inductor's fusion settings"}
 WITH_FEW_QUERY = ("; and grouped attention's calls of a few queries over a longer K/V through "
                   "kernels.few_query_attention where it beat the compiled grouped math in the phase's own table "
-                  "(few_query_shapes)")
+                  "(few_query_shapes), with the few tokens' rotary and cache writes in its first launch where "
+                  "those are routed too (rope_attention)")
 CHOICES.update({f"{name}, few-query attention": what + WITH_FEW_QUERY for name, what in list(CHOICES.items())
                 if name.startswith(("decode gemv", "inductor fusion"))})
 
@@ -131,8 +132,10 @@ def candidates(ctx):
                 notes.append("Inductor's fusion settings alone not built: the decode GEMV candidate carries "
                              "them, and its projections each beat cuBLAS at their shape (gemv_shapes)")
             few = _few_query_paths(ctx, pipe, notes)
-            if few:      # the step's few-query attention goes with the decode candidate (or Inductor's fusion)
-                out = [{**c, "few_query": few} for c in out] or [{"few_query": few}]
+            if few:      # the step's few-query attention goes with the decode candidate (or Inductor's fusion),
+                # and where that routes a few tokens' rotary and cache writes too, they go into its launches
+                out = [{**c, "few_query": few, **({"rope_attention": True} if c.get("rope_append_rows") else {})}
+                       for c in out] or [{"few_query": few}]
         else:
             notes.append("decode GEMV not tried: its point is HBM bandwidth, which a CPU run cannot show "
                          "(tests/test_gemv.py checks it in the interpreter)")
@@ -257,7 +260,8 @@ def apply(pipe, knobs):
         if knobs["rope_append_rows"] is not True and sorted(paths) != sorted(knobs["rope_append_rows"]):   # True: all
             raise RuntimeError(f"the few-token rotary + cache write found {len(paths)} attention modules; the recipe "
                                f"recorded {len(knobs['rope_append_rows'])}")
-        pipe.info["rope_append_rows"] = len(rope_append_rows.route(wl.model, paths))
+        pipe.info["rope_append_rows"] = len(rope_append_rows.route(wl.model, paths,
+                                                                   attention=bool(knobs.get("rope_attention"))))
     if knobs.get("few_query"):
         from ..rewrites import grouped_attention
         done = grouped_attention.route(pipe.workload.model, set(knobs["few_query"]), few_query=True)

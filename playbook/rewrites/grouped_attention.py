@@ -93,6 +93,22 @@ def few_query_forward(module, query, key, value, attention_mask, scaling=None, d
                                      softcap=softcap, **kwargs)
 
 
+def few_query_rope_forward(module, q, k, v, cos, sin, keys, values, start, attention_mask, scaling=None,
+                           dropout=0.0, softcap=None, **kwargs):
+    """A few tokens' rotary, cache writes and attention in the few-query kernel's launches
+    (kernels.rope_few_query_attention): q [L, H, D], k, v [L, KVH, D] as the projections give them, cos and sin
+    [L, D], the caches [1, KVH, N, D] and the new tokens' first slot. Returns [1, L, H, D], or None where the
+    kernel cannot take the call (the caller then rotates, writes and attends as before)."""
+    from playbook.kernels.few_query_attention import rope_takes
+    mask = None if attention_mask is None else attention_mask[..., :keys.shape[2]]
+    if not _kernel_takes(module, q.unsqueeze(0).transpose(1, 2), keys, mask, dropout) or \
+            rope_takes(q, k, v, cos, sin, keys, values, start, mask) is not None:
+        return None
+    from playbook.kernels.few_query_attention import rope_few_query_attention
+    return rope_few_query_attention(q, k, v, cos, sin, keys, values, start, mask, scale=scaling, softcap=softcap,
+                                    pdl=getattr(module, "_playbook_pdl", False))
+
+
 def _kernel_takes(module, query, key, mask, dropout):
     from playbook.kernels._triton import INTERPRET
     from playbook.kernels.few_query_attention import takes

@@ -20,7 +20,10 @@ the model's own setting (eager, SDPA, phase 2's grouped attention), called as th
 import inspect
 import types
 
+from . import grouped_attention
+
 MAX_TOKENS = 16
+ATTENTION = "_playbook_rope_attention"     # set by route(attention=True): the rotary goes into the attention's launch
 
 
 def _store(kwargs):
@@ -89,23 +92,31 @@ def _rows_forward(self, hidden_states, position_embeddings=None, attention_mask=
     keys, values, start = got
     cfg, d = self.config, self.head_dim
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
-    cos, sin = position_embeddings
+    cos, sin = (t.reshape(tokens, d) for t in position_embeddings)
     q = self.q_proj(hidden_states).view(tokens, heads, d)
     k = self.k_proj(hidden_states).view(tokens, kv_heads, d)
     v = self.v_proj(hidden_states).view(tokens, kv_heads, d)
-    q = rope_append_rows(q, k, v, cos.reshape(tokens, d), sin.reshape(tokens, d), keys, values, start,
-                         pdl=getattr(self, "_playbook_pdl", False))
     attend = {k_: v_ for k_, v_ in kwargs.items() if k_ not in ("cache", "past_key_values")}
+    if self.__dict__.get(ATTENTION) and cfg._attn_implementation == grouped_attention.FEW_QUERY:
+        out = grouped_attention.few_query_rope_forward(self, q, k, v, cos, sin, keys, values, start, attention_mask,
+                                                       scaling=self.scaling, **attend)
+        if out is not None:
+            return self.o_proj(out.reshape(1, tokens, -1)), None
+    q = rope_append_rows(q, k, v, cos, sin, keys, values, start, pdl=getattr(self, "_playbook_pdl", False))
     out, weights = _attention_function(self)(self, q.unsqueeze(0).transpose(1, 2), keys, values, attention_mask,
                                              dropout=0.0, scaling=self.scaling, **attend)
     return self.o_proj(out.reshape(1, tokens, -1)), weights
 
 
-def route(model, paths):
-    """The modules at paths take their few-token steps through kernels.rope_append_rows; returns their paths."""
+def route(model, paths, attention=False):
+    """The modules at paths take their few-token steps through kernels.rope_append_rows; returns their paths.
+    attention=True: where a module's attention is the few-query kernel (phase 5's few_query), its rotary and
+    cache writes go into that kernel's launches instead (kernels.rope_few_query_attention)."""
     mods = dict(model.named_modules())
     for path in paths:
         mods[path].forward = types.MethodType(_rows_forward, mods[path])
+        if attention:
+            mods[path].__dict__[ATTENTION] = True
     return list(paths)
 
 
@@ -116,5 +127,6 @@ def unroute(model):
         f = m.__dict__.get("forward")
         if getattr(f, "__func__", None) is _rows_forward:
             del m.__dict__["forward"]
+            m.__dict__.pop(ATTENTION, None)
             given += 1
     return given
