@@ -8,8 +8,10 @@ today (playbook/rewrites/grouped_attention.py) compiled by Inductor, with its bo
 Hugging Face's SDPA path (K/V copied per head, the boolean mask) compiled; and the kernel over a sweep of
 its launch settings. For each, 18 calls (one a layer, each with its own K/V) are captured in one CUDA graph
 and the graph is replayed; the median over samples of CUDA-event time, divided by 18, is one call's time.
-Every contender's output is checked against kernels.reference.few_query_attention first. Writes {device,
-date, torch, shape, rows: [{name, us, max_abs_err}]}.
+Every contender's output is checked against kernels.reference.few_query_attention first. Then the few tokens'
+rotary and cache writes with it: kernels.rope_append_rows before the kernel (two launches and the combine), and
+kernels.rope_few_query_attention (the rotary in the attention's first launch), each checked against the
+reference rotary and attention. Writes {device, date, torch, shape, rows: [{name, us, max_abs_err}]}.
 """
 import argparse
 import datetime
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from graph_timing import per_call_us  # noqa: E402
 from playbook.kernels import few_query_attention as fq  # noqa: E402
 from playbook.kernels import reference  # noqa: E402
+from playbook.kernels.rope_append_rows import rope_append_rows  # noqa: E402
 from playbook.rewrites.grouped_attention import grouped_attention_forward  # noqa: E402
 
 LAYERS, H, KVH, LQ, PREFIX, PAD, D = 18, 8, 1, 11, 816, 28, 256
@@ -64,6 +67,23 @@ def combined(rows, dims, call):
         fq.COMBINE_ROWS, fq.COMBINE_DIMS = was
 
 
+def rope_inputs(dev, dt):
+    """The projections' q [L, H, D], k, v [L, KVH, D] and the rotary's cos, sin [L, D] of the suffix tokens."""
+    g = torch.Generator(device=dev).manual_seed(1)
+    q, k, v = (torch.randn(LQ, n, D, device=dev, dtype=dt, generator=g) for n in (H, KVH, KVH))
+    angle = torch.arange(PREFIX, PREFIX + LQ, device=dev)[:, None] * 10000.0 ** (-torch.arange(0, D, 2, device=dev) / D)
+    angle = torch.cat([angle, angle], -1)
+    return q, k, v, angle.cos().to(dt), angle.sin().to(dt)
+
+
+def rope_want(rq, kv, allowed):
+    """The reference: rotate q and the new keys, write the new slots, attend."""
+    q, k, v, cos, sin = rq
+    kc, vc = (t.clone() for t in kv)
+    got_q = reference.rope_append_rows(q, k, v, cos, sin, kc, vc, PREFIX)
+    return reference.few_query_attention(got_q.unsqueeze(0).transpose(1, 2), kc, vc, allowed, scale=D ** -0.5).float()
+
+
 def time_us(fn, kvs):
     def step():
         for k, v in kvs:
@@ -93,12 +113,21 @@ def main(argv=None):
                                                                                         scale=D ** -0.5)))
     contenders["kernel, defaults, additive mask"] = lambda k, v: fq.few_query_attention(q, k, v, additive,
                                                                                         scale=D ** -0.5)
+    rq = rope_inputs(dev, dt)
+
+    def unfused(k, v):
+        rot = rope_append_rows(*rq, k, v, PREFIX)
+        return fq.few_query_attention(rot.unsqueeze(0).transpose(1, 2), k, v, allowed, scale=D ** -0.5)
+    rope = {"rope_append_rows, then the kernel": unfused,
+            "rope + kernel in one launch": lambda k, v: fq.rope_few_query_attention(*rq, k, v, PREFIX, allowed,
+                                                                                    scale=D ** -0.5)}
+    rope_ref = rope_want(rq, kvs[0], allowed)
     rows = []
-    for name, fn in contenders.items():
+    for name, fn in [*contenders.items(), *rope.items()]:
         row = {"name": name}
         try:
             got = fn(*kvs[0]).float()
-            row["max_abs_err"] = round((got - want).abs().max().item(), 5)
+            row["max_abs_err"] = round((got - (rope_ref if name in rope else want)).abs().max().item(), 5)
             row["us"] = time_us(fn, kvs)
         except Exception as e:  # noqa: BLE001  (recorded per contender)
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"

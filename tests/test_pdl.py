@@ -66,7 +66,8 @@ def test_a_denoise_layer_chain_with_pdl_in_a_cuda_graph_gives_what_plain_launche
     denoise layer chains them (each reads the one before's output) six times over, captured in a CUDA graph
     with PDL: each waits for the kernel before it, so the answer is the plain launches' to the bit. With
     rope_in_attention the rotary and cache writes are in the attention's first launch
-    (kernels.rope_few_query_attention): the same rounding, so the same bits."""
+    (kernels.rope_few_query_attention): the plain launches of that chain give the same bits, and the
+    unfused chain's answer and caches within bf16 rounding (the new slots are summed in another order)."""
     from playbook.kernels.few_query_attention import few_query_attention, rope_few_query_attention
     from playbook.kernels.gemv import gemv
     from playbook.kernels.rope_append_rows import rope_append_rows
@@ -94,7 +95,13 @@ def test_a_denoise_layer_chain_with_pdl_in_a_cuda_graph_gives_what_plain_launche
         return h
     caches = [torch.randn(1, 1, prefix + tokens, d, device=dev, dtype=bf) for _ in range(2)]
     plain = [c.clone() for c in caches]
-    want = chain(False, *plain)
+    want = chain(False, *plain, fused=rope_in_attention)
+    if rope_in_attention:
+        unfused_caches = [c.clone() for c in caches]
+        unfused = chain(False, *unfused_caches)
+        torch.testing.assert_close(want.float(), unfused.float(), atol=0.1, rtol=0.05)
+        for got, other in zip(plain, unfused_caches):
+            torch.testing.assert_close(got.float(), other.float(), atol=0.1, rtol=0.05)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):

@@ -65,6 +65,57 @@ COMBINE_DIMS = 64
 
 
 @triton.jit
+def _attend(q, k, v, ok, mask_at, m_i, l_i, acc, scale, softcap, MASK_KIND: tl.constexpr, SOFTCAP: tl.constexpr,
+            FP32_DOT: tl.constexpr):
+    """One block of slots into the online softmax: q [M, D] against k, v [N, D], `ok` [M, N] the pairs that may
+    attend before the mask; returns the running max, sum and output."""
+    if MASK_KIND == 1:      # boolean: True may attend
+        ok = ok & (tl.load(mask_at, mask=ok, other=0) != 0)
+    if FP32_DOT:
+        s = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    s = s * scale
+    if SOFTCAP:
+        e = tl.exp(-2.0 * tl.abs(s) / softcap)             # tanh(x) = sign(x) (1 - e^-2|x|) / (1 + e^-2|x|)
+        t = (1.0 - e) / (1.0 + e)
+        s = softcap * tl.where(s < 0, -t, t)
+    if MASK_KIND == 2:      # additive
+        s += tl.load(mask_at, mask=ok, other=0.0).to(tl.float32)
+    s = tl.where(ok, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing allowed yet adds nothing
+    alpha = tl.exp(m_i - m_safe)
+    p = tl.exp(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if FP32_DOT:
+        pv = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee")
+    else:
+        pv = tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc * alpha[:, None] + pv
+
+
+@triton.jit
+def _chunk(q, K, V, Mask, b, kv, h, qi, r_in, d, d_in, lo, LK, START, NT, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n,
+           sm_b, sm_h, sm_q, m_i, l_i, acc, scale, softcap, BLOCK_N: tl.constexpr, CHUNK_BLOCKS: tl.constexpr,
+           MASK_KIND: tl.constexpr, SOFTCAP: tl.constexpr, FP32_DOT: tl.constexpr, SKIP_NEW: tl.constexpr):
+    """A chunk of the K/V from slot lo into the online softmax, CHUNK_BLOCKS blocks of BLOCK_N slots (unrolled:
+    the chunk's loads need not wait on each other); SKIP_NEW: slots START..START+NT left out."""
+    for j in tl.static_range(CHUNK_BLOCKS):
+        n = lo + j * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_in = n < LK
+        if SKIP_NEW:
+            n_in = n_in & ((n < START) | (n >= START + NT))
+        kv_in = n_in[:, None] & d_in[None, :]
+        k = tl.load(K + b * sk_b + kv * sk_h + n[:, None] * sk_n + d[None, :], mask=kv_in, other=0.0)
+        v = tl.load(V + b * sv_b + kv * sv_h + n[:, None] * sv_n + d[None, :], mask=kv_in, other=0.0)
+        m_i, l_i, acc = _attend(q, k, v, r_in[:, None] & n_in[None, :],
+                                Mask + b * sm_b + h[:, None] * sm_h + qi[:, None] * sm_q + n[None, :],
+                                m_i, l_i, acc, scale, softcap, MASK_KIND, SOFTCAP, FP32_DOT)
+    return m_i, l_i, acc
+
+
+@triton.jit
 def _few_query_part(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, ROWS, CHUNK, ROW_TILES, scale, softcap,
                     sq_b, sq_h, sq_q, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, so_b, so_q, so_h,
                     H: tl.constexpr, KVH: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
@@ -72,7 +123,8 @@ def _few_query_part(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, ROWS, CHUNK, ROW
                     CHUNK_BLOCKS: tl.constexpr, MASK_KIND: tl.constexpr, SOFTCAP: tl.constexpr,
                     FP32_DOT: tl.constexpr, SPLITS: tl.constexpr, LAST_COMBINES: tl.constexpr,
                     PDL: tl.constexpr = False, KN=None, VN=None, Cos=None, Sin=None, START=0, NT=0, skn_t=0,
-                    skn_h=0, svn_t=0, svn_h=0, sc_t=0, ss_t=0, ROPE: tl.constexpr = False):
+                    skn_h=0, svn_t=0, svn_h=0, sc_t=0, ss_t=0, ROPE: tl.constexpr = False,
+                    BLOCK_T: tl.constexpr = 16):
     tile, split = tl.program_id(0), tl.program_id(1)   # one (batch, K/V head, row tile) x one chunk of the K/V
     if PDL:             # q and the K/V are the kernels before's outputs: wait for them, then let the next launch
         tl.extra.cuda.gdc_wait()
@@ -88,10 +140,10 @@ def _few_query_part(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, ROWS, CHUNK, ROW
     d_in = d < D
     rd_in = r_in[:, None] & d_in[None, :]
     q = tl.load(Q + b * sq_b + h[:, None] * sq_h + qi[:, None] * sq_q + d[None, :], mask=rd_in, other=0.0)
-    half = D // 2
-    dp = tl.where(d < half, d + half, d - half)         # rotate-half's partner of each head dim
-    sign = tl.where(d < half, -1.0, 1.0)
     if ROPE:            # q is the projection's: rotate it here (fp32, one rounding), as rope_append_rows does
+        half = D // 2
+        dp = tl.where(d < half, d + half, d - half)     # rotate-half's partner of each head dim
+        sign = tl.where(d < half, -1.0, 1.0)
         qp = tl.load(Q + b * sq_b + h[:, None] * sq_h + qi[:, None] * sq_q + dp[None, :], mask=rd_in, other=0.0)
         cq = tl.load(Cos + qi[:, None] * sc_t + d[None, :], mask=rd_in, other=0.0).to(tl.float32)
         sq = tl.load(Sin + qi[:, None] * ss_t + d[None, :], mask=rd_in, other=0.0).to(tl.float32)
@@ -102,58 +154,32 @@ def _few_query_part(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, ROWS, CHUNK, ROW
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     lo = split * CHUNK
-    for j in tl.static_range(CHUNK_BLOCKS):             # unrolled: the chunk's loads need not wait on each other
-        n = lo + j * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_in = n < LK
-        kv_in = n_in[:, None] & d_in[None, :]
-        if ROPE:        # slots START.. are the new tokens': rotated here from the projection's k, v as it is
-            t = n - START
-            new = (t >= 0) & (t < NT)
-            nw = new[:, None] & d_in[None, :]
-            cached = kv_in & (new[:, None] == 0)
-            kn = tl.load(KN + t[:, None] * skn_t + kv * skn_h + d[None, :], mask=nw, other=0.0).to(tl.float32)
-            knp = tl.load(KN + t[:, None] * skn_t + kv * skn_h + dp[None, :], mask=nw, other=0.0).to(tl.float32)
-            ck = tl.load(Cos + t[:, None] * sc_t + d[None, :], mask=nw, other=0.0).to(tl.float32)
-            sk = tl.load(Sin + t[:, None] * ss_t + d[None, :], mask=nw, other=0.0).to(tl.float32)
-            k_new = (kn * ck + sign[None, :] * knp * sk).to(K.dtype.element_ty)
-            v_new = tl.load(VN + t[:, None] * svn_t + kv * svn_h + d[None, :], mask=nw, other=0.0).to(V.dtype.element_ty)
-            k = tl.load(K + b * sk_b + kv * sk_h + n[:, None] * sk_n + d[None, :], mask=cached, other=0.0)
-            v = tl.load(V + b * sv_b + kv * sv_h + n[:, None] * sv_n + d[None, :], mask=cached, other=0.0)
-            k = tl.where(nw, k_new, k)
-            v = tl.where(nw, v_new, v)
-            if tile % ROW_TILES == 0:                   # each chunk's first row tile writes its new slots
-                tl.store(K + b * sk_b + kv * sk_h + n[:, None] * sk_n + d[None, :], k_new, mask=nw)
-                tl.store(V + b * sv_b + kv * sv_h + n[:, None] * sv_n + d[None, :], v_new, mask=nw)
-        else:
-            k = tl.load(K + b * sk_b + kv * sk_h + n[:, None] * sk_n + d[None, :], mask=kv_in, other=0.0)
-            v = tl.load(V + b * sv_b + kv * sv_h + n[:, None] * sv_n + d[None, :], mask=kv_in, other=0.0)
-        ok = r_in[:, None] & n_in[None, :]
-        mask_at = Mask + b * sm_b + h[:, None] * sm_h + qi[:, None] * sm_q + n[None, :]
-        if MASK_KIND == 1:      # boolean: True may attend
-            ok = ok & (tl.load(mask_at, mask=ok, other=0) != 0)
-        if FP32_DOT:
-            s = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        s = s * scale
-        if SOFTCAP:
-            e = tl.exp(-2.0 * tl.abs(s) / softcap)             # tanh(x) = sign(x) (1 - e^-2|x|) / (1 + e^-2|x|)
-            t = (1.0 - e) / (1.0 + e)
-            s = softcap * tl.where(s < 0, -t, t)
-        if MASK_KIND == 2:      # additive
-            s += tl.load(mask_at, mask=ok, other=0.0).to(tl.float32)
-        s = tl.where(ok, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing allowed yet adds nothing
-        alpha = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if FP32_DOT:
-            pv = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee")
-        else:
-            pv = tl.dot(p.to(v.dtype), v)
-        acc = acc * alpha[:, None] + pv
-        m_i = m_new
+    if ROPE:
+        if lo < LK:     # a chunk of the caches, the new tokens' slots left out
+            m_i, l_i, acc = _chunk(q, K, V, Mask, b, kv, h, qi, r_in, d, d_in, lo, LK, START, NT, sk_b, sk_h, sk_n,
+                                   sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, m_i, l_i, acc, scale, softcap, BLOCK_N,
+                                   CHUNK_BLOCKS, MASK_KIND, SOFTCAP, FP32_DOT, True)
+        else:           # the launch's last chunk is the new tokens' slots, a block their size, rotated here
+            tn = tl.arange(0, BLOCK_T)
+            t_in = tn < NT
+            tw = t_in[:, None] & d_in[None, :]
+            kn = tl.load(KN + tn[:, None] * skn_t + kv * skn_h + d[None, :], mask=tw, other=0.0).to(tl.float32)
+            knp = tl.load(KN + tn[:, None] * skn_t + kv * skn_h + dp[None, :], mask=tw, other=0.0).to(tl.float32)
+            ck = tl.load(Cos + tn[:, None] * sc_t + d[None, :], mask=tw, other=0.0).to(tl.float32)
+            sk = tl.load(Sin + tn[:, None] * ss_t + d[None, :], mask=tw, other=0.0).to(tl.float32)
+            kt = (kn * ck + sign[None, :] * knp * sk).to(K.dtype.element_ty)
+            vt = tl.load(VN + tn[:, None] * svn_t + kv * svn_h + d[None, :], mask=tw, other=0.0).to(V.dtype.element_ty)
+            nt = START + tn
+            if tile % ROW_TILES == 0:   # the K/V head's first row tile writes the new slots for later readers
+                tl.store(K + b * sk_b + kv * sk_h + nt[:, None] * sk_n + d[None, :], kt, mask=tw)
+                tl.store(V + b * sv_b + kv * sv_h + nt[:, None] * sv_n + d[None, :], vt, mask=tw)
+            m_i, l_i, acc = _attend(q, kt, vt, r_in[:, None] & t_in[None, :],
+                                    Mask + b * sm_b + h[:, None] * sm_h + qi[:, None] * sm_q + nt[None, :],
+                                    m_i, l_i, acc, scale, softcap, MASK_KIND, SOFTCAP, FP32_DOT)
+    else:
+        m_i, l_i, acc = _chunk(q, K, V, Mask, b, kv, h, qi, r_in, d, d_in, lo, LK, START, NT, sk_b, sk_h, sk_n,
+                               sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, m_i, l_i, acc, scale, softcap, BLOCK_N,
+                               CHUNK_BLOCKS, MASK_KIND, SOFTCAP, FP32_DOT, False)
     out = acc / tl.maximum(l_i, 1e-30)[:, None]
     if SPLITS == 1:
         tl.store(O + b * so_b + h[:, None] * so_h + qi[:, None] * so_q + d[None, :], out.to(O.dtype.element_ty),
@@ -294,7 +320,7 @@ def _run(q, k, v, mask, scale, softcap, chunk_blocks, block_n, num_warps, block_
         sm = tuple(0 if mask.shape[i] == 1 else mask.stride(i) for i in range(3))
     group = h // kvh
     at = launch(group * lq, lk, d, block_m, block_n, chunk_blocks, num_warps)
-    splits, rows = at["splits"], b * h * lq
+    splits, rows = at["splits"] + (rope is not None), b * h * lq    # rope: one more chunk, the new slots
     block_d = max(16, next_pow2(d))
     out = torch.empty(b, lq, h, d, device=q.device, dtype=q.dtype)
     part = torch.empty(splits * rows * d if splits > 1 else 1, device=q.device, dtype=torch.float32)
@@ -309,7 +335,7 @@ def _run(q, k, v, mask, scale, softcap, chunk_blocks, block_n, num_warps, block_
         kn, vn, cos, sin, start = rope
         new = dict(KN=kn, VN=vn, Cos=cos, Sin=sin, START=start, NT=kn.shape[0], skn_t=kn.stride(0),
                    skn_h=kn.stride(1), svn_t=vn.stride(0), svn_h=vn.stride(1), sc_t=cos.stride(0),
-                   ss_t=sin.stride(0), ROPE=True)
+                   ss_t=sin.stride(0), ROPE=True, BLOCK_T=max(16, next_pow2(kn.shape[0])))
     _few_query_part[(tiles, splits)](
         q, k, v, mask if mask is not None else q, part, lse, count, out, lq, lk, rows, at["chunk"], at["row_tiles"],
         scale or 1.0 / math.sqrt(d), softcap or 1.0,
@@ -357,9 +383,14 @@ def rope_few_query_attention(q, k, v, cos, sin, k_cache, v_cache, start, mask=No
     """rope_append_rows then few_query_attention, in the attention's launches: q [L, H, D], k and v [L, KVH, D]
     (the projections' outputs), cos and sin [L, D] (rotate-half), caches [1, KVH, N, D]; the new tokens' rotated
     keys and values go to slots start.. of the caches (in place) and every query, rotated, attends over the
-    caches with them; [1, L, H, D]. The first launch's programs rotate their own rows of q and, over the new
-    slots, the keys from k itself, so no launch before it writes the cache (each chunk's first row tile writes
-    its new slots for whoever reads the cache next)."""
+    caches with them; [1, L, H, D]. The first launch's programs rotate their own rows of q; the new slots are
+    left out of the caches' chunks and are one more chunk of the launch, a block their size whose programs
+    rotate the keys from k itself, so no launch before it writes the cache (the K/V head's first row tile
+    writes them there for whoever reads the cache next) and no program does more than one block's work.
+    Two designs before it were slower than rope_append_rows and the kernel (pi0's step, H200, 2026-12-04,
+    torch 2.11): the new keys rotated inside every [BLOCK_N, D] block under a mask (four more fp32 tiles that
+    size: 255 registers, 15.3 us a call against 4.8 + 1.8 unfused), then the chunk the new slots start in
+    taking them as a second block (7.1 us; 10.9 against 9.7 us unfused in benchmarks/few_query_attention.py)."""
     return torch.ops.playbook.rope_few_query_attention(q, k, v, cos, sin, k_cache, v_cache, int(start), mask,
                                                        float(scale or 0.0), float(softcap or 0.0), bool(pdl))
 
