@@ -73,8 +73,6 @@ def test_pi0s_denoise_attention_takes_the_one_launch_step_and_the_actions_agree(
     """Found by data flow: the expert's attention modules (their denoise calls write 1 + horizon tokens in
     place), not the prefix's (their calls fill the cache); the actions are the unrouted model's, eager and
     compiled, and the compiled step runs the op once a layer."""
-    from torch._inductor.utils import run_and_get_code
-
     from playbook.compare import compare, snapshot
     from playbook.rewrites import fusion, grouped_attention, rope_append_rows as rr
     from playbook.workloads import build_workload, set_knob
@@ -92,6 +90,18 @@ def test_pi0s_denoise_attention_takes_the_one_launch_step_and_the_actions_agree(
     assert found["paths"] == sorted(f"denoise.expert.layers.{i}.self_attn" for i in range(layers)), found
     assert not found["left"]                       # the prefix's modules never append in place: not candidates
     assert rr.route(wl.model, found["paths"]) == found["paths"]
+    codes = _agrees_eager_and_compiled(wl, want)
+    assert sum(c.count("torch.ops.playbook.rope_append_rows.default(") for c in codes) == layers
+    assert rr.unroute(wl.model) == layers
+    with torch.no_grad():
+        assert compare(snapshot(wl.model(*wl.args)), want, torch.float32)["correct"]
+
+
+def _agrees_eager_and_compiled(wl, want):
+    """The routed model's actions are want's eager, and with its denoise step compiled; returns Inductor's code."""
+    from torch._inductor.utils import run_and_get_code
+
+    from playbook.compare import compare, snapshot
     with torch.no_grad():
         got = snapshot(wl.model(*wl.args))
     verdict = compare(got, want, torch.float32)
@@ -100,10 +110,7 @@ def test_pi0s_denoise_attention_takes_the_one_launch_step_and_the_actions_agree(
     with torch.no_grad():
         out, codes = run_and_get_code(wl.model, *wl.args)
     assert compare(snapshot(out), want, torch.float32)["correct"]
-    assert sum(c.count("torch.ops.playbook.rope_append_rows.default(") for c in codes) == layers
-    assert rr.unroute(wl.model) == layers
-    with torch.no_grad():
-        assert compare(snapshot(wl.model(*wl.args)), want, torch.float32)["correct"]
+    return codes
 
 
 def test_without_in_place_room_the_modules_are_left_as_they_are():
@@ -119,9 +126,7 @@ def test_with_the_few_query_kernel_the_rotary_goes_into_its_launch_and_the_actio
     """route(attention=True) on a model whose expert attends through the few-query kernel: each denoise layer's
     rotary, cache writes and attention are one op (kernels.rope_few_query_attention), the actions are the
     unrouted model's eager and compiled, and a module whose attention is not the kernel's keeps the two ops."""
-    from torch._inductor.utils import run_and_get_code
-
-    from playbook.compare import compare, snapshot
+    from playbook.compare import snapshot
     from playbook.rewrites import fusion, grouped_attention, rope_append_rows as rr
     from playbook.workloads import build_workload, set_knob
     wl = build_workload("pi0", "tiny", "", torch.device(DEVICE), torch.float32,
@@ -134,14 +139,7 @@ def test_with_the_few_query_kernel_the_rotary_goes_into_its_launch_and_the_actio
     paths = rr.find_sites(wl.model, wl.args)["paths"]
     layers = len(wl.model.denoise.expert.layers)
     assert rr.route(wl.model, paths, attention=True) == paths and len(paths) == layers
-    with torch.no_grad():
-        got = snapshot(wl.model(*wl.args))
-    verdict = compare(got, want, torch.float32)
-    assert verdict["correct"] and verdict["max_abs_diff"] < 1e-4, verdict
-    wl.model.denoise.velocity = torch.compile(wl.model.denoise.velocity, dynamic=False)
-    with torch.no_grad():
-        out, codes = run_and_get_code(wl.model, *wl.args)
-    assert compare(snapshot(out), want, torch.float32)["correct"]
+    codes = _agrees_eager_and_compiled(wl, want)
     assert sum(c.count("torch.ops.playbook.rope_few_query_attention.default(") for c in codes) == layers
     assert sum(c.count("torch.ops.playbook.rope_append_rows.default(") for c in codes) == 0
     assert rr.unroute(wl.model) == layers
