@@ -116,6 +116,31 @@ def _chunk(q, K, V, Mask, b, kv, h, qi, r_in, d, d_in, lo, LK, START, NT, sk_b, 
 
 
 @triton.jit
+def _new_slots(q, K, V, Mask, KN, VN, Cos, Sin, b, kv, h, qi, r_in, d, d_in, dp, sign, START, NT, sk_b, sk_h, sk_n,
+               sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, skn_t, skn_h, svn_t, svn_h, sc_t, ss_t, write, m_i, l_i, acc,
+               scale, softcap, BLOCK_T: tl.constexpr, MASK_KIND: tl.constexpr, SOFTCAP: tl.constexpr,
+               FP32_DOT: tl.constexpr):
+    """The NT new tokens' slots from START into the online softmax, one block of BLOCK_T: their keys rotated from
+    the projection's (rotate-half: dp the partner dims, sign their signs), their values as they are; `write`: the
+    rotated keys and the values stored into the caches too."""
+    tn = tl.arange(0, BLOCK_T)
+    t_in = tn < NT
+    tw = t_in[:, None] & d_in[None, :]
+    kn = tl.load(KN + tn[:, None] * skn_t + kv * skn_h + d[None, :], mask=tw, other=0.0).to(tl.float32)
+    knp = tl.load(KN + tn[:, None] * skn_t + kv * skn_h + dp[None, :], mask=tw, other=0.0).to(tl.float32)
+    ck = tl.load(Cos + tn[:, None] * sc_t + d[None, :], mask=tw, other=0.0).to(tl.float32)
+    sk = tl.load(Sin + tn[:, None] * ss_t + d[None, :], mask=tw, other=0.0).to(tl.float32)
+    k = (kn * ck + sign[None, :] * knp * sk).to(K.dtype.element_ty)
+    v = tl.load(VN + tn[:, None] * svn_t + kv * svn_h + d[None, :], mask=tw, other=0.0).to(V.dtype.element_ty)
+    n = START + tn
+    if write:
+        tl.store(K + b * sk_b + kv * sk_h + n[:, None] * sk_n + d[None, :], k, mask=tw)
+        tl.store(V + b * sv_b + kv * sv_h + n[:, None] * sv_n + d[None, :], v, mask=tw)
+    return _attend(q, k, v, r_in[:, None] & t_in[None, :], Mask + b * sm_b + h[:, None] * sm_h + qi[:, None] * sm_q
+                   + n[None, :], m_i, l_i, acc, scale, softcap, MASK_KIND, SOFTCAP, FP32_DOT)
+
+
+@triton.jit
 def _few_query_part(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, ROWS, CHUNK, ROW_TILES, scale, softcap,
                     sq_b, sq_h, sq_q, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, so_b, so_q, so_h,
                     H: tl.constexpr, KVH: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
@@ -160,22 +185,10 @@ def _few_query_part(Q, K, V, Mask, Part, Lse, Count, O, LQ, LK, ROWS, CHUNK, ROW
                                    sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, m_i, l_i, acc, scale, softcap, BLOCK_N,
                                    CHUNK_BLOCKS, MASK_KIND, SOFTCAP, FP32_DOT, True)
         else:           # the launch's last chunk is the new tokens' slots, a block their size, rotated here
-            tn = tl.arange(0, BLOCK_T)
-            t_in = tn < NT
-            tw = t_in[:, None] & d_in[None, :]
-            kn = tl.load(KN + tn[:, None] * skn_t + kv * skn_h + d[None, :], mask=tw, other=0.0).to(tl.float32)
-            knp = tl.load(KN + tn[:, None] * skn_t + kv * skn_h + dp[None, :], mask=tw, other=0.0).to(tl.float32)
-            ck = tl.load(Cos + tn[:, None] * sc_t + d[None, :], mask=tw, other=0.0).to(tl.float32)
-            sk = tl.load(Sin + tn[:, None] * ss_t + d[None, :], mask=tw, other=0.0).to(tl.float32)
-            kt = (kn * ck + sign[None, :] * knp * sk).to(K.dtype.element_ty)
-            vt = tl.load(VN + tn[:, None] * svn_t + kv * svn_h + d[None, :], mask=tw, other=0.0).to(V.dtype.element_ty)
-            nt = START + tn
-            if tile % ROW_TILES == 0:   # the K/V head's first row tile writes the new slots for later readers
-                tl.store(K + b * sk_b + kv * sk_h + nt[:, None] * sk_n + d[None, :], kt, mask=tw)
-                tl.store(V + b * sv_b + kv * sv_h + nt[:, None] * sv_n + d[None, :], vt, mask=tw)
-            m_i, l_i, acc = _attend(q, kt, vt, r_in[:, None] & t_in[None, :],
-                                    Mask + b * sm_b + h[:, None] * sm_h + qi[:, None] * sm_q + nt[None, :],
-                                    m_i, l_i, acc, scale, softcap, MASK_KIND, SOFTCAP, FP32_DOT)
+            m_i, l_i, acc = _new_slots(q, K, V, Mask, KN, VN, Cos, Sin, b, kv, h, qi, r_in, d, d_in, dp, sign, START,
+                                       NT, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, skn_t, skn_h, svn_t,
+                                       svn_h, sc_t, ss_t, tile % ROW_TILES == 0, m_i, l_i, acc, scale, softcap,
+                                       BLOCK_T, MASK_KIND, SOFTCAP, FP32_DOT)
     else:
         m_i, l_i, acc = _chunk(q, K, V, Mask, b, kv, h, qi, r_in, d, d_in, lo, LK, START, NT, sk_b, sk_h, sk_n,
                                sv_b, sv_h, sv_n, sm_b, sm_h, sm_q, m_i, l_i, acc, scale, softcap, BLOCK_N,
