@@ -171,14 +171,16 @@ def shape_keys(found):
     return {p: (*found["shapes"][p], p in folded) for p in found["linears"]}
 
 
-# NOTE: a shape with the norm folded in is timed against cuBLAS alone, not against the norm's kernel then cuBLAS
-# (the pair the fold replaces): the kernel must win without the norm's kernel it saves. Timed against the pair,
-# pi0's 11-row q/k/v and gate+up won (H200, 2026-12-03: 5.42 and 7.72 us against 7.02 and 9.04) and were
-# routed, and inside the step they ran far slower than alone: the step's GEMV time went 2.16 -> 6.13 ms for
-# 380 -> 740 calls, the candidate no faster than the recipe before it for all the kernels it removed
-# (benchmarks/results/pi0-fold/). Routing them on 2026-12-01 had cost 18.10 -> 18.55 ms too. Against cuBLAS
-# alone they lose by 0.2-0.7 us and stay on cuBLAS, with their norms. Why the kernel is slower inside the
-# step at these shapes is not known yet: profile.launch_table shows it by grid.
+# NOTE: a shape with the norm folded in is timed against the norm's kernel then cuBLAS (kernels.rms_norm, then
+# F.linear): the pair the fold replaces. From 2026-12-03 to 12-04 it was timed against cuBLAS alone, on a misreading
+# of benchmarks/results/pi0-fold/: there the step's GEMV time went 2.16 -> 6.13 ms for 380 -> 740 calls with pi0's
+# 11-row q/k/v and gate+up routed with their norms, and the cause was taken to be those two shapes. It was not:
+# the same candidate ran the gated down projection (180 calls at 16.4 us against 5.7 plain, +1.92 ms; measured
+# alone in benchmarks/results/pi0-attention/), and what is left for q/k/v and gate+up, 2.08 ms for 360 calls, is
+# what cuBLAS took for them in the recipe before it (0.87 + 1.18 ms), with their norms' kernels (0.99 -> 0.50 ms) gone. Against cuBLAS
+# alone they lost by 0.2-0.7 us, stayed on cuBLAS with their norms, and stayed outside phase 6's PDL chain.
+# (Routed on 2026-12-01, before the residual fold, they had cost 18.10 -> 18.55 ms: the add before each norm then
+# stayed a kernel of its own. Phase 5 now turns the residual fold on wherever a norm is folded.)
 # NOTE: the gated row times each side after the cuBLAS gate+up projection that writes the down projection's input
 # (one gate+up weight, [hidden, 2 x K], L2-resident; both sides pay it), where it had timed the down projection
 # alone on a ready input. Alone it had won in an earlier table (2026-12-02), and inside pi0 full's step the down
@@ -192,7 +194,8 @@ CALLS = 20                       # calls of one shape in one timed graph
 
 def time_shapes(found, device, dtype, iters=15):
     """[{rows, N, K, norm, gemv_us, cublas_us}] for each distinct shape of found's projections: kernels.gemv
-    (with the norm folded in where a fold would apply) against F.linear (cuBLAS), and for each gated MLP's down
+    (with the norm folded in where a fold would apply) against F.linear (cuBLAS; after the norm's own kernel,
+    kernels.rms_norm, where the gemv folds it in: the pair the fold replaces), and for each gated MLP's down
     projection the gemv with act(gate) * up in its prologue against the activation's kernel then cuBLAS (a row
     with "gated", each side after the gate+up projection that writes its input: see the NOTE below); each as CALLS
     back-to-back calls in one CUDA graph over weight copies that rotate past the L2, replays timed side by side.
@@ -232,8 +235,11 @@ def _time_shape(rows, n, k, norm, device, dtype, iters, act=""):
             gate, up = F.linear(h, w_gate_up).split(k, dim=-1)
             return F.linear(act_and_mul(gate, up, act), w)
         calls = {"gemv": gated, "cublas": unfused}
-    else:           # with the norm folded in against cuBLAS alone: see the NOTE above
-        calls = {"gemv": lambda w: gemv(x, w, norm_weight=nw), "cublas": lambda w: F.linear(x, w)}
+    elif norm:      # the pair the fold replaces: the norm's kernel, then cuBLAS (the NOTE above)
+        from playbook.kernels.norms import rms_norm
+        calls = {"gemv": lambda w: gemv(x, w, norm_weight=nw), "cublas": lambda w: F.linear(rms_norm(x, nw), w)}
+    else:
+        calls = {"gemv": lambda w: gemv(x, w), "cublas": lambda w: F.linear(x, w)}
     us = bench.graphs_side_by_side({name: lambda c=c: [c(ws[i % copies]) for i in range(CALLS)]   # the next W
                                     for name, c in calls.items()}, CALLS, device, iters=iters)
     row = {"rows": rows, "N": n, "K": k, "norm": norm, "gemv_us": us["gemv"], "cublas_us": us["cublas"]}
