@@ -224,11 +224,13 @@ if [[ $part == pi0-resume ]]; then   # a recorded pi0 full run (PI0_RUN, carried
     rm -rf "$run"; cp -r "${PI0_RUN:?a recorded pi0 run directory}" "$run"
     rm -f "$run"/phases/0["${PI0_FROM:-4}"-7]-*.json "$run"/notebooks/0["${PI0_FROM:-4}"-7]-*   # PI0_FROM: the first phase again
     drop_keys "$run/run.json" budgets budget_min
+    setsid nohup nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active \
+      --format=csv -l 1 > reports/pi0r-clocks.csv 2>&1 &     # the GPU's clocks while the chain runs
     setsid nohup bash -c "python3 -m playbook run --out $run --resume --target-ms ${PI0_TARGET_MS:-15} 2>&1 \
       | grep -v IPKernelApp > reports/pi0r.log; touch reports/pi0r-done" > /dev/null 2>&1 &
   fi
   wait_for reports/pi0r-done
-  cp reports/pi0r.log "$OUT/pi0-resume.log" 2>/dev/null
+  cp reports/pi0r.log "$OUT/pi0-resume.log" 2>/dev/null; cp reports/pi0r-clocks.csv "$OUT/" 2>/dev/null
   tar czf "$OUT/pi0-resume.tgz" --exclude inductor-cache --exclude traces --exclude "*.pt" -C reports pi0-resume
   [[ -f reports/pi0r-done ]] && echo "pi0-resume: done" || { echo "pi0-resume: still running; call again at once"; tail -3 reports/pi0r.log; }
   if [[ -f reports/pi0r-done && -n ${AFTER_TESTS:-} ]]; then   # AFTER_TESTS: pytest arguments, run once the chain is done

@@ -27,7 +27,8 @@ program loads its first chunk of W, which no kernel writes, then waits (`gdc_wai
 to finish before it reads x, the residual or its counters, and lets the next kernel launch once its reads
 are done. A latency-bound projection (pi0's denoise steps: 5-7 us against a 1.2-4.6 us floor) then streams W
 while the kernel before it finishes. Phase 6's `pdl` knob turns it on (rewrites.pdl); on pi0 full it was kept at
-14.770 against 15.078 ms, with Inductor's PDL and the rotary and few-query kernels' (H200, 2026-12-04).
+14.770 against 15.078 ms, with Inductor's PDL and the rotary and few-query kernels' (H200, 2026-12-04). The first
+chunk is taken before the K loop, which is then the plain kernel's loop (see the NOTE on pipelining below).
 
 `blocks(n, k, device)` gives each program two rows of W in K chunks of 1024 (one row where two would
 leave fewer than two programs per SM: a 512-row K/V projection must still spread over 132 SMs). It is
@@ -50,6 +51,13 @@ TILE = 4096          # fp32 elements of a program's accumulator tile (BLOCK_N x 
 # was 1.2 to 1.7x slower than this one on the five shapes of 8 MB or more.
 ROWS, CHUNK = 2, 1024
 MAX_ROWS = 16        # rows one program of the few-row kernel takes (tl.dot's smallest M); more fall to F.linear
+# NOTE: pipelining under PDL. The PDL variant once chose the first chunk of W inside the K loop (`w = first if
+# start == lo else load`). Triton then did not pipeline that loop's loads of W (no async copies into shared
+# memory for them: tests/test_triton_compile.py counts them), and a program that walks several chunks waited on each
+# load in turn. In pi0 full's step (H200, 2026-12-04, q/k/v and gate+up routed with their norms, four chunks a
+# program) the gate+up projection took 13.8 us a call with PDL against 7.3 without, q/k/v 9.3 against 4.9, and
+# phase 6 rejected PDL (15.778 against 14.479 ms). o and down (one or two chunks a split) had hidden it. The first
+# chunk is now summed before the loop, and the loop is the plain one.
 
 
 @triton.jit
@@ -73,6 +81,36 @@ def _gated(x, U, offs, mask, ACT: tl.constexpr):
 
 
 @triton.jit
+def _row_chunk(acc, squares, X, U, NW, w, row, k, k_in, stride_x, stride_u, offset, HAS_NORM: tl.constexpr,
+               ACT: tl.constexpr):
+    """The one-row kernel's step over one chunk k of K: x's chunk (gated, normed) times W's tile w, summed in."""
+    x = _gated(tl.load(X + row * stride_x + k, mask=k_in, other=0.0).to(tl.float32), U, row * stride_u + k, k_in, ACT)
+    if HAS_NORM:
+        squares += x * x
+        x = x * (tl.load(NW + k, mask=k_in, other=0.0).to(tl.float32) + offset)
+    return acc + w.to(tl.float32) * x[None, :], squares
+
+
+@triton.jit
+def _rows_chunk(acc, squares, X, U, NW, w, m, m_in, k, k_in, stride_x, stride_u, offset, HAS_NORM: tl.constexpr,
+                ACT: tl.constexpr, FP32_DOT: tl.constexpr):
+    """The few-row kernel's step over one chunk k of K: every row's chunk of x (gated, normed) times W's tile w
+    on the tensor cores, summed in."""
+    x = tl.load(X + m[:, None] * stride_x + k[None, :], mask=m_in[:, None] & k_in[None, :], other=0.0)
+    if ACT != 0:
+        x = _gated(x.to(tl.float32), U, m[:, None] * stride_u + k[None, :], m_in[:, None] & k_in[None, :], ACT)
+    if HAS_NORM:
+        x = x.to(tl.float32)
+        squares += tl.sum(x * x, 1)
+        x = x * (tl.load(NW + k, mask=k_in, other=0.0).to(tl.float32) + offset)[None, :]
+    if FP32_DOT:
+        acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
+    else:
+        acc += tl.dot(x.to(w.dtype), tl.trans(w))
+    return acc, squares
+
+
+@triton.jit
 def _gemv(X, U, W, B, R, NW, Y, N, K, stride_x, stride_u, stride_w, stride_r, stride_y, eps, offset,
           HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, HAS_NORM: tl.constexpr, ACT: tl.constexpr,
           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False):
@@ -81,26 +119,19 @@ def _gemv(X, U, W, B, R, NW, Y, N, K, stride_x, stride_u, stride_w, stride_r, st
     n_in = n < N
     acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     squares = tl.zeros([BLOCK_K], dtype=tl.float32)
+    start0 = 0
     if PDL:             # W is no kernel's output: its first chunk is read while the kernel before finishes
         k = tl.arange(0, BLOCK_K)
         first = _w_tile(W, n, n_in, k, k < K, stride_w)
         tl.extra.cuda.gdc_wait()                      # x, the residual: written by the kernels before
-    for start in range(0, K, BLOCK_K):
+        acc, squares = _row_chunk(acc, squares, X, U, NW, first, row, k, k < K, stride_x, stride_u, offset,
+                                  HAS_NORM, ACT)
+        start0 = BLOCK_K  # the loop below is the plain one, so Triton still pipelines its loads of W (see the NOTE)
+    for start in range(start0, K, BLOCK_K):
         k = start + tl.arange(0, BLOCK_K)
         k_in = k < K
-        x = _gated(tl.load(X + row * stride_x + k, mask=k_in, other=0.0).to(tl.float32), U, row * stride_u + k,
-                   k_in, ACT)
-        if HAS_NORM:
-            squares += x * x
-            x = x * (tl.load(NW + k, mask=k_in, other=0.0).to(tl.float32) + offset)
-        if PDL:
-            if start == 0:
-                w = first
-            else:
-                w = _w_tile(W, n, n_in, k, k_in, stride_w)
-        else:
-            w = _w_tile(W, n, n_in, k, k_in, stride_w)
-        acc += w.to(tl.float32) * x[None, :]
+        acc, squares = _row_chunk(acc, squares, X, U, NW, _w_tile(W, n, n_in, k, k_in, stride_w), row, k, k_in,
+                                  stride_x, stride_u, offset, HAS_NORM, ACT)
     if PDL:             # every read of what the kernels before wrote is done: the next one may launch
         tl.extra.cuda.gdc_launch_dependents()
     y = tl.sum(acc, 1)
@@ -128,31 +159,19 @@ def _gemv_rows(X, U, W, B, R, NW, Y, Part, Sq, Count, M, N, K, K_SPLIT, stride_x
     squares = tl.zeros([BLOCK_M], dtype=tl.float32)
     lo = split * K_SPLIT
     hi = tl.minimum(lo + K_SPLIT, K)
+    start0 = lo
     if PDL:             # this split's first chunk of W, read while the kernel before finishes (as in _gemv)
         k = lo + tl.arange(0, BLOCK_K)
         first = _w_tile(W, n, n_in, k, k < hi, stride_w)
         tl.extra.cuda.gdc_wait()                      # x, the residual and the counters: after the kernels before
-    for start in range(lo, hi, BLOCK_K):
+        acc, squares = _rows_chunk(acc, squares, X, U, NW, first, m, m_in, k, k < hi, stride_x, stride_u, offset,
+                                   HAS_NORM, ACT, FP32_DOT)
+        start0 = lo + BLOCK_K
+    for start in range(start0, hi, BLOCK_K):
         k = start + tl.arange(0, BLOCK_K)
         k_in = k < hi
-        x = tl.load(X + m[:, None] * stride_x + k[None, :], mask=m_in[:, None] & k_in[None, :], other=0.0)
-        if ACT != 0:
-            x = _gated(x.to(tl.float32), U, m[:, None] * stride_u + k[None, :], m_in[:, None] & k_in[None, :], ACT)
-        if HAS_NORM:
-            x = x.to(tl.float32)
-            squares += tl.sum(x * x, 1)
-            x = x * (tl.load(NW + k, mask=k_in, other=0.0).to(tl.float32) + offset)[None, :]
-        if PDL:
-            if start == lo:
-                w = first
-            else:
-                w = _w_tile(W, n, n_in, k, k_in, stride_w)
-        else:
-            w = _w_tile(W, n, n_in, k, k_in, stride_w)
-        if FP32_DOT:
-            acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
-        else:
-            acc += tl.dot(x.to(w.dtype), tl.trans(w))
+        acc, squares = _rows_chunk(acc, squares, X, U, NW, _w_tile(W, n, n_in, k, k_in, stride_w), m, m_in, k, k_in,
+                                   stride_x, stride_u, offset, HAS_NORM, ACT, FP32_DOT)
     if PDL:             # x is read: the next kernel may launch (it waits for this one's stores itself)
         tl.extra.cuda.gdc_launch_dependents()
     if SPLITS > 1:      # park this split's sums; the last split of this column block to finish adds them up
