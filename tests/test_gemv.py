@@ -101,6 +101,36 @@ def test_a_gated_input_needs_both_halves_and_no_norm():
         gv.gemv(x, w, up=x, act="silu", norm_weight=torch.ones(8, device=DEVICE))
 
 
+@pytest.mark.parametrize("rows,half,k,splits,dtype", [(1, 37, 123, 1, torch.float32), (1, 20, 1000, 1, torch.bfloat16),
+                                                      (3, 37, 45, 1, torch.float32), (11, 35, 300, 3, torch.float32),
+                                                      (11, 24, 1000, 4, torch.bfloat16), (20, 17, 64, 2, torch.float32)])
+@pytest.mark.parametrize("glu", ["silu", "gelu_tanh"])
+@pytest.mark.parametrize("parts", ["plain", "norm+bias", "gemma norm"])
+def test_a_glu_output_is_the_activation_of_the_gate_half_times_the_up_half(rows, half, k, splits, dtype, glu, parts):
+    """A fused gate+up projection (gate rows, then as many up rows) writing act(gate) * up: the unfused pair (the
+    projection, then the activation's kernel) within the dtype's bar; one row and the few-row kernel, split K, two
+    launches for 20 rows, odd halves and K."""
+    x, w, kw = operands((1, rows), 2 * half, k, dtype, parts)
+    kw.pop("residual", None)
+    want = ref.gemv(x, w, glu=glu, **kw)
+    assert want.shape == (1, rows, half)
+    gate, up = ref.gemv(x, w, **kw).chunk(2, dim=-1)
+    close(want, (ref.silu_and_mul if glu == "silu" else ref.gelu_tanh_and_mul)(torch.cat([gate, up], -1)), dtype, k)
+    for _ in range(2):          # a second call finds the split-K counters back at zero
+        close(gv.gemv(x, w, glu=glu, splits=splits, block_n=16 if rows > 1 else 0, block_k=32, **kw), want, dtype, k)
+    assert all(int(c.abs().sum()) == 0 for c in gv._counters.values())
+
+
+def test_a_glu_output_needs_an_even_weight_and_no_gated_input():
+    x, w = tensors((1, 8), torch.float32, 0), tensors((5, 8), torch.float32, 1)
+    with pytest.raises(ValueError, match="even N"):
+        gv.gemv(x, w, glu="silu")
+    with pytest.raises(ValueError, match="glu 'relu' is not one of"):
+        gv.gemv(x, tensors((4, 8), torch.float32, 1), glu="relu")
+    with pytest.raises(ValueError, match="no gated input"):
+        gv.gemv(x, tensors((4, 8), torch.float32, 1), up=x, act="silu", glu="silu")
+
+
 def test_few_row_blocks_split_k_only_where_the_columns_cannot_fill_the_sms():
     assert gv.rows_gpu_blocks(8192, 1024, sms=132) == (32, 256, 1)     # pi0's gate+up: 256 column blocks
     assert gv.rows_gpu_blocks(2560, 1024, sms=132) == (32, 256, 1)     # q/k/v: 80 blocks, over half the SMs
@@ -144,7 +174,7 @@ def test_bad_shapes_say_which():
 def test_custom_op_checks_and_compiles_without_a_graph_break():
     x, w = tensors((1, 64), torch.float32, 0), tensors((32, 64), torch.float32, 1)
     nw, r = tensors((64,), torch.float32, 2), tensors((1, 32), torch.float32, 3)
-    torch.library.opcheck(torch.ops.playbook.gemv.default, (x, w, None, r, nw, 1e-6, 0.0, 0, 0, 4, 0, False, None, ""),
+    torch.library.opcheck(torch.ops.playbook.gemv.default, (x, w, None, r, nw, 1e-6, 0.0, 0, 0, 4, 0, False, None, "", ""),
                           test_utils=("test_schema", "test_faketensor"))
     fn = torch.compile(lambda x: gv.gemv(x, w, residual=r, norm_weight=nw), fullgraph=True)
     close(fn(x), ref.gemv(x, w, residual=r, norm_weight=nw), torch.float32, 64)
@@ -363,6 +393,58 @@ def test_phase_5_folds_gated_mlps_and_residual_adds_into_the_gemv(family):
     assert not [k for k in kernels_run if "gelu" in k or "silu" in k], kernels_run   # each is in a down projection
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_phase_5_has_the_fused_gate_up_gemv_write_the_activation_where_it_wins(family):
+    """A fused gate+up projection whose shape won, and whose GLU row won too: the candidate asks for the GLU
+    epilogue, apply() routes each MLP through it, the logits are the unrouted model's, and the compiled step runs
+    one gemv for gate+up and no activation kernel. Where the GLU row loses, the knob is not set."""
+    import re
+    import types as pytypes
+
+    from torch._inductor.utils import run_and_get_code
+
+    from playbook.phases import kernels as phase
+    from playbook.pipeline import Pipeline
+    from playbook.rewrites import gemv
+    wl = _hf(family, {"position": "3"}, fuse=True)
+    layers = wl.model.model.config.num_hidden_layers
+    ctx = pytypes.SimpleNamespace(info={}, pipe=pytypes.SimpleNamespace(compile=True), device=torch.device(DEVICE))
+    step = pytypes.SimpleNamespace(workload=wl, dtype=torch.float32)
+
+    def table(found, device, dtype, glu_us=3.0):
+        shapes = [{"rows": r, "N": n, "K": k, "norm": norm, "gemv_us": 3.0, "cublas_us": 4.0}
+                  for r, n, k, norm in sorted(set(gemv.shape_keys(found).values()))]
+        return shapes + [{"rows": key[0], "N": key[1], "K": key[2], "norm": key[3], "glu": act, "gemv_us": glu_us,
+                          "cublas_us": 4.0} for key, act in sorted(gemv.glu_keys(found))]
+    (lost,) = phase._gemv_candidates(ctx, step, [], lambda *a: table(*a, glu_us=5.0))
+    assert "gemv_glu" not in lost and lost["gemv"]
+    (knobs,) = phase._gemv_candidates(ctx, step, [], table)
+    act = "silu" if family == "llama" else "gelu_tanh"
+    assert knobs["gemv_glu"] and ctx.info["gemv_sites"]["glu"] == layers
+    glu_rows = [r for r in ctx.info["gemv_shapes"] if r.get("glu")]
+    assert [r["glu"] for r in glu_rows] == [act] and glu_rows[0]["norm"]     # one gate+up shape, its norm folded
+    assert all(len(s) == 4 for s in knobs["gemv"])            # the GLU row is no routed shape of its own
+    with torch.no_grad():
+        want = wl.model(*wl.args, **wl.kwargs)
+    pipe = Pipeline(workload=wl, device=torch.device(DEVICE), dtype=torch.float32)
+    phase.apply(pipe, knobs)
+    assert pipe.info["gemv"]["glu"] == layers
+    with torch.no_grad():
+        torch.testing.assert_close(wl.model(*wl.args, **wl.kwargs), want, atol=1e-4, rtol=1e-4)
+    compiled = torch.compile(wl.model, dynamic=False)
+    with torch.no_grad(), torch._inductor.config.patch(fx_graph_cache=False):
+        out, codes = run_and_get_code(compiled, *wl.args, **wl.kwargs)
+    torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-4)
+    code = "\n".join(codes)
+    kernels_run = set(re.findall(r"\b(?:cpp|triton)_\w+(?=\()", code))
+    assert not [k for k in kernels_run if "gelu" in k or "silu" in k], kernels_run   # each is in a gate+up gemv
+    from playbook.rewrites import pdl
+    assert pdl.mark(wl.model)["gemv"] >= 2 * layers           # the gate+up groups launch with PDL when asked
+    assert gemv.unroute(wl.model) and not any("_playbook_glu" in m.__dict__ for m in wl.model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(wl.model(*wl.args, **wl.kwargs), want, atol=1e-4, rtol=1e-4)
+
+
 def test_a_norm_stays_unfolded_when_its_projections_are_left_to_cublas():
     from playbook.rewrites import gemv
     wl = _hf("qwen2", {"position": "4"}, fuse=True)
@@ -439,18 +521,20 @@ def test_pdl_is_ignored_where_it_cannot_run_and_the_answer_is_the_same():
 def test_pdl_chains_in_a_cuda_graph_give_what_plain_launches_give():
     """Projections chained as a layer chains them (each reads the one before's output), captured in a CUDA
     graph with Programmatic Dependent Launch: each waits for the kernel before it, so the answer is the
-    plain launches' to the bit (one row and 11 rows, split K and not, a residual)."""
+    plain launches' to the bit (one row and 11 rows, split K and not, a residual, a GLU epilogue)."""
     torch.manual_seed(4)
     for rows in (1, 11):
         x = torch.randn(rows, 2048, device="cuda", dtype=torch.bfloat16)
         w1 = torch.randn(4096, 2048, device="cuda", dtype=torch.bfloat16) / 45
         w2 = torch.randn(2048, 4096, device="cuda", dtype=torch.bfloat16) / 64
         nw = torch.randn(2048, device="cuda", dtype=torch.bfloat16)
+        w_gu = torch.randn(8192, 2048, device="cuda", dtype=torch.bfloat16) / 45
 
         def chain(pdl):
             h = x
             for _ in range(6):
                 h = gv.gemv(gv.gemv(h, w1, norm_weight=nw, pdl=pdl), w2, residual=h, pdl=pdl)
+                h = gv.gemv(gv.gemv(h, w_gu, norm_weight=nw, glu="gelu_tanh", pdl=pdl), w2, residual=h, pdl=pdl)
             return h
         want = chain(False)
         torch.cuda.synchronize()

@@ -111,6 +111,15 @@ cases = {
     "gemv, 11 rows, split K, PDL": lambda: gemv(
         torch.randn(11, 2048, dtype=bf), torch.randn(1024, 2048, dtype=bf), block_n=32, block_k=256, splits=8,
         pdl=True),
+    "gemv, 11 rows, norm, GLU (tanh GELU) epilogue": lambda: gemv(
+        torch.randn(11, 1024, dtype=bf), torch.randn(8192, 1024, dtype=bf), norm_weight=torch.randn(1024, dtype=bf),
+        glu="gelu_tanh", block_n=16, block_k=256, splits=1),
+    "gemv, 11 rows, GLU (SiLU) epilogue, split K, PDL": lambda: gemv(
+        torch.randn(11, 2048, dtype=bf), torch.randn(2048, 2048, dtype=bf), glu="silu", block_n=16, block_k=256,
+        splits=4, pdl=True),
+    "gemv, one row, norm, GLU (SiLU) epilogue, PDL": lambda: gemv(
+        torch.randn(1, 2048, dtype=bf), torch.randn(600, 2048, dtype=bf), norm_weight=torch.randn(2048, dtype=bf),
+        glu="silu", block_n=1, block_k=1024, pdl=True),
     "gemv, 11 rows, norm, four chunks of K a program": lambda: gemv(
         torch.randn(11, 1024, dtype=bf), torch.randn(8192, 1024, dtype=bf), norm_weight=torch.randn(1024, dtype=bf),
         block_n=32, block_k=256, splits=1),

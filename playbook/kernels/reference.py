@@ -32,17 +32,25 @@ def gelu_tanh_and_mul(x):
     return (torch.nn.functional.gelu(gate, approximate="tanh") * up).to(x.dtype)
 
 
-def gemv(x, weight, bias=None, residual=None, norm_weight=None, eps=1e-6, offset=0.0, up=None, act=""):
+def _act(h, act):
+    return torch.nn.functional.silu(h) if act == "silu" else torch.nn.functional.gelu(h, approximate="tanh")
+
+
+def gemv(x, weight, bias=None, residual=None, norm_weight=None, eps=1e-6, offset=0.0, up=None, act="", glu=""):
     """F.linear(rms_norm(x) if norm_weight is given else x, weight, bias) + residual, all in fp32, one
     rounding at the end (the norm's output is not rounded to x's dtype in between, as an unfused
-    model's is: the fused kernel is the more precise of the two). up, act: the input is act(x) * up."""
+    model's is: the fused kernel is the more precise of the two). up, act: the input is act(x) * up.
+    glu: the output is act(gate) * up of its two halves (weight's first half of rows the gate's), each half
+    rounded to x's dtype first, as the unfused model rounds the projection's output."""
     h = x.float()
     if act:
-        gate = torch.nn.functional.silu(h) if act == "silu" else torch.nn.functional.gelu(h, approximate="tanh")
-        h = gate * up.float()
+        h = _act(h, act) * up.float()
     if norm_weight is not None:
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps) * (offset + norm_weight.float())
     y = torch.nn.functional.linear(h, weight.float(), None if bias is None else bias.float())
+    if glu:
+        gate, up_half = y.to(x.dtype).float().chunk(2, dim=-1)
+        y = _act(gate, glu) * up_half
     if residual is not None:
         y = y + residual.float()
     return y.to(x.dtype)

@@ -49,6 +49,9 @@ KEEP_IF = "not_slower"
 # 17.395 ms): the kernels it removed were paid back by its gated down projection, 16.4 us a call inside the step
 # against 5.7 plain (benchmarks/results/pi0-attention/; the gated fold now has its own row in the table, timed
 # after the gate+up projection, and has not won there since). gpu_session.sh pi0-fold times each fold's share.
+# Where a gated MLP's gate+up projection is routed, its gemv can write act(gate) * up itself (gemv_glu: the GLU
+# epilogue, kernels.gemv's glu), timed in the table against the same gemv then the activation's kernel, and asked
+# for only where it wins: on pi0's denoise steps the activation is a kernel of its own a layer (180 a step).
 BUDGET_S = {"cuda": 40, "cpu": 45}
 
 INDUCTOR_FUSION = {"epilogue_fusion": True, "aggressive_fusion": True, "group_fusion": True,
@@ -189,7 +192,7 @@ def _gemv_candidates(ctx, pipe, notes, time_shapes=None):
     chosen = gemv.select(found, shapes)
     ctx.info["gemv_shapes"] = table
     ctx.info["gemv_sites"] = {"linears": len(chosen["linears"]), "norms_folded": len(chosen["folds"]),
-                              "gated": len(chosen["gated"]),
+                              "gated": len(chosen["gated"]), "glu": len(chosen["glu"]),
                               "of_linears": len(found["linears"]), "left": chosen["left"][:20]}
     if not shapes:
         notes.append(f"decode GEMV not built: cuBLAS was as fast or faster at every one of the step's "
@@ -200,6 +203,8 @@ def _gemv_candidates(ctx, pipe, notes, time_shapes=None):
     # the GEMV's epilogue, and nothing is saved.
     knobs = {"gemv": shapes, "gemv_gated": bool(chosen["gated"]) and gemv.gated_wins(table),
              "gemv_residual": bool(chosen["folds"])}
+    if chosen["glu"] and gemv.glu_wins(table):   # act(gate) * up written by the gate+up gemv: no activation kernel
+        knobs["gemv_glu"] = True
     rows = _rope_rows_sites(ctx, wl, notes)
     if rows:
         knobs["rope_append_rows"] = rows
@@ -275,7 +280,7 @@ def apply(pipe, knobs):
         wl = pipe.workload
         found = gemv.select(gemv.find_sites(wl.model, wl.args, wl.kwargs), knobs["gemv"])   # True: every shape
         pipe.info["gemv"] = gemv.route(wl.model, found, pdl=bool(knobs.get("pdl")),     # a recipe may ask for PDL
-                                       gated=bool(knobs.get("gemv_gated")))
+                                       gated=bool(knobs.get("gemv_gated")), glu=bool(knobs.get("gemv_glu")))
         if knobs.get("gemv_residual"):
             from ..rewrites import gemv_residual
             pipe.inductor["post_grad_custom_post_pass"] = gemv_residual.chain(

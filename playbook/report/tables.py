@@ -193,8 +193,14 @@ def phase_details(p):
         out += ["", "| projection shape (rows, N x K) | folded in | gemv (us) | cuBLAS (us) | routed in the recipe |",
                 "| --- | --- | --- | --- | --- |"]
         gated = bool((p.get("knobs") or {}).get("gemv_gated")) and p["status"] == "kept"
+        glu = bool((p.get("knobs") or {}).get("gemv_glu")) and p["status"] == "kept"
         for r in p["gemv_shapes"]:
             key = (r["rows"], r["N"], r["K"], r["norm"])
+            if r.get("glu"):        # the gate+up gemv writing act(gate) * up, against it then act's kernel
+                out.append(f"| {r['rows']}, {r['N']} x {r['K']} | {'norm, ' if r['norm'] else ''}{r['glu']}(gate) * up "
+                           f"epilogue | {r['gemv_us']} | {r['cublas_us']} (our gemv, then the activation) "
+                           f"| {'yes' if glu and key in routed else 'no'} |")
+                continue
             if r.get("gated"):      # the down projection with act(gate) * up in its prologue, against act's kernel
                 out.append(f"| {r['rows']}, {r['N']} x {r['K']} | {r['gated']}(gate) * up | {r['gemv_us']} "
                            f"| {r['cublas_us']} | {'yes' if gated and key in routed else 'no'} |")

@@ -126,6 +126,7 @@ def find_sites(model, args=(), kwargs=None):
             found["shapes"][path] = [max(1, many), w.shape[0], w.shape[1]]
     routed = set(found["linears"])
     found["gated"] = _gated_sites(model, routed)
+    found["glu"] = _glu_sites(model, routed)
     for path, (mod, eps, offset) in norms.items():
         outs = outputs.get(path) or []
         if not outs:
@@ -161,6 +162,31 @@ def _gated_sites(model, routed):
             act = None
         if act:
             out.append({"mlp": path, "act": act, "down": down_path})
+    return out
+
+
+def _glu_sites(model, routed):
+    """[{mlp, act, gate_up}]: the gated MLPs whose gate and up projections are the two equal halves of one fused
+    projection (phase 4's gate+up, gate first) that is routed: its gemv can write act(gate) * up itself (a GLU
+    epilogue), and the activation's kernel goes. gate_up: the gate part's path (its shape key)."""
+    from .kernel_swap import mlp_activation
+    out = []
+    for path, mod in model.named_modules():
+        gate, up = getattr(mod, "gate_proj", None), getattr(mod, "up_proj", None)
+        pre = f"{path}." if path else ""
+        if not (isinstance(gate, FusedPart) and isinstance(up, FusedPart) and gate.group is up.group
+                and f"{pre}gate_proj" in routed and isinstance(getattr(mod, "down_proj", None), nn.Module)):
+            continue
+        group = gate.group
+        if len(group.sizes) != 2 or gate.offset != 0 or up.offset != gate.out_features \
+                or up.out_features != gate.out_features:
+            continue
+        try:
+            act = mlp_activation(mod)
+        except Exception:  # noqa: BLE001  (a module the probe cannot call as down(act(gate(x)) * up(x)): not gated)
+            act = None
+        if act:
+            out.append({"mlp": path, "act": act, "gate_up": f"{pre}gate_proj"})
     return out
 
 
@@ -203,7 +229,15 @@ def time_shapes(found, device, dtype, iters=15):
     from ..quiet import quiet
     with quiet():                # the kernels started ahead wait once for the whole table
         table = [_time_shape(*key, device, dtype, iters) for key in sorted(set(shape_keys(found).values()))]
+        table += [_time_shape(*key, device, dtype, iters, glu=act) for key, act in sorted(glu_keys(found))]
         return table + [_time_shape(*key, device, dtype, iters, act=act) for key, act in sorted(gated_keys(found))]
+
+
+def glu_keys(found):
+    """{((rows, N, K, norm), act)}: the fused gate+up projections of found's GLU sites, as time_shapes times them
+    (the gemv writing act(gate) * up against the same gemv then the activation's kernel)."""
+    keys = shape_keys(found)
+    return {(keys[g["gate_up"]], g["act"]) for g in found.get("glu", []) if g["gate_up"] in keys}
 
 
 def gated_keys(found):
@@ -213,7 +247,7 @@ def gated_keys(found):
     return {(keys[g["down"]], g["act"]) for g in found.get("gated", []) if g["down"] in keys}
 
 
-def _time_shape(rows, n, k, norm, device, dtype, iters, act=""):
+def _time_shape(rows, n, k, norm, device, dtype, iters, act="", glu=""):
     from playbook.kernels.gemv import gemv
 
     from .. import bench
@@ -235,6 +269,14 @@ def _time_shape(rows, n, k, norm, device, dtype, iters, act=""):
             gate, up = F.linear(h, w_gate_up).split(k, dim=-1)
             return F.linear(act_and_mul(gate, up, act), w)
         calls = {"gemv": gated, "cublas": unfused}
+    elif glu:       # the GLU epilogue against the same projection (as phase 5 would route it) then the activation
+        from playbook.kernels.activations import act_and_mul
+        kw = {"norm_weight": nw} if norm else {}
+
+        def plain(w):
+            gate, up = gemv(x, w, **kw).chunk(2, dim=-1)
+            return act_and_mul(gate, up, glu)
+        calls = {"gemv": lambda w: gemv(x, w, glu=glu, **kw), "cublas": plain}
     elif norm:      # the pair the fold replaces: the norm's kernel, then cuBLAS (the NOTE above)
         from playbook.kernels.norms import rms_norm
         calls = {"gemv": lambda w: gemv(x, w, norm_weight=nw), "cublas": lambda w: F.linear(rms_norm(x, nw), w)}
@@ -243,7 +285,7 @@ def _time_shape(rows, n, k, norm, device, dtype, iters, act=""):
     us = bench.graphs_side_by_side({name: lambda c=c: [c(ws[i % copies]) for i in range(CALLS)]   # the next W
                                     for name, c in calls.items()}, CALLS, device, iters=iters)
     row = {"rows": rows, "N": n, "K": k, "norm": norm, "gemv_us": us["gemv"], "cublas_us": us["cublas"]}
-    return {**row, "gated": act} if act else row
+    return {**row, "gated": act} if act else {**row, "glu": glu} if glu else row
 
 
 def _wins(r, margin):
@@ -253,13 +295,21 @@ def _wins(r, margin):
 def winners(table, margin=0.02):
     """The shapes of time_shapes' table where the kernel is faster than cuBLAS by more than margin, as the
     [rows, N, K, norm] lists phase 5 records in its knobs (the gated rows are gated_wins')."""
-    return [[r["rows"], r["N"], r["K"], r["norm"]] for r in table if not r.get("gated") and _wins(r, margin)]
+    return [[r["rows"], r["N"], r["K"], r["norm"]] for r in table
+            if not r.get("gated") and not r.get("glu") and _wins(r, margin)]
 
 
 def gated_wins(table, margin=0.02):
     """Whether the gated prologue won at every gated down projection time_shapes timed (and it timed one)."""
     gated = [r for r in table if r.get("gated")]
     return bool(gated) and all(_wins(r, margin) for r in gated)
+
+
+def glu_wins(table, margin=0.02):
+    """Whether the GLU epilogue won at every gate+up shape time_shapes timed it at (and it timed one). Its
+    "cublas_us" side is the same gemv without the epilogue, then the activation's kernel."""
+    rows = [r for r in table if r.get("glu")]
+    return bool(rows) and all(_wins(r, margin) for r in rows)
 
 
 def select(found, shapes):
@@ -280,7 +330,8 @@ def select(found, shapes):
         else:
             left.append({"path": f["norm"], "why": "its projections are left to cuBLAS"})
     gated = [g for g in found.get("gated", []) if g["down"] in kept]
-    return {**found, "linears": linears, "folds": folds, "left": left, "gated": gated}
+    glu = [g for g in found.get("glu", []) if g["gate_up"] in kept]
+    return {**found, "linears": linears, "folds": folds, "left": left, "gated": gated, "glu": glu}
 
 
 def _why_not_fold(into, inputs, ptrs, routed):
@@ -325,6 +376,25 @@ def _gated_forward(self, x):
     return down(ACTIVATIONS[self._playbook_act](gate) * up)
 
 
+def _glu_forward(self, x):
+    """A gated MLP whose fused gate+up projection's gemv writes act(gate) * up (no activation kernel), for its
+    down projection to read."""
+    act = self._playbook_glu
+    group = self.gate_proj.group
+    if _rows(x) <= MAX_ROWS and (x.is_cuda or _interpreted()):
+        from playbook.kernels.gemv import gemv
+        norm = group.__dict__.get("_playbook_norm")
+        pdl = getattr(group, "_playbook_pdl", False)
+        if norm is None:
+            h = gemv(x, group.weight, group.bias, pdl=pdl, glu=act)
+        else:
+            mod, eps, offset = norm
+            h = gemv(x, group.weight, group.bias, norm_weight=mod.weight, eps=eps, offset=offset, pdl=pdl, glu=act)
+        return self.down_proj(h)
+    from .kernel_swap import ACTIVATIONS
+    return self.down_proj(ACTIVATIONS[act](self.gate_proj(x)) * self.up_proj(x))
+
+
 def _passthrough(self, x, *args, **kwargs):
     return x
 
@@ -334,12 +404,21 @@ def _interpreted():
     return INTERPRET
 
 
-def route(model, found, pdl=False, gated=False):
+def route(model, found, pdl=False, gated=False, glu=False):
     """Route found["linears"] to kernels.gemv and fold found["folds"]; returns counts. pdl: launch them with
     Programmatic Dependent Launch where the GPU has it (kernels.gemv.pdl_here; ignored elsewhere). gated: each
-    of found["gated"]'s MLPs hands act(gate) * up to its down projection's gemv (no activation kernel)."""
+    of found["gated"]'s MLPs hands act(gate) * up to its down projection's gemv (no activation kernel). glu:
+    each of found["glu"]'s MLPs has its fused gate+up gemv write act(gate) * up (no activation kernel either;
+    an MLP that has it does not take the gated prologue too)."""
     mods = dict(model.named_modules())
+    glu_mlps = {site["mlp"] for site in found.get("glu", [])} if glu else set()
+    for site in found.get("glu", []) if glu else []:
+        mlp = mods[site["mlp"]]
+        mlp._playbook_glu = site["act"]
+        mlp.forward = types.MethodType(_glu_forward, mlp)
     for site in found.get("gated", []) if gated else []:
+        if site["mlp"] in glu_mlps:
+            continue
         mlp = mods[site["mlp"]]
         mlp._playbook_act = site["act"]
         mlp.forward = types.MethodType(_gated_forward, mlp)
@@ -355,7 +434,8 @@ def route(model, found, pdl=False, gated=False):
         for path in fold["into"]:
             _owner(mods[path])._playbook_norm = (norm, fold["eps"], fold["offset"])
     return {"linears": len(found["linears"]), "norms_folded": len(found["folds"]),
-            "gated": len(found.get("gated", [])) if gated else 0, "left": len(found["left"])}
+            "gated": len([g for g in found.get("gated", []) if g["mlp"] not in glu_mlps]) if gated else 0,
+            "glu": len(glu_mlps), "left": len(found["left"])}
 
 
 def unroute(model):
@@ -363,9 +443,10 @@ def unroute(model):
     and tunes) and every folded norm back to its own forward. Returns how many projections it gave back."""
     given = 0
     for mod in model.modules():
-        if "_playbook_act" in mod.__dict__:
-            del mod._playbook_act
-            mod.__dict__.pop("forward", None)
+        for attr in ("_playbook_act", "_playbook_glu"):
+            if attr in mod.__dict__:
+                del mod.__dict__[attr]
+                mod.__dict__.pop("forward", None)
         if "_playbook_norm" in mod.__dict__:
             del mod._playbook_norm
             mod.__dict__.pop("_playbook_pdl", None)
