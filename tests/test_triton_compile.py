@@ -113,7 +113,7 @@ cases = {
         pdl=True),
     "gemv, 11 rows, norm, GLU (tanh GELU) epilogue": lambda: gemv(
         torch.randn(11, 1024, dtype=bf), torch.randn(8192, 1024, dtype=bf), norm_weight=torch.randn(1024, dtype=bf),
-        glu="gelu_tanh", block_n=16, block_k=256, splits=1),
+        glu="gelu_tanh", block_n=32, block_k=256, splits=1),
     "gemv, 11 rows, GLU (SiLU) epilogue, split K, PDL": lambda: gemv(
         torch.randn(11, 2048, dtype=bf), torch.randn(2048, 2048, dtype=bf), glu="silu", block_n=16, block_k=256,
         splits=4, pdl=True),

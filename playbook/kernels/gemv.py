@@ -56,6 +56,13 @@ TILE = 4096          # fp32 elements of a program's accumulator tile (BLOCK_N x 
 # was 1.2 to 1.7x slower than this one on the five shapes of 8 MB or more.
 ROWS, CHUNK = 2, 1024
 MAX_ROWS = 16        # rows one program of the few-row kernel takes (tl.dot's smallest M); more fall to F.linear
+# NOTE: the GLU epilogue's blocks. A few-row GLU program takes ROWS_BLOCK_N output columns, so twice as many rows
+# of W (each half's), and half as many programs as the plain kernel over the same W. At pi0's gate+up (11 rows,
+# W [8192, 1024], the norm folded in, tanh GELU; H200, 2026-12-04, benchmarks/results/glu/, a sweep of 24 choices)
+# that took 7.91 us against 9.29 for the plain gemv then the activation's kernel (7.71 for the gemv alone); with
+# 16 columns a program (as many rows of W as the plain kernel, twice the programs) it took 10.1 us, and phase 5's
+# table then rejected it (10.08 against 9.23). 8 warps, chunks of 128 and two pipeline stages were all slower.
+# The one-row GLU halves the plain kernel's rows a program instead; it has not been timed on a GPU.
 # NOTE: pipelining under PDL. The PDL variant once chose the first chunk of W inside the K loop (`w = first if
 # start == lo else load`). Triton then did not pipeline that loop's loads of W (no async copies into shared
 # memory for them: tests/test_triton_compile.py counts them), and a program that walks several chunks waited on each
@@ -408,8 +415,7 @@ def _launch_rows(x, u, act, w, bias, r, has_res, norm_weight, y, eps, offset, bl
                  launch=None, glu=0):
     rows, k = x.shape
     n_out = y.shape[1]
-    auto_n, auto_k, auto_splits = rows_blocks(w.shape[0], k, x.device)
-    auto_n = auto_n // 2 if glu else auto_n       # a GLU's program reads as many rows of each half: as many of W
+    auto_n, auto_k, auto_splits = rows_blocks(w.shape[0], k, x.device)     # a GLU: that many columns of each half
     block_n, block_k = max(16, block_n or auto_n), max(16, block_k or auto_k)
     splits = min(splits or auto_splits, -(-k // block_k))
     k_split = -(-k // (splits * block_k)) * block_k

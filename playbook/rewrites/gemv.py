@@ -213,7 +213,11 @@ def shape_keys(found):
 # projection built with it took 16.4 us a call where the plain one took 5.7 (180 calls, 2.95 against 1.03 ms; the
 # recipe with phase 5's folds 17.99 ms against 17.10 without them: H200, 2026-12-03, torch 2.11,
 # benchmarks/results/pi0-attention/). Measured both ways that day (gated-pair.json there): 16.72 against 9.47 us
-# alone, 22.37 against 15.21 after gate+up; the gated fold is not offered at pi0's shape either way.
+# alone, 22.37 against 15.21 after gate+up; the gated fold is not offered at pi0's shape either way. Nor is it the
+# prologue's shared memory (114 KB a program at three pipeline stages, one program an SM): with two stages (82 KB)
+# it took 17.26 against 16.37 us (benchmarks/results/glu/, 2026-12-04), so why it is slow is still open. The GLU
+# epilogue (act(gate) * up written by the gate+up projection, the row with "glu") goes the other way round; at
+# its blocks since that sweep it took 7.91 against 9.29 us alone (not yet measured inside the step).
 ROTATE_BYTES = 256 * 2 ** 20     # weight copies a timed graph rotates over: several times an H100/H200's L2
 CALLS = 20                       # calls of one shape in one timed graph
 
