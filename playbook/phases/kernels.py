@@ -86,12 +86,14 @@ CHOICES = {"inductor fusion": "Inductor's fusion settings (aggressive fusion, ep
            "aiter kernels": "aiter's RMSNorm and activation ops (ROCm, unverified on hardware)",
            "decode gemv": "few-row projections through kernels.gemv at the shapes where it beat cuBLAS in the "
                           "phase's own table (gemv_shapes), norms folded into their prologue, gated activations "
-                          "into the down projection's, residual adds into their epilogue; a few tokens' rotary "
+                          "into the down projection's prologue or the gate+up projection's epilogue (each where "
+                          "its own row of the table won), residual adds into their epilogue; a few tokens' rotary "
                           "and cache writes in one launch",
            "decode gemv + inductor fusion": "few-row projections through kernels.gemv at the shapes where it beat "
                                             "cuBLAS in the phase's own table (gemv_shapes), norms, gated "
-                                            "activations and residual adds folded in, a few tokens' rotary and "
-                                            "cache writes in one launch, with Inductor's fusion settings"}
+                                            "activations (where their own rows won) and residual adds folded in, "
+                                            "a few tokens' rotary and cache writes in one launch, with Inductor's "
+                                            "fusion settings"}
 WITH_FEW_QUERY = ("; and grouped attention's calls of a few queries over a longer K/V through "
                   "kernels.few_query_attention where it beat the compiled grouped math in the phase's own table "
                   "(few_query_shapes), with the few tokens' rotary and cache writes in its first launch where "
