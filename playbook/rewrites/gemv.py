@@ -149,17 +149,13 @@ def find_sites(model, args=(), kwargs=None):
 def _gated_sites(model, routed):
     """[{"mlp", "act", "down"}]: gated MLPs (down(act(gate(x)) * up(x)), recognised by behaviour) whose down
     projection is routed: its gemv can compute act(gate) * up as it loads its input."""
-    from .kernel_swap import mlp_activation
     out = []
     for path, mod in model.named_modules():
         down = getattr(mod, "down_proj", None)
         down_path = f"{path}.down_proj" if path else "down_proj"
         if type(down) is not nn.Linear or down_path not in routed:
             continue
-        try:
-            act = mlp_activation(mod)
-        except Exception:  # noqa: BLE001  (a module the probe cannot call as down(act(gate(x)) * up(x)): not gated)
-            act = None
+        act = _activation(mod)
         if act:
             out.append({"mlp": path, "act": act, "down": down_path})
     return out
@@ -169,7 +165,6 @@ def _glu_sites(model, routed):
     """[{mlp, act, gate_up}]: the gated MLPs whose gate and up projections are the two equal halves of one fused
     projection (phase 4's gate+up, gate first) that is routed: its gemv can write act(gate) * up itself (a GLU
     epilogue), and the activation's kernel goes. gate_up: the gate part's path (its shape key)."""
-    from .kernel_swap import mlp_activation
     out = []
     for path, mod in model.named_modules():
         gate, up = getattr(mod, "gate_proj", None), getattr(mod, "up_proj", None)
@@ -181,13 +176,19 @@ def _glu_sites(model, routed):
         if len(group.sizes) != 2 or gate.offset != 0 or up.offset != gate.out_features \
                 or up.out_features != gate.out_features:
             continue
-        try:
-            act = mlp_activation(mod)
-        except Exception:  # noqa: BLE001  (a module the probe cannot call as down(act(gate(x)) * up(x)): not gated)
-            act = None
+        act = _activation(mod)
         if act:
             out.append({"mlp": path, "act": act, "gate_up": f"{pre}gate_proj"})
     return out
+
+
+def _activation(mlp):
+    """kernel_swap.mlp_activation of a module, or None where the probe cannot call it as down(act(gate(x)) * up(x))."""
+    from .kernel_swap import mlp_activation
+    try:
+        return mlp_activation(mlp)
+    except Exception:  # noqa: BLE001  (not a gated MLP as the folds need one)
+        return None
 
 
 def shape_keys(found):
