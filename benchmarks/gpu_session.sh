@@ -56,6 +56,8 @@
 #                                                   # beside itself with the rotary fold, and with the few-query kernel too
 #   bash benchmarks/gpu_session.sh pi0-vision       # benchmarks/tuning_variants.py: pi0 full's recipe beside itself with
 #                                                   # its vision tower on SDPA, and with coordinate-descent tuning
+#   bash benchmarks/gpu_session.sh glu              # benchmarks/glu_sweep.py: kernels.gemv's GLU epilogue and gated prologue at
+#                                                   # pi0's denoise shapes, over blocks, warps and pipeline stages
 #   bash benchmarks/gpu_session.sh user-models      # benchmarks/user_models.py: models the project does not build,
 #                                                   # ladder + peers each, GPUS at a time, in the background;
 #                                                   # each call waits up to WAIT_S and copies what is done
@@ -258,6 +260,10 @@ if [[ $part == pdl ]]; then         # benchmarks/pdl_check.py: the committed rec
     --json "$OUT/pdl-llama-1b.json" 2>&1 | grep -v Warning | tail -6 | tee "$OUT/pdl.log"
   [[ ${PDL_PI0_S:-330} == 0 ]] || timeout "${PDL_PI0_S:-330}" python3 benchmarks/pdl_check.py --recipe benchmarks/results/pi0-full/recipe.json \
     --iters 50 --warmup 10 --json "$OUT/pdl-pi0-full.json" 2>&1 | grep -v Warning | tail -6 | tee -a "$OUT/pdl.log"
+fi
+if [[ $part == glu ]]; then        # the GLU epilogue and the gated prologue at pi0's shapes (benchmarks/results/glu/)
+  timeout "${GLU_S:-170}" python3 benchmarks/glu_sweep.py --json "$OUT/glu-sweep.json" 2>&1 | grep -v -i warn \
+    | tee "$OUT/glu-sweep.log"
 fi
 if [[ $part == tuning-variants ]]; then   # benchmarks/tuning_variants.py: llama 1b's recipe beside each tuning variant
   i=0                                     # one process a variant: a build that breaks the CUDA context loses only its row
