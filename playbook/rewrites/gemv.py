@@ -228,9 +228,10 @@ def time_shapes(found, device, dtype, iters=15):
     (with the norm folded in where a fold would apply) against F.linear (cuBLAS; after the norm's own kernel,
     kernels.rms_norm, where the gemv folds it in: the pair the fold replaces), and for each gated MLP's down
     projection the gemv with act(gate) * up in its prologue against the activation's kernel then cuBLAS (a row
-    with "gated", each side after the gate+up projection that writes its input: see the NOTE below); each as CALLS
-    back-to-back calls in one CUDA graph over weight copies that rotate past the L2, replays timed side by side.
-    GPU only."""
+    with "gated", each side after the gate+up projection that writes its input: see the NOTE below), and for each
+    fused gate+up of a gated MLP the gemv writing act(gate) * up against the same gemv then the activation's
+    kernel (a row with "glu"); each as CALLS back-to-back calls in one CUDA graph over weight copies that rotate
+    past the L2, replays timed side by side. GPU only."""
     from ..quiet import quiet
     with quiet():                # the kernels started ahead wait once for the whole table
         table = [_time_shape(*key, device, dtype, iters) for key in sorted(set(shape_keys(found).values()))]
