@@ -228,8 +228,9 @@ if [[ $part == pi0-resume ]]; then   # a recorded pi0 full run (PI0_RUN, carried
     drop_keys "$run/run.json" budgets budget_min
     setsid nohup nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active \
       --format=csv -l 1 > reports/pi0r-clocks.csv 2>&1 &     # the GPU's clocks while the chain runs
+    clocks=$!
     setsid nohup bash -c "python3 -m playbook run --out $run --resume --target-ms ${PI0_TARGET_MS:-15} 2>&1 \
-      | grep -v IPKernelApp > reports/pi0r.log; touch reports/pi0r-done" > /dev/null 2>&1 &
+      | grep -v IPKernelApp > reports/pi0r.log; kill $clocks; touch reports/pi0r-done" > /dev/null 2>&1 &
   fi
   wait_for reports/pi0r-done
   cp reports/pi0r.log "$OUT/pi0-resume.log" 2>/dev/null; cp reports/pi0r-clocks.csv "$OUT/" 2>/dev/null

@@ -355,15 +355,23 @@ def _why_not_fold(into, inputs, ptrs, routed):
     return None
 
 
+def _kernel_takes(x):
+    """Whether a call with input x goes through kernels.gemv: few rows, on a GPU (or in Triton's interpreter)."""
+    return _rows(x) <= MAX_ROWS and (x.is_cuda or _interpreted())
+
+
+def _routed_gemv(lin, x, glu=""):
+    """kernels.gemv for a routed projection lin (a Linear or a fused group): its folded norm, its PDL setting."""
+    from playbook.kernels.gemv import gemv
+    norm = lin.__dict__.get("_playbook_norm")
+    kw = {} if norm is None else {"norm_weight": norm[0].weight, "eps": norm[1], "offset": norm[2]}
+    return gemv(x, lin.weight, lin.bias, pdl=getattr(lin, "_playbook_pdl", False), glu=glu, **kw)
+
+
 def _linear_forward(self, x):
+    if _kernel_takes(x):
+        return _routed_gemv(self, x)
     norm = self._playbook_norm
-    if _rows(x) <= MAX_ROWS and (x.is_cuda or _interpreted()):
-        from playbook.kernels.gemv import gemv
-        pdl = getattr(self, "_playbook_pdl", False)
-        if norm is None:
-            return gemv(x, self.weight, self.bias, pdl=pdl)
-        mod, eps, offset = norm
-        return gemv(x, self.weight, self.bias, norm_weight=mod.weight, eps=eps, offset=offset, pdl=pdl)
     if norm is not None:
         x = norm[0]._playbook_forward(x)
     return F.linear(x, self.weight, self.bias)
@@ -374,7 +382,7 @@ def _gated_forward(self, x):
     halves of one fused gate+up output: read in place)."""
     gate, up = self.gate_proj(x), self.up_proj(x)
     down = self.down_proj
-    if _rows(gate) <= MAX_ROWS and (gate.is_cuda or _interpreted()):
+    if _kernel_takes(gate):
         from playbook.kernels.gemv import gemv
         return gemv(gate, down.weight, down.bias, up=up, act=self._playbook_act,
                     pdl=getattr(down, "_playbook_pdl", False))
@@ -386,17 +394,8 @@ def _glu_forward(self, x):
     """A gated MLP whose fused gate+up projection's gemv writes act(gate) * up (no activation kernel), for its
     down projection to read."""
     act = self._playbook_glu
-    group = self.gate_proj.group
-    if _rows(x) <= MAX_ROWS and (x.is_cuda or _interpreted()):
-        from playbook.kernels.gemv import gemv
-        norm = group.__dict__.get("_playbook_norm")
-        pdl = getattr(group, "_playbook_pdl", False)
-        if norm is None:
-            h = gemv(x, group.weight, group.bias, pdl=pdl, glu=act)
-        else:
-            mod, eps, offset = norm
-            h = gemv(x, group.weight, group.bias, norm_weight=mod.weight, eps=eps, offset=offset, pdl=pdl, glu=act)
-        return self.down_proj(h)
+    if _kernel_takes(x):
+        return self.down_proj(_routed_gemv(self.gate_proj.group, x, glu=act))
     from .kernel_swap import ACTIVATIONS
     return self.down_proj(ACTIVATIONS[act](self.gate_proj(x)) * self.up_proj(x))
 
@@ -417,14 +416,14 @@ def route(model, found, pdl=False, gated=False, glu=False):
     each of found["glu"]'s MLPs has its fused gate+up gemv write act(gate) * up (no activation kernel either;
     an MLP that has it does not take the gated prologue too)."""
     mods = dict(model.named_modules())
-    glu_mlps = {site["mlp"] for site in found.get("glu", [])} if glu else set()
-    for site in found.get("glu", []) if glu else []:
+    glu_sites = found.get("glu", []) if glu else []
+    glu_mlps = {site["mlp"] for site in glu_sites}
+    gated_sites = [site for site in found.get("gated", []) if site["mlp"] not in glu_mlps] if gated else []
+    for site in glu_sites:
         mlp = mods[site["mlp"]]
         mlp._playbook_glu = site["act"]
         mlp.forward = types.MethodType(_glu_forward, mlp)
-    for site in found.get("gated", []) if gated else []:
-        if site["mlp"] in glu_mlps:
-            continue
+    for site in gated_sites:
         mlp = mods[site["mlp"]]
         mlp._playbook_act = site["act"]
         mlp.forward = types.MethodType(_gated_forward, mlp)
@@ -440,8 +439,7 @@ def route(model, found, pdl=False, gated=False, glu=False):
         for path in fold["into"]:
             _owner(mods[path])._playbook_norm = (norm, fold["eps"], fold["offset"])
     return {"linears": len(found["linears"]), "norms_folded": len(found["folds"]),
-            "gated": len([g for g in found.get("gated", []) if g["mlp"] not in glu_mlps]) if gated else 0,
-            "glu": len(glu_mlps), "left": len(found["left"])}
+            "gated": len(gated_sites), "glu": len(glu_sites), "left": len(found["left"])}
 
 
 def unroute(model):
