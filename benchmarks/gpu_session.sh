@@ -9,7 +9,7 @@
 #   bash benchmarks/gpu_session.sh pi0 [--resume]   # the ladder on pi0 full (3 cameras, horizon 10), target 25 ms
 #   bash benchmarks/gpu_session.sh lab              # notebooks/lab-custom-kernel.ipynb on the GPU
 #   bash benchmarks/gpu_session.sh peers pi0|llama  # benchmarks/peers.py: eager, compile modes, the recipe
-#   bash benchmarks/gpu_session.sh check            # python -m playbook check on the llama 1b recipe
+#   bash benchmarks/gpu_session.sh check            # python -m playbook check on RECIPE (llama 1b's), CHECKS times
 #   bash benchmarks/gpu_session.sh rerecord         # llama 1b: phases tuning + verify again on this machine, then check
 #   bash benchmarks/gpu_session.sh ladder-time      # whole ladders, uninterrupted, cold compile cache: llama 1b then
 #                                                   # pi0 full, in the background (setsid); each call waits up to
@@ -359,7 +359,10 @@ if [[ $part == autotune-cache ]]; then   # does a cached coordinate-descent buil
   timeout "${AC_S:-240}" python3 benchmarks/autotune_cache_check.py --recipe benchmarks/results/llama-1b/recipe.json \
     --processes 2 --out "$OUT/autotune-cache-llama-1b.json" 2>&1 | tee -a "$OUT/autotune-cache.log"
 fi
-if [[ $part == check ]]; then
-  python3 -m playbook check --recipe benchmarks/results/llama-1b/recipe.json --json "$OUT/check.json" 2>&1 \
-    | grep -v Warning | tee "$OUT/check.log"
+if [[ $part == check ]]; then     # RECIPE (llama 1b's), CHECKS times (1), each in its own process under CHECK_S (300 s)
+  recipe=${RECIPE:-benchmarks/results/llama-1b/recipe.json}; name=$(basename "$(dirname "$recipe")")
+  for i in $(seq "${CHECKS:-1}"); do
+    timeout "${CHECK_S:-300}" python3 -m playbook check --recipe "$recipe" --json "$OUT/check-$name-$i.json" 2>&1 \
+      | grep -v Warning | tee -a "$OUT/check-$name.log"
+  done
 fi

@@ -581,6 +581,12 @@ def test_the_report_lists_the_gated_down_projection_beside_the_shapes():
     assert "| 11, 1024 x 4096 | gelu_tanh(gate) * up | 7.2 | 9.5 | yes |" in text
     p["knobs"]["gemv_gated"] = False
     assert "| gelu_tanh(gate) * up | 7.2 | 9.5 | no |" in "\n".join(phase_details(p))
+    assert "block choices" not in text
+    p["gemv_shapes"].append({"rows": 1, "N": 16384, "K": 2048, "norm": True, "gemv_us": 17.1, "cublas_us": 19.3,
+                             "blocks": [4, 1024, 8], "blocks_us": {"2x1024, 4 warps": 21.2, "4x1024, 8 warps": 17.0}})
+    text = "\n".join(phase_details(p))
+    assert "| 1, 16384 x 2048 | yes | 17.1 (4 x 1024, 8 warps) | 19.3 | no |" in text
+    assert "at the fastest of 2 block choices a shape" in text
 
 
 def test_a_module_the_gated_probe_cannot_call_is_not_folded():
@@ -609,3 +615,115 @@ def test_a_module_the_gated_probe_cannot_call_is_not_folded():
     x = torch.randn(1, 16, device=DEVICE)
     found = gemv.find_sites(top, (x,))
     assert found["gated"] == [] and "block.down_proj" in found["linears"]
+
+
+def test_one_row_block_choices_start_at_the_default_and_give_every_sm_a_program():
+    """What phase 5 times a one-row shape at: the kernel's default first, then each listed choice that still
+    spreads over the SMs (a 512-row K/V projection takes no 4- or 8-row programs on 132 SMs), K chunks cut to K;
+    a GLU's choices count output columns, each program reading as many rows of both halves."""
+    from playbook.rewrites import gemv
+    sms = 132
+    plain = gemv.one_row_choices(2048, 8192, sms)
+    assert plain[0] == (*gv.gpu_blocks(2048, 8192, sms), 4) and len(set(plain)) == len(plain) > 2
+    assert all(-(-2048 // bn) >= sms for bn, _, _ in plain[1:])
+    assert {bn for bn, _, _ in gemv.one_row_choices(512, 2048, sms)} == {1, 2}
+    assert all(bk <= 64 for _, bk, _ in gemv.one_row_choices(4096, 48, sms))         # K of 48: chunks of 64
+    glu = gemv.one_row_choices(16384, 2048, sms, glu="silu")
+    assert glu[0] == (gv.gpu_blocks(16384, 2048, sms)[0] // 2, 1024, 4) and len(glu) > 2
+    assert gemv.block_choices(1, 2048, 2048, "cpu") == [] and gemv.block_choices(11, 2048, 2048, DEVICE) == []
+    assert gemv.block_choices(1, 1024, 32, DEVICE) == []             # 64 KB of weight: launch-bound, not tuned
+
+
+@pytest.mark.parametrize("variant", ["", "norm", "glu", "gated"])
+def test_a_one_row_shape_is_timed_at_each_block_choice_and_the_fastest_again_beside_cublas(monkeypatch, variant):
+    """_time_shape on a one-row shape: every block choice timed side by side, the fastest kept (the row's blocks
+    and blocks_us), then only it timed against the other side in a graph of its own (the best of several noisy
+    timings is not what is compared). Stand-ins for the GPU's graphs; the calls run for real."""
+    from playbook import bench
+    from playbook.rewrites import gemv
+    choices = [(2, 64, 4), (4, 32, 4), (1, 64, 2)]
+    monkeypatch.setattr(gemv, "block_choices", lambda rows, n, k, device, glu="", itemsize=2: choices if rows == 1 else [])
+    monkeypatch.setattr(gemv, "ROTATE_BYTES", 1)
+    monkeypatch.setattr(gemv, "CALLS", 2)
+    seen, calls = [], []
+    real = gv.gemv
+
+    def spy(*a, **kw):
+        calls.append({k: kw[k] for k in ("block_n", "block_k", "num_warps") if k in kw})
+        return real(*a, **kw)
+    monkeypatch.setattr(gv, "gemv", spy)
+
+    def graphs(sides, n_calls, device, iters=15):
+        seen.append(sorted(sides))
+        outs = {name: side() for name, side in sides.items()}     # each side runs: its calls are real
+        assert all(len(o) == n_calls and torch.isfinite(o[0]).all() for o in outs.values())
+        if "cublas" in sides:
+            return {"gemv": 7.0, "cublas": 9.0}
+        return {name: 1.0 if name == "4x32, 4 warps" else 2.0 for name in sides}
+    monkeypatch.setattr(bench, "graphs_side_by_side", graphs)
+    act, glu = ("silu", "") if variant == "gated" else ("", "silu") if variant == "glu" else ("", "")
+    row = gemv._time_shape(1, 48, 40, variant in ("norm", "glu"), DEVICE, torch.float32, 3, act=act, glu=glu)
+    assert row["blocks"] == [4, 32, 4] and set(row["blocks_us"]) == {"2x64, 4 warps", "4x32, 4 warps", "1x64, 2 warps"}
+    assert seen == [sorted(row["blocks_us"]), ["cublas", "gemv"]]
+    assert {"block_n": 4, "block_k": 32, "num_warps": 4} in calls[-2 * gemv.CALLS:]     # the second graph: the fastest
+    assert (row["gemv_us"], row["cublas_us"]) == (7.0, 9.0)           # the second graph's times
+    few = gemv._time_shape(3, 48, 40, False, DEVICE, torch.float32, 3, act=act, glu=glu)
+    assert "blocks" not in few and seen[-1] == ["cublas", "gemv"]       # a few-row shape: one graph, its own blocks
+
+    def no_build(sides, n_calls, device, iters=15):
+        if "cublas" not in sides:
+            raise RuntimeError("out of resource: shared memory")
+        return graphs(sides, n_calls, device, iters)
+    monkeypatch.setattr(bench, "graphs_side_by_side", no_build)
+    row = gemv._time_shape(1, 48, 40, False, DEVICE, torch.float32, 3, act=act, glu=glu)
+    assert "blocks" not in row and "out of resource" in row["blocks_error"] and row["gemv_us"] == 7.0   # defaults
+
+
+def test_phase_5_records_the_tuned_blocks_and_routes_each_one_row_call_with_them(monkeypatch):
+    """The table's blocks become the gemv_blocks knob (only for what the candidate routes: a GLU row's where the
+    GLU is taken), and apply() hands each routed projection, GLU and gated call its shape's blocks; a shape the
+    table did not tune takes the kernel's defaults. The logits are the unrouted model's at those blocks."""
+    import types as pytypes
+
+    from playbook.phases import kernels as phase
+    from playbook.pipeline import Pipeline
+    from playbook.rewrites import gemv
+    wl = _hf("llama", {"position": "3"}, fuse=True)
+    ctx = pytypes.SimpleNamespace(info={}, pipe=pytypes.SimpleNamespace(compile=True), device=torch.device(DEVICE))
+    step = pytypes.SimpleNamespace(workload=wl, dtype=torch.float32)
+    odd = {}
+
+    def table(found, device, dtype):
+        rows = []
+        for i, (r, n, k, norm) in enumerate(sorted(set(gemv.shape_keys(found).values()))):
+            odd[(r, n, k, norm)] = [(8, 16, 32)[i % 3], 32 * (1 + i % 2), 4]     # few programs: the interpreter
+            rows.append({"rows": r, "N": n, "K": k, "norm": norm, "gemv_us": 3.0, "cublas_us": 4.0,
+                         **({"blocks": odd[(r, n, k, norm)], "blocks_us": {"x": 3.0}} if i % 2 == 0 else {})})
+        return rows + [{"rows": key[0], "N": key[1], "K": key[2], "norm": key[3], "glu": act, "gemv_us": 3.0,
+                        "cublas_us": 4.0, "blocks": [16, 32, 2], "blocks_us": {"x": 3.0}}
+                       for key, act in sorted(gemv.glu_keys(found))]
+    (knobs,) = phase._gemv_candidates(ctx, step, [], table)
+    tuned = {(tuple(b["shape"]), b["variant"]): b["blocks"] for b in knobs["gemv_blocks"]}
+    assert knobs["gemv_glu"] and [v for (_, v) in tuned].count("glu") == 1
+    assert {s for (s, v) in tuned if not v} == {s for i, s in enumerate(sorted(odd)) if i % 2 == 0}
+    calls = []
+    real = gv.gemv
+
+    def spy(x, w, *a, **kw):
+        calls.append((tuple(w.shape), kw.get("glu", ""), tuple(kw.get(k, 0) for k in ("block_n", "block_k", "num_warps"))))
+        return real(x, w, *a, **kw)
+    monkeypatch.setattr(gv, "gemv", spy)
+    with torch.no_grad():
+        want = wl.model(*wl.args, **wl.kwargs)
+    phase.apply(Pipeline(workload=wl, device=torch.device(DEVICE), dtype=torch.float32), knobs)
+    with torch.no_grad():
+        torch.testing.assert_close(wl.model(*wl.args, **wl.kwargs), want, atol=1e-4, rtol=1e-4)
+    by_weight = {(n, k): b for (_, n, k, _), b in odd.items()}
+    glu_calls = [c for c in calls if c[1]]
+    assert glu_calls and all(c[2] == (16, 32, 2) for c in glu_calls)
+    for shape, _, blocks in (c for c in calls if not c[1]):
+        key = next(s for s in odd if s[1:3] == shape)
+        assert blocks == (tuple(by_weight[shape]) if (key, "") in tuned else (0, 0, 0)), (shape, blocks)
+    from playbook.rewrites.gemv import unroute
+    unroute(wl.model)
+    assert not [m for m in wl.model.modules() if {"_playbook_blocks", "_playbook_glu_blocks"} & set(m.__dict__)]

@@ -207,6 +207,12 @@ def _gemv_candidates(ctx, pipe, notes, time_shapes=None):
              "gemv_residual": bool(chosen["folds"])}
     if chosen["glu"] and gemv.glu_wins(table):   # act(gate) * up written by the gate+up gemv: no activation kernel
         knobs["gemv_glu"] = True
+    routed = {tuple(s) for s in shapes}
+    used = {"": True, "glu": knobs.get("gemv_glu"), "gated": knobs["gemv_gated"]}
+    tuned = [b for b in gemv.tuned_blocks(table)        # the one-row kernel's blocks, timed per shape
+             if tuple(b["shape"]) in routed and used[b["variant"]]]
+    if tuned:
+        knobs["gemv_blocks"] = tuned
     rows = _rope_rows_sites(ctx, wl, notes)
     if rows:
         knobs["rope_append_rows"] = rows
@@ -282,7 +288,8 @@ def apply(pipe, knobs):
         wl = pipe.workload
         found = gemv.select(gemv.find_sites(wl.model, wl.args, wl.kwargs), knobs["gemv"])   # True: every shape
         pipe.info["gemv"] = gemv.route(wl.model, found, pdl=bool(knobs.get("pdl")),     # a recipe may ask for PDL
-                                       gated=bool(knobs.get("gemv_gated")), glu=bool(knobs.get("gemv_glu")))
+                                       gated=bool(knobs.get("gemv_gated")), glu=bool(knobs.get("gemv_glu")),
+                                       blocks=knobs.get("gemv_blocks"))
         if knobs.get("gemv_residual"):
             from ..rewrites import gemv_residual
             pipe.inductor["post_grad_custom_post_pass"] = gemv_residual.chain(

@@ -196,20 +196,31 @@ def phase_details(p):
         glu = bool((p.get("knobs") or {}).get("gemv_glu")) and p["status"] == "kept"
         for r in p["gemv_shapes"]:
             key = (r["rows"], r["N"], r["K"], r["norm"])
+            us = f"{r['gemv_us']} ({_blocks(r['blocks'])})" if r.get("blocks") else r["gemv_us"]
             if r.get("glu"):        # the gate+up gemv writing act(gate) * up, against it then act's kernel
                 out.append(f"| {r['rows']}, {r['N']} x {r['K']} | {'norm, ' if r['norm'] else ''}{r['glu']}(gate) * up "
-                           f"epilogue | {r['gemv_us']} | {r['cublas_us']} (our gemv, then the activation) "
+                           f"epilogue | {us} | {r['cublas_us']} (our gemv, then the activation) "
                            f"| {'yes' if glu and key in routed else 'no'} |")
                 continue
             if r.get("gated"):      # the down projection with act(gate) * up in its prologue, against act's kernel
-                out.append(f"| {r['rows']}, {r['N']} x {r['K']} | {r['gated']}(gate) * up | {r['gemv_us']} "
+                out.append(f"| {r['rows']}, {r['N']} x {r['K']} | {r['gated']}(gate) * up | {us} "
                            f"| {r['cublas_us']} | {'yes' if gated and key in routed else 'no'} |")
                 continue
-            out.append(f"| {r['rows']}, {r['N']} x {r['K']} | {'yes' if r['norm'] else 'no'} | {r['gemv_us']} "
+            out.append(f"| {r['rows']}, {r['N']} x {r['K']} | {'yes' if r['norm'] else 'no'} | {us} "
                        f"| {r['cublas_us']} | {'yes' if key in routed else 'no'} |")
+        timed = [r for r in p["gemv_shapes"] if r.get("blocks_us")]
+        if timed:
+            out.append(f"- gemv (us), one row: at the fastest of {max(len(r['blocks_us']) for r in timed)} block choices "
+                       f"a shape (rows of W a program, or a GLU's output columns, x K chunk, warps), then timed again "
+                       f"beside cuBLAS (each choice's time: blocks_us in the phase JSON)")
     for n in p.get("kernels_notes", []):
         out.append(f"- {n}")
     return out + profile_details(p)
+
+
+def _blocks(choice):
+    """A one-row gemv's blocks as the table shows them: rows (a GLU: output columns) x K chunk, warps."""
+    return "{} x {}, {} warps".format(*choice)
 
 
 def profile_details(p):

@@ -221,6 +221,55 @@ def shape_keys(found):
 # its blocks since that sweep it took 7.91 against 9.29 us alone (not yet measured inside the step).
 ROTATE_BYTES = 256 * 2 ** 20     # weight copies a timed graph rotates over: several times an H100/H200's L2
 CALLS = 20                       # calls of one shape in one timed graph
+# NOTE: the one-row kernel's blocks, chosen per shape by timing. One fixed choice (two rows of W a program, K in
+# chunks of 1024) was within 7% of the best of a 60-choice sweep on llama 1b's plain shapes (benchmarks/results/
+# gemv/, 2026-11-23), but a norm folded in changes the balance: each program reads x and the norm's weight again
+# (from L2) for its two rows, as many bytes as its rows of W, and llama's 16384 x 2048 gate+up then took 21.18 us
+# with the norm folded against 20.59 for the norm's kernel then cuBLAS (H200, 2026-12-04, at 17.77 plain in that
+# sweep). More rows a program read x once for more of W. So phase 5 times each one-row shape at these choices
+# (block_n: rows of W a program, or output columns for a GLU, whose program reads as many rows of each half;
+# block_k; warps), keeps the fastest, then times it against cuBLAS again in a graph of its own, so that the best
+# of several noisy timings is not what is compared. A choice that leaves fewer programs than SMs is not timed.
+# A weight under TUNE_BYTES (pi0's 1024 x 32 time projection) is launch-bound: its blocks are not worth the builds.
+ONE_ROW_BLOCKS = ((1, 1024, 4), (2, 1024, 4), (4, 1024, 4), (4, 1024, 8), (8, 512, 8))
+GLU_ONE_ROW_BLOCKS = ((1, 1024, 4), (2, 1024, 4), (2, 1024, 8), (4, 512, 8))
+TUNE_BYTES = 4 * 2 ** 20
+
+
+def block_choices(rows, n, k, device, glu="", itemsize=2):
+    """[(block_n, block_k, num_warps)] that phase 5 times kernels.gemv's one-row kernel at for a projection of
+    N x K, the kernel's default first (one_row_choices); [] for a few-row shape (its own blocks,
+    kernels.gemv.rows_blocks, were chosen by a sweep), a weight under TUNE_BYTES, or off a GPU."""
+    from playbook.kernels._triton import sm_count
+    device = torch.device(device)
+    if rows != 1 or device.type != "cuda" or n * k * itemsize < TUNE_BYTES:
+        return []
+    return one_row_choices(n, k, sm_count(device), glu)
+
+
+def one_row_choices(n, k, sms, glu=""):
+    """The default blocks of the one-row kernel for N x K on `sms` SMs (kernels.gemv.gpu_blocks; a GLU's
+    program takes half as many output columns, so as many rows of W), then each of ONE_ROW_BLOCKS (a GLU:
+    GLU_ONE_ROW_BLOCKS) that still gives every SM a program, K chunks no longer than K's next power of two."""
+    from playbook.kernels._triton import next_pow2
+    from playbook.kernels.gemv import gpu_blocks
+    n_out = n // 2 if glu else n
+    block_n, block_k = gpu_blocks(n, k, sms)
+    out = [(max(1, block_n // 2) if glu else block_n, block_k, 4)]     # what gemv() takes by default
+    for block_n, block_k, warps in GLU_ONE_ROW_BLOCKS if glu else ONE_ROW_BLOCKS:
+        choice = (block_n, min(block_k, next_pow2(k)), warps)
+        if choice not in out and -(-n_out // block_n) >= sms:
+            out.append(choice)
+    return out
+
+
+def block_kw(choice):
+    """gemv()'s keyword arguments for a (block_n, block_k, num_warps) choice; {} for None (its defaults)."""
+    return {} if choice is None else dict(zip(("block_n", "block_k", "num_warps"), map(int, choice)))
+
+
+def _blocks_name(choice):
+    return "{}x{}, {} warps".format(*choice)
 
 
 def time_shapes(found, device, dtype, iters=15):
@@ -231,7 +280,8 @@ def time_shapes(found, device, dtype, iters=15):
     with "gated", each side after the gate+up projection that writes its input: see the NOTE below), and for each
     fused gate+up of a gated MLP the gemv writing act(gate) * up against the same gemv then the activation's
     kernel (a row with "glu"); each as CALLS back-to-back calls in one CUDA graph over weight copies that rotate
-    past the L2, replays timed side by side. GPU only."""
+    past the L2, replays timed side by side. A one-row shape's gemv is first timed at each of block_choices
+    (the row's "blocks_us"), and the fastest ("blocks") is the one timed against the other side. GPU only."""
     from ..quiet import quiet
     with quiet():                # the kernels started ahead wait once for the whole table
         table = [_time_shape(*key, device, dtype, iters) for key in sorted(set(shape_keys(found).values()))]
@@ -267,30 +317,55 @@ def _time_shape(rows, n, k, norm, device, dtype, iters, act="", glu=""):
         h = torch.randn(rows, n, device=device, dtype=dtype, generator=g)
         w_gate_up = torch.randn(2 * k, n, device=device, dtype=dtype, generator=g) * n ** -0.5
 
-        def gated(w):
+        def ours(w, **b):
             gate, up = F.linear(h, w_gate_up).split(k, dim=-1)
-            return gemv(gate, w, up=up, act=act)
+            return gemv(gate, w, up=up, act=act, **b)
 
-        def unfused(w):
+        def other(w):
             gate, up = F.linear(h, w_gate_up).split(k, dim=-1)
             return F.linear(act_and_mul(gate, up, act), w)
-        calls = {"gemv": gated, "cublas": unfused}
     elif glu:       # the GLU epilogue against the same projection (as phase 5 would route it) then the activation
         from playbook.kernels.activations import act_and_mul
         kw = {"norm_weight": nw} if norm else {}
 
-        def plain(w):
+        def ours(w, **b):
+            return gemv(x, w, glu=glu, **kw, **b)
+
+        def other(w):
             gate, up = gemv(x, w, **kw).chunk(2, dim=-1)
             return act_and_mul(gate, up, glu)
-        calls = {"gemv": lambda w: gemv(x, w, glu=glu, **kw), "cublas": plain}
     elif norm:      # the pair the fold replaces: the norm's kernel, then cuBLAS (the NOTE above)
         from playbook.kernels.norms import rms_norm
-        calls = {"gemv": lambda w: gemv(x, w, norm_weight=nw), "cublas": lambda w: F.linear(rms_norm(x, nw), w)}
+
+        def ours(w, **b):
+            return gemv(x, w, norm_weight=nw, **b)
+
+        def other(w):
+            return F.linear(rms_norm(x, nw), w)
     else:
-        calls = {"gemv": lambda w: gemv(x, w), "cublas": lambda w: F.linear(x, w)}
-    us = bench.graphs_side_by_side({name: lambda c=c: [c(ws[i % copies]) for i in range(CALLS)]   # the next W
-                                    for name, c in calls.items()}, CALLS, device, iters=iters)
-    row = {"rows": rows, "N": n, "K": k, "norm": norm, "gemv_us": us["gemv"], "cublas_us": us["cublas"]}
+        def ours(w, **b):
+            return gemv(x, w, **b)
+
+        def other(w):
+            return F.linear(x, w)
+
+    def timed(calls):
+        return bench.graphs_side_by_side({name: lambda c=c: [c(ws[i % copies]) for i in range(CALLS)]   # the next W
+                                          for name, c in calls.items()}, CALLS, device, iters=iters)
+    row = {"rows": rows, "N": n, "K": k, "norm": norm}
+    best = {}
+    choices = block_choices(rows, n, k, device, glu, dtype.itemsize)
+    if len(choices) > 1:        # the fastest blocks first, then only they against the other side (the NOTE above)
+        try:
+            by = timed({_blocks_name(c): (lambda w, c=c: ours(w, **block_kw(c))) for c in choices})
+        except Exception as e:  # noqa: BLE001  (a choice Triton cannot build here: the defaults, and why)
+            row["blocks_error"] = f"{type(e).__name__}: {str(e).strip()[:160]}"
+        else:
+            choice = min(choices, key=lambda c: by[_blocks_name(c)])
+            best = block_kw(choice)
+            row.update(blocks=list(choice), blocks_us=by)
+    us = timed({"gemv": lambda w: ours(w, **best), "cublas": other})
+    row.update(gemv_us=us["gemv"], cublas_us=us["cublas"])
     return {**row, "gated": act} if act else {**row, "glu": glu} if glu else row
 
 
@@ -316,6 +391,18 @@ def glu_wins(table, margin=0.02):
     "cublas_us" side is the same gemv without the epilogue, then the activation's kernel."""
     rows = [r for r in table if r.get("glu")]
     return bool(rows) and all(_wins(r, margin) for r in rows)
+
+
+def tuned_blocks(table):
+    """[{"shape": [rows, N, K, norm], "variant": "" | "glu" | "gated", "blocks": [block_n, block_k, num_warps]}]: the
+    blocks time_shapes chose for each one-row shape it timed at several (phase 5's gemv_blocks knob; route()
+    takes it)."""
+    return [{"shape": [r["rows"], r["N"], r["K"], r["norm"]], "variant": _variant(r), "blocks": list(r["blocks"])}
+            for r in table if r.get("blocks")]
+
+
+def _variant(r):
+    return "glu" if r.get("glu") else "gated" if r.get("gated") else ""
 
 
 def select(found, shapes):
@@ -360,11 +447,18 @@ def _kernel_takes(x):
     return _rows(x) <= MAX_ROWS and (x.is_cuda or _interpreted())
 
 
-def _routed_gemv(lin, x, glu=""):
-    """kernels.gemv for a routed projection lin (a Linear or a fused group): its folded norm, its PDL setting."""
+def _blocks_for(x, choice):
+    """gemv()'s block arguments for a call with input x: the choice phase 5 timed, for a one-row call only."""
+    return block_kw(choice) if choice is not None and _rows(x) == 1 else {}
+
+
+def _routed_gemv(lin, x, glu="", blocks=None):
+    """kernels.gemv for a routed projection lin (a Linear or a fused group): its folded norm, its PDL setting, its
+    blocks (a GLU's: blocks, the MLP's)."""
     from playbook.kernels.gemv import gemv
     norm = lin.__dict__.get("_playbook_norm")
     kw = {} if norm is None else {"norm_weight": norm[0].weight, "eps": norm[1], "offset": norm[2]}
+    kw.update(_blocks_for(x, blocks if glu else lin.__dict__.get("_playbook_blocks")))
     return gemv(x, lin.weight, lin.bias, pdl=getattr(lin, "_playbook_pdl", False), glu=glu, **kw)
 
 
@@ -385,7 +479,7 @@ def _gated_forward(self, x):
     if _kernel_takes(gate):
         from playbook.kernels.gemv import gemv
         return gemv(gate, down.weight, down.bias, up=up, act=self._playbook_act,
-                    pdl=getattr(down, "_playbook_pdl", False))
+                    pdl=getattr(down, "_playbook_pdl", False), **_blocks_for(gate, self._playbook_gated_blocks))
     from .kernel_swap import ACTIVATIONS
     return down(ACTIVATIONS[self._playbook_act](gate) * up)
 
@@ -395,7 +489,7 @@ def _glu_forward(self, x):
     down projection to read."""
     act = self._playbook_glu
     if _kernel_takes(x):
-        return self.down_proj(_routed_gemv(self.gate_proj.group, x, glu=act))
+        return self.down_proj(_routed_gemv(self.gate_proj.group, x, glu=act, blocks=self._playbook_glu_blocks))
     from .kernel_swap import ACTIVATIONS
     return self.down_proj(ACTIVATIONS[act](self.gate_proj(x)) * self.up_proj(x))
 
@@ -409,28 +503,34 @@ def _interpreted():
     return INTERPRET
 
 
-def route(model, found, pdl=False, gated=False, glu=False):
+def route(model, found, pdl=False, gated=False, glu=False, blocks=None):
     """Route found["linears"] to kernels.gemv and fold found["folds"]; returns counts. pdl: launch them with
     Programmatic Dependent Launch where the GPU has it (kernels.gemv.pdl_here; ignored elsewhere). gated: each
     of found["gated"]'s MLPs hands act(gate) * up to its down projection's gemv (no activation kernel). glu:
     each of found["glu"]'s MLPs has its fused gate+up gemv write act(gate) * up (no activation kernel either;
-    an MLP that has it does not take the gated prologue too)."""
+    an MLP that has it does not take the gated prologue too). blocks: tuned_blocks' list, the one-row kernel's
+    blocks by shape and variant (a shape not in it takes the kernel's defaults)."""
     mods = dict(model.named_modules())
+    keys = shape_keys(found)
+    tuned = {(tuple(b["shape"]), b["variant"]): tuple(b["blocks"]) for b in blocks or []}
     glu_sites = found.get("glu", []) if glu else []
     glu_mlps = {site["mlp"] for site in glu_sites}
     gated_sites = [site for site in found.get("gated", []) if site["mlp"] not in glu_mlps] if gated else []
     for site in glu_sites:
         mlp = mods[site["mlp"]]
         mlp._playbook_glu = site["act"]
+        mlp._playbook_glu_blocks = tuned.get((keys.get(site["gate_up"]), "glu"))
         mlp.forward = types.MethodType(_glu_forward, mlp)
     for site in gated_sites:
         mlp = mods[site["mlp"]]
         mlp._playbook_act = site["act"]
+        mlp._playbook_gated_blocks = tuned.get((keys.get(site["down"]), "gated"))
         mlp.forward = types.MethodType(_gated_forward, mlp)
     for path in found["linears"]:
         lin = _owner(mods[path])
         lin._playbook_norm = None
         lin._playbook_pdl = bool(pdl)
+        lin._playbook_blocks = tuned.get((keys[path], ""))
         lin.forward = types.MethodType(_linear_forward, lin)
     for fold in found["folds"]:
         norm = mods[fold["norm"]]
@@ -450,10 +550,12 @@ def unroute(model):
         for attr in ("_playbook_act", "_playbook_glu"):
             if attr in mod.__dict__:
                 del mod.__dict__[attr]
+                mod.__dict__.pop(attr + "_blocks" if attr == "_playbook_glu" else "_playbook_gated_blocks", None)
                 mod.__dict__.pop("forward", None)
         if "_playbook_norm" in mod.__dict__:
             del mod._playbook_norm
             mod.__dict__.pop("_playbook_pdl", None)
+            mod.__dict__.pop("_playbook_blocks", None)
             mod.__dict__.pop("forward", None)
             given += 1
         if "_playbook_forward" in mod.__dict__:
