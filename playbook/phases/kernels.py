@@ -85,12 +85,14 @@ CHOICES = {"inductor fusion": "Inductor's fusion settings (aggressive fusion, ep
                                                "fusion settings",
            "aiter kernels": "aiter's RMSNorm and activation ops (ROCm, unverified on hardware)",
            "decode gemv": "few-row projections through kernels.gemv at the shapes where it beat cuBLAS in the "
-                          "phase's own table (gemv_shapes), norms folded into their prologue, gated activations "
+                          "phase's own table (gemv_shapes; a one-row shape at the fastest of its block choices, "
+                          "gemv_blocks), norms folded into their prologue, gated activations "
                           "into the down projection's prologue or the gate+up projection's epilogue (each where "
                           "its own row of the table won), residual adds into their epilogue; a few tokens' rotary "
                           "and cache writes in one launch",
            "decode gemv + inductor fusion": "few-row projections through kernels.gemv at the shapes where it beat "
-                                            "cuBLAS in the phase's own table (gemv_shapes), norms, gated "
+                                            "cuBLAS in the phase's own table (gemv_shapes; a one-row shape at the "
+                                            "fastest of its block choices, gemv_blocks), norms, gated "
                                             "activations (where their own rows won) and residual adds folded in, "
                                             "a few tokens' rotary and cache writes in one launch, with Inductor's "
                                             "fusion settings"}
