@@ -642,7 +642,8 @@ def test_a_one_row_shape_is_timed_at_each_block_choice_and_the_fastest_again_bes
     from playbook import bench
     from playbook.rewrites import gemv
     choices = [(2, 64, 4), (4, 32, 4), (1, 64, 2)]
-    monkeypatch.setattr(gemv, "block_choices", lambda rows, n, k, device, glu="", itemsize=2: choices if rows == 1 else [])
+    monkeypatch.setattr(gemv, "block_choices",
+                        lambda rows, n, k, device, glu="", itemsize=2: choices if rows == 1 else [])
     monkeypatch.setattr(gemv, "ROTATE_BYTES", 1)
     monkeypatch.setattr(gemv, "CALLS", 2)
     seen, calls = [], []
@@ -710,7 +711,8 @@ def test_phase_5_records_the_tuned_blocks_and_routes_each_one_row_call_with_them
     real = gv.gemv
 
     def spy(x, w, *a, **kw):
-        calls.append((tuple(w.shape), kw.get("glu", ""), tuple(kw.get(k, 0) for k in ("block_n", "block_k", "num_warps"))))
+        blocks = tuple(kw.get(k, 0) for k in ("block_n", "block_k", "num_warps"))
+        calls.append((tuple(w.shape), kw.get("glu", ""), blocks))
         return real(x, w, *a, **kw)
     monkeypatch.setattr(gv, "gemv", spy)
     with torch.no_grad():

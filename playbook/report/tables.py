@@ -210,9 +210,10 @@ def phase_details(p):
                        f"| {r['cublas_us']} | {'yes' if key in routed else 'no'} |")
         timed = [r for r in p["gemv_shapes"] if r.get("blocks_us")]
         if timed:
-            out.append(f"- gemv (us), one row: at the fastest of {max(len(r['blocks_us']) for r in timed)} block choices "
-                       f"a shape (rows of W a program, or a GLU's output columns, x K chunk, warps), then timed again "
-                       f"beside cuBLAS (each choice's time: blocks_us in the phase JSON)")
+            most = max(len(r["blocks_us"]) for r in timed)
+            out.append(f"- gemv (us), one row: at the fastest of {most} block choices a shape (rows of W a program, or a "
+                       f"GLU's output columns, x K chunk, warps), then timed again beside cuBLAS (each choice's time: "
+                       f"blocks_us in the phase JSON)")
     for n in p.get("kernels_notes", []):
         out.append(f"- {n}")
     return out + profile_details(p)

@@ -226,9 +226,9 @@ CALLS = 20                       # calls of one shape in one timed graph
 # gemv/, 2026-11-23), but a norm folded in changes the balance: each program reads x and the norm's weight again
 # (from L2) for its two rows, as many bytes as its rows of W, and llama's 16384 x 2048 gate+up then took 21.18 us
 # with the norm folded against 20.59 for the norm's kernel then cuBLAS (H200, 2026-12-04, at 17.77 plain in that
-# sweep). More rows a program read x once for more of W. So phase 5 times each one-row shape at these choices
-# (block_n: rows of W a program, or output columns for a GLU, whose program reads as many rows of each half;
-# block_k; warps), keeps the fastest, then times it against cuBLAS again in a graph of its own, so that the best
+# sweep). With more rows a program, x is read once for more of W. So phase 5 times each one-row shape at these
+# choices (block_n: rows of W a program, or output columns for a GLU, whose program reads as many rows of each
+# half; block_k; warps), keeps the fastest, then times it against cuBLAS again in a graph of its own, so that the best
 # of several noisy timings is not what is compared. A choice that leaves fewer programs than SMs is not timed.
 # A weight under TUNE_BYTES (pi0's 1024 x 32 time projection) is launch-bound: its blocks are not worth the builds.
 ONE_ROW_BLOCKS = ((1, 1024, 4), (2, 1024, 4), (4, 1024, 4), (4, 1024, 8), (8, 512, 8))
