@@ -62,7 +62,10 @@ MAX_ROWS = 16        # rows one program of the few-row kernel takes (tl.dot's sm
 # that took 7.91 us against 9.29 for the plain gemv then the activation's kernel (7.71 for the gemv alone); with
 # 16 columns a program (as many rows of W as the plain kernel, twice the programs) it took 10.1 us, and phase 5's
 # table then rejected it (10.08 against 9.23). 8 warps, chunks of 128 and two pipeline stages were all slower.
-# The one-row GLU halves the plain kernel's rows a program instead; it has not been timed on a GPU.
+# The one-row GLU halves the plain kernel's rows a program instead: at llama 1b's gate+up (16384 x 2048, the norm
+# folded in) it took 21.96 us against 22.77 for the gemv then the activation (H200, 2026-12-04, phase 5's table
+# in benchmarks/results/ladder-time/session16-2026-12-04/); the gate+up gemv itself lost to cuBLAS there, so the
+# GLU was not used.
 # NOTE: pipelining under PDL. The PDL variant once chose the first chunk of W inside the K loop (`w = first if
 # start == lo else load`). Triton then did not pipeline that loop's loads of W (no async copies into shared
 # memory for them: tests/test_triton_compile.py counts them), and a program that walks several chunks waited on each

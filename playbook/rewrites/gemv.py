@@ -218,7 +218,8 @@ def shape_keys(found):
 # prologue's shared memory (114 KB a program at three pipeline stages, one program an SM): with two stages (82 KB)
 # it took 17.26 against 16.37 us (benchmarks/results/glu/, 2026-12-04), so why it is slow is still open. The GLU
 # epilogue (act(gate) * up written by the gate+up projection, the row with "glu") goes the other way round; at
-# its blocks since that sweep it took 7.91 against 9.29 us alone (not yet measured inside the step).
+# its blocks since that sweep it took 7.91 against 9.29 us alone, and 7.18 us a call inside pi0 full's step, where
+# gate+up had taken 7.22 and the activation's kernel 1.36 (H200, 2026-12-04, benchmarks/results/pi0-full/).
 ROTATE_BYTES = 256 * 2 ** 20     # weight copies a timed graph rotates over: several times an H100/H200's L2
 CALLS = 20                       # calls of one shape in one timed graph
 # NOTE: the one-row kernel's blocks, chosen per shape by timing. One fixed choice (two rows of W a program, K in
@@ -449,7 +450,7 @@ def _kernel_takes(x):
 
 def _blocks_for(x, choice):
     """gemv()'s block arguments for a call with input x: the choice phase 5 timed, for a one-row call only."""
-    return block_kw(choice) if choice is not None and _rows(x) == 1 else {}
+    return block_kw(choice) if _rows(x) == 1 else {}
 
 
 def _routed_gemv(lin, x, glu="", blocks=None):
@@ -547,10 +548,10 @@ def unroute(model):
     and tunes) and every folded norm back to its own forward. Returns how many projections it gave back."""
     given = 0
     for mod in model.modules():
-        for attr in ("_playbook_act", "_playbook_glu"):
+        for attr, blocks in (("_playbook_act", "_playbook_gated_blocks"), ("_playbook_glu", "_playbook_glu_blocks")):
             if attr in mod.__dict__:
                 del mod.__dict__[attr]
-                mod.__dict__.pop(attr + "_blocks" if attr == "_playbook_glu" else "_playbook_gated_blocks", None)
+                mod.__dict__.pop(blocks, None)
                 mod.__dict__.pop("forward", None)
         if "_playbook_norm" in mod.__dict__:
             del mod._playbook_norm
