@@ -6,10 +6,11 @@
 Rebuild the kept recipe ("previous"), build the recipe plus each candidate, check each against the
 baseline's outputs, time the correct ones side by side with "previous" in one process, keep the
 fastest if it is not slower beyond noise (or faster beyond noise, for KEEP_IF="faster"). A phase
-decides before it builds: candidates() may skip on what is already measured, and building stops at
-the phase's time budget (its BUDGET_S, or the chain's share of --budget-min), recording what it left
-out. Any exception is recorded as a failed phase; nothing already recorded is touched. The phase
-JSON's `time_s` says where the wall time went (playbook/clock.py).
+decides before it builds: candidates() may skip on what is already measured, and a candidate whose build
+would overrun the phase's time budget (its BUDGET_S, or the chain's share of --budget-min) is left out and
+recorded, while a cheaper one after it may still be built (the phase's build_estimate says what costs
+what). Any exception is recorded as a failed phase; nothing already recorded is touched. The phase JSON's
+`time_s` says where the wall time went (playbook/clock.py).
 """
 import gc
 import json
@@ -139,24 +140,28 @@ def _label(mod, knobs):
 
 def _build_candidates(mod, run, recipe_steps, candidates, judges, budget, spent_s, result):
     """Build and check each candidate until the budget would be overrun, or, for a phase whose candidates
-    are NESTED (each holds the ones after it), until one is correct. Returns (runners of the correct ones by
-    index, a record per candidate built, the labels left out by the budget)."""
+    are NESTED (each holds the ones after it), until one is correct. A candidate whose build would overrun the
+    budget is left out, and a cheaper one after it may still be built. Returns (runners of the correct ones by
+    their record's index, a record per candidate built, the labels left out by the budget)."""
     runners, records, left_out = {}, [], []
     longest = spent_s                       # the kept recipe's build: what one more build may cost
+    measured = {}                           # build kind (the phase's build_estimate) -> its longest build here
     for i, knobs in enumerate(steps(candidates, f"{mod.NAME}: building candidates")):
         label = mod.label(knobs) if hasattr(mod, "label") else None
         if getattr(mod, "NESTED", False) and runners:
             held = [_label(mod, k) for k in candidates[i:]]
-            result["not_built"] = {"labels": held, "why": f"{_label(mod, candidates[min(runners)])} holds them "
-                                   "and is correct (this phase's candidates are nested)"}
+            holder = _label(mod, records[min(runners)]["knobs"])
+            result["not_built"] = {"labels": held, "why": f"{holder} holds them and is correct (this phase's "
+                                   "candidates are nested)"}
             result["notes"].append(f"not built: {', '.join(held)}; {result['not_built']['why']}")
             print(f"[{mod.NAME}] {len(held)} candidate(s) not built: {result['not_built']['why']}", flush=True)
             break
-        if budget is not None and records and spent_s + longest > budget:
-            left_out += [_label(mod, k) for k in candidates[i:]]
-            print(f"[{mod.NAME}] budget: {spent_s:.0f} of {budget:.0f} s spent, a build takes up to "
-                  f"{longest:.0f} s: {len(candidates) - i} candidate(s) left out", flush=True)
-            break
+        kind, need = build_need(mod, knobs, run, measured, longest)
+        if budget is not None and records and spent_s + need > budget:
+            left_out.append(_label(mod, knobs))
+            print(f"[{mod.NAME}] budget: {spent_s:.0f} of {budget:.0f} s spent, this build takes about "
+                  f"{need:.0f} s: {_label(mod, knobs)} left out", flush=True)
+            continue
         record = {"knobs": knobs, "label": label, "error": None}
         print(f"[{mod.NAME}] candidate {i + 1}/{len(candidates)} {json.dumps(knobs)[:120]}: building", flush=True)
         t0 = time.perf_counter()
@@ -167,17 +172,31 @@ def _build_candidates(mod, run, recipe_steps, candidates, judges, budget, spent_
                 record.update(compare(runner.outputs(), dtype=pipe.dtype, **judges))
             record.update(compile_s=runner.compile_s, notes=pipe.notes, **({"info": pipe.info} if pipe.info else {}))
             if record["correct"]:
-                runners[i] = runner
+                runners[len(records)] = runner     # by its record's index: a candidate left out has none
         except Exception as e:
             record.update(correct=False, error=f"{type(e).__name__}: {e}")
         record["build_s"] = round(time.perf_counter() - t0, 2)
         spent_s += record["build_s"]
         longest = max(longest, record["build_s"])
+        measured[kind] = max(measured.get(kind, 0.0), record["build_s"])
         records.append(record)
         compiled = "" if record.get("compile_s") is None else f", compiled in {record['compile_s']} s"
         verdict = record["error"] or ("correct" if record["correct"] else "wrong")
         print(f"[{mod.NAME}] candidate {i + 1}/{len(candidates)}: {verdict}{compiled}", flush=True)
     return runners, records, left_out
+
+
+def build_need(mod, knobs, run, measured, longest):
+    """(kind, seconds) one more build of these knobs is expected to take, to hold against the phase's budget.
+    A phase with build_estimate(knobs, run) -> (kind, seconds or None) says which of its builds cost alike (a
+    one-build PDL against a tuned build): the longest measured build of that kind here, else its estimate,
+    else the longest build measured so far. Without it every build is of one kind: the longest so far."""
+    if not hasattr(mod, "build_estimate"):
+        return "build", longest
+    kind, estimate = mod.build_estimate(knobs, run)
+    if kind in measured:
+        return kind, measured[kind]
+    return kind, estimate if estimate is not None else longest
 
 
 def pick(timings):

@@ -133,6 +133,83 @@ def test_tuning_offers_pdl_and_combo_kernels_with_coordinate_descent_first_where
     assert pipe.info["pdl"] == {"gemv": 0, "rope_append_rows": 0, "few_query": 0}     # nothing of ours routed
 
 
+def test_tuning_offers_a_gemv_recipe_pdl_and_combo_kernels_first_in_one_build(tmp_path, run_params, monkeypatch):
+    """llama 1b on the H200 (sitting 16): the budget held one tuned build and left out PDL alone, offered last, so
+    the GEMV recipe never ran with PDL. A recipe routed through kernels.gemv gets PDL + combo kernels first."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from playbook.phases import tuning
+    from test_state import phase
+    monkeypatch.setattr(tuning, "pdl_here", lambda device: None)
+    monkeypatch.setattr(tuning, "combo_here", lambda: None)
+    routed = SimpleNamespace(compile=True, info={"gemv": {"linears": 49}})
+    ctx = SimpleNamespace(run=None, pipe=routed, device=torch.device("cuda"), budget_s=None, info={})
+    out = tuning.candidates(ctx)
+    assert out[0] == {"tune": ["pdl", "combo_kernels"]} and tuning.label(out[0]) == "PDL + combo kernels"
+    assert out[1] == {"tune": ["coordinate_descent_tuning", "pdl", "combo_kernels"], "projections": "inductor"}
+    assert out[2] == {"tune": ["coordinate_descent_tuning"], "projections": "inductor"}
+    assert {"tune": ["pdl"]} not in out and all(tuning.label(k) in tuning.CHOICES for k in out)
+    monkeypatch.setattr(tuning, "pdl_here", lambda device: "a GPU before Hopper")       # no PDL: no one-build candidate
+    out = tuning.candidates(ctx)
+    assert out[0] == {"tune": ["coordinate_descent_tuning", "combo_kernels"], "projections": "inductor"}
+    assert all("pdl" not in k["tune"] for k in out)
+    run = open_run(str(tmp_path / "t"), **run_params)
+    assert tuning.build_estimate({"tune": ["pdl"]}, run) == ("one build", None)          # nothing compiled yet
+    run.write_phase({**phase(5, "kernels"), "compile_s": 10.0})
+    assert tuning.build_estimate({"tune": ["pdl", "combo_kernels"]}, run) == ("one build", 10.0)
+    assert tuning.build_estimate({"tune": ["coordinate_descent_tuning", "pdl"]}, run) == ("tuned", tuning.COST_X * 10)
+    assert tuning.build_estimate({"tune": ["max_autotune"]}, run)[0] == "tuned"
+
+
+def test_a_build_that_would_overrun_the_budget_is_left_out_and_a_cheaper_one_after_it_is_built(monkeypatch, run_params,
+                                                                                               tmp_path):
+    """The kept recipe's rebuild took 5 s and the budget is 80 s: the first candidate (one build, 12 s) is built;
+    the first tuned one (estimated 20 s, takes 50) fits and is built; the next tuned one, now expected at 50 s,
+    would overrun and is left out; the one build after it (12 s, as measured) still fits."""
+    from types import SimpleNamespace
+
+    from playbook import ladder
+    now = [0.0]
+    monkeypatch.setattr(ladder.time, "perf_counter", lambda: now[0])
+
+    class Built:
+        compile_s = 1.0
+
+        def outputs(self):
+            return None
+
+    class Pipe:
+        notes, info, dtype = [], {}, None
+
+        def __init__(self, knobs):
+            self.knobs = knobs
+
+        def build(self):
+            now[0] += self.knobs["takes"]
+            return Built()
+
+    monkeypatch.setattr(ladder.Pipeline, "from_recipe", staticmethod(lambda params, steps, extra: Pipe(extra[1])))
+    monkeypatch.setattr(ladder, "compare", lambda outputs, dtype, **judges: {"correct": True})
+    mod = SimpleNamespace(NAME="fake", label=lambda k: k["name"],
+                          build_estimate=lambda k, run: (k["kind"], k["estimate"]))
+    cands = [{"name": "pdl", "kind": "one build", "estimate": 10.0, "takes": 12.0},
+             {"name": "tuned a", "kind": "tuned", "estimate": 20.0, "takes": 50.0},
+             {"name": "tuned b", "kind": "tuned", "estimate": 20.0, "takes": 45.0},
+             {"name": "pdl late", "kind": "one build", "estimate": 10.0, "takes": 12.0}]
+    run = open_run(str(tmp_path / "t"), **run_params)
+    runners, records, left_out = ladder._build_candidates(mod, run, [], cands, {}, 80.0, 5.0, {"notes": []})
+    assert [r["label"] for r in records] == ["pdl", "tuned a", "pdl late"] and left_out == ["tuned b"]
+    assert sorted(runners) == [0, 1, 2]                          # by record: timings map back to these records
+    assert [r["build_s"] for r in records] == [12.0, 50.0, 12.0]
+    no_hook = SimpleNamespace(NAME="plain", label=lambda k: k["name"])          # no estimates: the longest so far
+    assert ladder.build_need(no_hook, cands[3], run, {}, 50.0) == ("build", 50.0)
+    assert ladder.build_need(mod, cands[2], run, {"tuned": 50.0}, 12.0) == ("tuned", 50.0)
+    assert ladder.build_need(mod, cands[2], run, {}, 12.0) == ("tuned", 20.0)
+    assert ladder.build_need(mod, dict(cands[2], estimate=None), run, {}, 12.0) == ("tuned", 12.0)
+
+
 def test_tuning_decides_before_building_when_one_tuned_build_cannot_fit_its_budget(tmp_path, run_params,
                                                                                     monkeypatch):
     """pi0 full on the H200: a 75 s compile, so coordinate descent (about 2x that) cannot fit 75 s."""

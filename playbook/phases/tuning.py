@@ -2,9 +2,10 @@
 
 coordinate_descent_tuning (block sizes and warps per Triton kernel), max_autotune (GEMM templates
 autotuned, with phase 3's backend choice when it was kept) and benchmark_kernel: each alone where it
-is worth a compile, and all together. Compile time is the cost: every candidate
-records compile_s beside its gain, and building stops at BUDGET_S (the JSON's "budget" names what
-it left out). Inductor's FX-graph and autotune caches live in the run directory
+is worth a compile, and all together; PDL and combo kernels with the first, and alone as one build (first
+for a recipe routed through the decode GEMV). Compile time is the cost: every candidate records compile_s
+beside its gain, and a build that would overrun BUDGET_S is left out (build_estimate says what each kind
+costs; the JSON's "budget" names what was left out). Inductor's FX-graph and autotune caches live in the run directory
 (TORCHINDUCTOR_CACHE_DIR), so a re-run or --resume does not pay it again.
 """
 import torch
@@ -43,6 +44,13 @@ KNOBS = {
 # full's, whose time is cuBLAS's GEMMs (no PDL), 17.64 -> 17.70 ms. It goes with coordinate descent in the
 # first candidate, so it costs no build of its own; coordinate descent alone comes next, where the budget
 # holds it.
+# NOTE: a recipe routed through kernels.gemv is offered PDL with combo kernels first, before any tuned build. On
+# the H200 (llama 1b, 2026-12-04, benchmarks/results/ladder-time/session16-2026-12-04/) this phase, with PDL alone
+# offered last, built coordinate descent with the projections given back to Inductor (49.6 s to compile, 55 s of
+# its 75 s budget spent), measured it the same as the kept recipe (1.032 against 1.033 ms) and left out the rest,
+# PDL alone too, though its one build (the kept recipe's 10 s compile) would have fitted. The gemv recipe never ran
+# with PDL there, and in its step the gaps between kernels were 0.058 ms (PDL's recipe of sitting 5: 0.003). The
+# ladder now leaves out only what would overrun the budget and goes on to cheaper builds (build_estimate).
 # NOTE: PDL alone (no tuning) costs one build, the kept recipe's compile, where a tuned one costs COST_X times it.
 # It is offered alone, last, and first where the budget holds no tuned build (pi0 full: a 64 s compile against
 # a 75 s budget). Its apply also gives our kernels PDL (rewrites.pdl: the GEMV, the few-token rotary, the
@@ -70,6 +78,7 @@ CHOICES = {**{name + combo + proj: (_GIVEN_BACK if proj else "") + what + (_COMB
               for proj in ("", ", projections to Inductor")},
            "PDL": "Programmatic Dependent Launch alone (no tuning: one build) for Inductor's Triton kernels and ours "
                   "(the GEMV, the few-token rotary, the few-query attention): each starts before the one before ends",
+           "PDL + combo kernels": "PDL as above" + _COMBO + " (no tuning: one build)",
            "max-autotune": "max_autotune: benchmark GEMM templates and kernel configs at build time",
            "max-autotune + coordinate descent": "max_autotune and coordinate descent together"}
 
@@ -81,7 +90,7 @@ def label(knobs):
     if "max_autotune" in tune:
         return "max-autotune"
     if "coordinate_descent_tuning" not in tune:
-        return "PDL"
+        return "PDL" + (" + combo kernels" if "combo_kernels" in tune else "")
     return ("coordinate descent" + (" + PDL" if "pdl" in tune else "")
             + (" + combo kernels" if "combo_kernels" in tune else "")
             + (", projections to Inductor" if knobs.get("projections") == "inductor" else ""))
@@ -114,19 +123,35 @@ def candidates(ctx):
     out = [{"tune": ["coordinate_descent_tuning"]},
            {"tune": ["coordinate_descent_tuning", "max_autotune", "benchmark_kernel"]},
            {"tune": ["max_autotune"]}]
-    if (ctx.pipe.info.get("gemv") or {}).get("linears"):
+    routed = bool((ctx.pipe.info.get("gemv") or {}).get("linears"))
+    if routed:
         out.insert(0, {"tune": ["coordinate_descent_tuning"], "projections": "inductor"})
     if pdl_why:
         ctx.info["pdl"] = f"not offered: {pdl_why}"
     else:
         out.insert(0, dict(out[0], tune=out[0]["tune"] + ["pdl"]))
-        out.append({"tune": ["pdl"]})
+        if routed:                  # one build, first (see the NOTE above)
+            out.insert(0, {"tune": ["pdl"]})
+        else:
+            out.append({"tune": ["pdl"]})
     why = combo_here()
     if why:
         ctx.info["combo_kernels"] = f"not offered: {why}"
     else:
-        out[0] = dict(out[0], tune=out[0]["tune"] + ["combo_kernels"])
+        for i in range(2 if routed and not pdl_why else 1):     # with PDL alone too, where it goes first
+            out[i] = dict(out[i], tune=out[i]["tune"] + ["combo_kernels"])
     return out
+
+
+def build_estimate(knobs, run):
+    """(kind, seconds) of one candidate's build, for the ladder's budget: "one build" (no tuning: PDL, combo
+    kernels) costs about the kept recipe's compile, "tuned" COST_X times it (None where nothing compiled yet).
+    The ladder replaces either by the longest build of its kind measured in this phase."""
+    compile_s = _kept_compile_s(run)
+    tuned = bool({"coordinate_descent_tuning", "max_autotune"} & set(knobs.get("tune") or []))
+    if tuned:
+        return "tuned", COST_X * compile_s if compile_s else None
+    return "one build", compile_s
 
 
 def combo_here():
