@@ -129,10 +129,20 @@ cases = {
     "decode attention v1": lambda: da.decode_attention_v1(q1, kc, vc),
     "decode attention split": lambda: da.decode_attention_split(q1, kc, vc, splits=5),
     "decode attention filled": lambda: da.decode_attention_filled(q1, kc, vc, torch.tensor([123], dtype=torch.int32)),
-    "decode attention rope append": lambda: da.decode_attention_rope_append(
-        torch.randn(8, 64, dtype=bf), torch.randn(2, 64, dtype=bf), torch.randn(2, 64, dtype=bf),
-        torch.randn(64, dtype=bf), torch.randn(64, dtype=bf), kc.clone(), vc.clone(), torch.tensor([77])),
+    "decode attention rope append": lambda: rope_append(False),
+    "decode attention rope append, PDL": lambda: rope_append(True),
 }
+
+
+def rope_append(pdl):      # the one-launch decode attention as a Hopper launches it (pdl), or as others do
+    real, da.launch_pdl = da.launch_pdl, lambda device: pdl
+    try:
+        return da.decode_attention_rope_append(
+            torch.randn(8, 64, dtype=bf), torch.randn(2, 64, dtype=bf), torch.randn(2, 64, dtype=bf),
+            torch.randn(64, dtype=bf), torch.randn(64, dtype=bf), kc.clone(), vc.clone(), torch.tensor([77]),
+            chunk=128)
+    finally:
+        da.launch_pdl = real
 q = torch.randn(1, 8, 11, 256, dtype=bf)
 k, v = torch.randn(1, 1, 827, 256, dtype=bf), torch.randn(1, 1, 827, 256, dtype=bf)
 allowed = torch.ones(1, 1, 11, 827, dtype=torch.bool)

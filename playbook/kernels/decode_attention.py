@@ -31,8 +31,8 @@ A program walks `chunk` slots (64 by default), and only the chunks that hold fil
 decode at position 128 of a 1024-slot cache: 3 of 16); where one chunk holds them all, it writes the
 output itself, with no combine. On
 Hopper it takes part in Programmatic Dependent Launch as Inductor's kernels do: it may launch before the
-kernel that writes q, k and v ends (it waits for it first), and lets the next one launch once its reads
-are done. The rotary embedding, the two cache writes, the length and the combine were five more launches
+kernel that writes q, k and v ends, reads the position and its first block of the cache meanwhile, waits for
+that kernel before it reads q, k and v, and lets the next one launch once its reads are done. The rotary embedding, the two cache writes, the length and the combine were five more launches
 a layer. It is the custom op `playbook::decode_attention_rope_append`, which mutates the caches.
 """
 import functools
@@ -143,12 +143,35 @@ def _combine(Part, Lse, O, SPLITS, S_POW2: tl.constexpr, D: tl.constexpr):
 
 
 @triton.jit
+def _attend_block(m, l_sum, acc, k, v, n, inside, pos, q, k_new, v_new, scale):
+    """One block of cache slots n (loaded as k, v, with the slot at pos not loaded) into the online softmax:
+    the slot at pos takes the new k and v from registers."""
+    new = (n == pos)[:, None]
+    k = tl.where(new, k_new[None, :], k).to(tl.float32)
+    s = tl.where(inside, tl.sum(k * q[None, :], 1) * scale, float("-inf"))
+    m_new = tl.maximum(m, tl.max(s, 0))
+    alpha = tl.exp(m - m_new)
+    p = tl.exp(s - m_new)
+    v = tl.where(new, v_new[None, :], v).to(tl.float32)
+    return m_new, l_sum * alpha + tl.sum(p, 0), acc * alpha + tl.sum(p[:, None] * v, 0)
+
+
+# NOTE: what this kernel reads before it waits, under PDL. A PDL kernel may start while the kernel just before it
+# runs, and that one has itself waited for the one before it (ours and Inductor's wait before they let the next
+# launch; a kernel without PDL ends before the next starts): everything older than the kernel just before is
+# complete. The position (a graph input, or a cache layer's counter that the step before advanced) and the cache's
+# old slots (written by earlier steps) are that old, so each program reads the position, and an active one its
+# chunk's first block of K and V, before gdc_wait; q, k, v, cos and sin (the projections' and the rotary's
+# outputs) after it. The loads of K and V then overlap the projection's tail instead of following it. Chunks that
+# hold no filled slot do not wait at all. Not yet timed on a GPU (2026-12-04): the earlier kernel waited first,
+# and took 8.0 us a layer in llama 1b's step against 5.45 alone (benchmarks/results/ladder-time/session16-*).
+@triton.jit
 def _decode_rope_append(Q, K, V, Cos, Sin, KC, VC, Pos, Part, Lse, Count, O, N, CHUNK, scale,
                         GROUP: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, S_POW2: tl.constexpr,
                         PDL: tl.constexpr):
     pid, split = tl.program_id(0), tl.program_id(1)     # one query head x one chunk of the cache
-    if PDL:     # launched before the kernel that writes q, k, v (and the position) ends: wait for it here
-        tl.extra.cuda.gdc_wait()
+    # the position and the cache's old slots are no output of the kernel just before this one (see the NOTE on
+    # PDL below): read before waiting for it
     pos = tl.load(Pos).to(tl.int32)
     filled = tl.minimum(pos + 1, N)
     active = tl.cdiv(filled, CHUNK)                     # chunks holding filled slots; the rest do nothing
@@ -156,6 +179,14 @@ def _decode_rope_append(Q, K, V, Cos, Sin, KC, VC, Pos, Part, Lse, Count, O, N, 
     if split < active:
         kv = pid // GROUP
         d = tl.arange(0, D)
+        hi = tl.minimum(lo + CHUNK, filled)
+        n = lo + tl.arange(0, BLOCK_N)                  # the chunk's first block of slots, loaded before the wait
+        inside = n < hi
+        old = (inside & (n != pos))[:, None]
+        k_first = tl.load(KC + kv * N * D + n[:, None] * D + d[None, :], mask=old, other=0.0)
+        v_first = tl.load(VC + kv * N * D + n[:, None] * D + d[None, :], mask=old, other=0.0)
+        if PDL:     # launched before the kernel that writes q, k and v ends: wait for it here
+            tl.extra.cuda.gdc_wait()
         rot = (d + D // 2) % D                          # rotate_half: [-x2, x1]
         sign = tl.where(d < D // 2, -1.0, 1.0)
         cos = tl.load(Cos + d).to(tl.float32)
@@ -171,23 +202,14 @@ def _decode_rope_append(Q, K, V, Cos, Sin, KC, VC, Pos, Part, Lse, Count, O, N, 
         m = tl.zeros([1], dtype=tl.float32) - float("inf")
         l_sum = tl.zeros([1], dtype=tl.float32)
         acc = tl.zeros([D], dtype=tl.float32)
-        hi = tl.minimum(lo + CHUNK, filled)
-        for start in range(lo, hi, BLOCK_N):
+        m, l_sum, acc = _attend_block(m, l_sum, acc, k_first, v_first, n, inside, pos, q, k_new, v_new, scale)
+        for start in range(lo + BLOCK_N, hi, BLOCK_N):
             n = start + tl.arange(0, BLOCK_N)
             inside = n < hi
-            new = (n == pos)[:, None]
             old = (inside & (n != pos))[:, None]
             k = tl.load(KC + kv * N * D + n[:, None] * D + d[None, :], mask=old, other=0.0)
-            k = tl.where(new, k_new[None, :], k).to(tl.float32)
-            s = tl.where(inside, tl.sum(k * q[None, :], 1) * scale, float("-inf"))
-            m_new = tl.maximum(m, tl.max(s, 0))
-            alpha = tl.exp(m - m_new)
-            p = tl.exp(s - m_new)
             v = tl.load(VC + kv * N * D + n[:, None] * D + d[None, :], mask=old, other=0.0)
-            v = tl.where(new, v_new[None, :], v).to(tl.float32)
-            l_sum = l_sum * alpha + tl.sum(p, 0)
-            acc = acc * alpha + tl.sum(p[:, None] * v, 0)
-            m = m_new
+            m, l_sum, acc = _attend_block(m, l_sum, acc, k, v, n, inside, pos, q, k_new, v_new, scale)
         if PDL:     # every read of the kernel before this one is done: the next kernel may start launching
             tl.extra.cuda.gdc_launch_dependents()
         if active == 1:                                 # one chunk: its result is the output
