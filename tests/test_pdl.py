@@ -111,3 +111,49 @@ def test_a_denoise_layer_chain_with_pdl_in_a_cuda_graph_gives_what_plain_launche
     torch.cuda.synchronize()
     assert torch.equal(out, want), (out.float() - want.float()).abs().max().item()
     assert torch.equal(caches[0], plain[0]) and torch.equal(caches[1], plain[1])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or not pdl_here("cuda"), reason="PDL needs an sm_90+ GPU")
+def test_a_llama_decode_chain_with_pdl_in_a_cuda_graph_gives_what_plain_launches_give(monkeypatch):
+    """q/k/v with its norm, the one-launch decode attention (which reads the position and its first block of the
+    cache before it waits) and o with its residual, six layers as llama 1b's step chains them, captured with PDL:
+    the answer and the caches are the plain launches' to the bit. Position 130 of 1024 slots: three chunks a
+    head, combined in the launch."""
+    import playbook.kernels.decode_attention as da
+    from playbook.kernels.gemv import gemv
+    torch.manual_seed(7)
+    bf, dev = torch.bfloat16, "cuda"
+    heads, kv_heads, d, hidden, slots, layers = 32, 8, 64, 2048, 1024, 6
+    w_qkv = [torch.randn((heads + 2 * kv_heads) * d, hidden, device=dev, dtype=bf) / 45 for _ in range(layers)]
+    w_o = [torch.randn(hidden, heads * d, device=dev, dtype=bf) / 45 for _ in range(layers)]
+    norm = torch.rand(hidden, device=dev, dtype=bf) + 0.5
+    angle = torch.rand(d // 2, device=dev) * 6.0
+    cos, sin = (torch.cat([f(angle)] * 2).to(bf) for f in (torch.cos, torch.sin))
+    position = torch.tensor([130], device=dev)
+    x0 = torch.randn(1, hidden, device=dev, dtype=bf)
+
+    def chain(pdl, caches):
+        h = x0
+        for i in range(layers):
+            qkv = gemv(h, w_qkv[i], norm_weight=norm, pdl=pdl)
+            q, k, v = qkv.split([heads * d, kv_heads * d, kv_heads * d], -1)
+            out = da.decode_attention_rope_append(q, k, v, cos, sin, *caches[i], position)
+            h = gemv(out.reshape(1, -1), w_o[i], residual=h, pdl=pdl)
+        return h
+    caches = [[torch.randn(1, kv_heads, slots, d, device=dev, dtype=bf) for _ in range(2)] for _ in range(layers)]
+    plain = [[c.clone() for c in pair] for pair in caches]
+    monkeypatch.setattr(da, "launch_pdl", lambda device: False)
+    want = chain(False, plain)
+    monkeypatch.undo()
+    assert da.launch_pdl(torch.device(dev))
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = chain(True, caches)
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, want), (out.float() - want.float()).abs().max().item()
+    for got, other in zip(caches, plain):
+        assert torch.equal(got[0], other[0]) and torch.equal(got[1], other[1])
