@@ -587,6 +587,11 @@ def test_the_report_lists_the_gated_down_projection_beside_the_shapes():
     text = "\n".join(phase_details(p))
     assert "| 1, 16384 x 2048 | yes | 17.1 (4 x 1024, 8 warps) | 19.3 | no |" in text
     assert "at the fastest of 2 block choices a shape" in text
+    p["gemv_shapes"][-1]["gemv_pdl_us"] = 16.2
+    assert "| 17.1 (4 x 1024, 8 warps); with PDL 16.2 | 19.3 | no |" in "\n".join(phase_details(p))
+    tuning = {"status": "kept", "knobs": {}, "gemv_more": {"shapes": [[1, 16384, 2048, True]], "why": "faster"}}
+    assert ("- more shapes to the GEMV offered with PDL: 1, 16384 x 2048 with its norm (faster)"
+            in "\n".join(phase_details(tuning)))
 
 
 def test_a_module_the_gated_probe_cannot_call_is_not_folded():
@@ -729,3 +734,125 @@ def test_phase_5_records_the_tuned_blocks_and_routes_each_one_row_call_with_them
     from playbook.rewrites.gemv import unroute
     unroute(wl.model)
     assert not [m for m in wl.model.modules() if {"_playbook_blocks", "_playbook_glu_blocks"} & set(m.__dict__)]
+
+
+def test_a_plain_or_norm_shape_is_timed_with_pdl_too_where_the_gpu_has_it(monkeypatch):
+    """Where PDL can run, _time_shape times a plain or norm row's gemv with it beside the plain launch and cuBLAS
+    (gemv_pdl_us); a GLU or gated row, and any row where PDL cannot run, has no such timing. Stand-ins for the
+    GPU's graphs; the calls run for real (PDL asked for, then dropped: the interpreter has none)."""
+    import playbook.kernels._triton as kt
+    from playbook import bench
+    from playbook.rewrites import gemv
+    monkeypatch.setattr(gemv, "block_choices", lambda *a, **k: [])
+    monkeypatch.setattr(gemv, "ROTATE_BYTES", 1)
+    monkeypatch.setattr(gemv, "CALLS", 2)
+    asked, seen = [], []
+    real = gv.gemv
+
+    def spy(*a, pdl=False, **kw):
+        asked.append(pdl)
+        return real(*a, **kw)
+    monkeypatch.setattr(gv, "gemv", spy)
+
+    def graphs(sides, n_calls, device, iters=15):
+        seen.append(sorted(sides))
+        for side in sides.values():
+            side()
+        return {"gemv": 9.5, "cublas": 9.0, "gemv_pdl": 8.0}
+    monkeypatch.setattr(bench, "graphs_side_by_side", graphs)
+    monkeypatch.setattr(kt, "pdl_here", lambda device: True)
+    for norm in (False, True):
+        row = gemv._time_shape(1, 48, 40, norm, DEVICE, torch.float32, 3)
+        assert seen[-1] == ["cublas", "gemv", "gemv_pdl"] and row["gemv_pdl_us"] == 8.0 and row["gemv_us"] == 9.5
+        assert asked[-4:] == [False, False, True, True]            # CALLS plain calls, then CALLS with PDL
+    for act, glu in (("silu", ""), ("", "silu")):
+        row = gemv._time_shape(1, 48, 40, bool(glu), DEVICE, torch.float32, 3, act=act, glu=glu)
+        assert "gemv_pdl_us" not in row and seen[-1] == ["cublas", "gemv"]
+    monkeypatch.setattr(kt, "pdl_here", lambda device: False)
+    assert "gemv_pdl_us" not in gemv._time_shape(1, 48, 40, False, DEVICE, torch.float32, 3)
+
+
+def test_pdl_winners_are_the_shapes_only_pdl_made_faster_than_cublas():
+    from playbook.rewrites import gemv
+    table = [{"rows": 1, "N": 64, "K": 32, "norm": False, "gemv_us": 3.0, "cublas_us": 4.0, "gemv_pdl_us": 2.5},
+             {"rows": 1, "N": 128, "K": 32, "norm": True, "gemv_us": 4.2, "cublas_us": 4.0, "gemv_pdl_us": 3.7},
+             {"rows": 1, "N": 96, "K": 32, "norm": True, "gemv_us": 4.2, "cublas_us": 4.0, "gemv_pdl_us": 3.95},
+             {"rows": 1, "N": 32, "K": 64, "norm": False, "gemv_us": 4.2, "cublas_us": 4.0},
+             {"rows": 1, "N": 128, "K": 32, "norm": True, "glu": "silu", "gemv_us": 4.2, "cublas_us": 4.0,
+              "gemv_pdl_us": 1.0}]
+    assert gemv.winners(table) == [[1, 64, 32, False]]
+    assert gemv.pdl_winners(table) == [[1, 128, 32, True]]       # within 2% (96) or untimed (32) or a GLU row: no
+    assert gemv.pdl_winners(table, routed=[[1, 128, 32, True]]) == []
+
+
+def _tuned_run(tmp_path, run_params, table, kernels_knobs):
+    """A run whose phase 5 kept the decode GEMV with kernels_knobs, its table `table`."""
+    from playbook.runs import open_run
+    from test_state import phase
+    run = open_run(str(tmp_path / "t"), **run_params)
+    result = {**phase(5, "kernels"), "knobs": kernels_knobs, "gemv_shapes": table, "compile_s": 10.0}
+    run.write_phase(result)
+    run.keep(result)
+    return run
+
+
+def test_tuning_offers_a_gemv_recipe_the_shapes_only_pdl_won_in_one_more_build(tmp_path, run_params, monkeypatch):
+    """Phase 6 on a recipe whose phase 5 left a shape to cuBLAS that its table found faster with PDL: PDL + combo
+    kernels first, then the same with that shape routed too (its blocks from the table), then the tuned builds."""
+    import types as pytypes
+
+    from playbook.phases import tuning
+    monkeypatch.setattr(tuning, "pdl_here", lambda device: None)
+    monkeypatch.setattr(tuning, "combo_here", lambda: None)
+    table = [{"rows": 1, "N": 64, "K": 32, "norm": False, "gemv_us": 3.0, "cublas_us": 4.0, "gemv_pdl_us": 2.5},
+             {"rows": 1, "N": 128, "K": 32, "norm": True, "gemv_us": 4.2, "cublas_us": 4.0, "gemv_pdl_us": 3.7,
+              "blocks": [4, 32, 8], "blocks_us": {"4x32, 8 warps": 4.1}}]
+    run = _tuned_run(tmp_path, run_params, table, {"gemv": [[1, 64, 32, False]], "gemv_residual": False})
+    ctx = pytypes.SimpleNamespace(run=run, steps=run.steps_before("tuning"), device=torch.device("cuda"),
+                                  pipe=pytypes.SimpleNamespace(compile=True, info={"gemv": {"linears": 8}}),
+                                  budget_s=None, info={})
+    out = tuning.candidates(ctx)
+    assert out[0] == {"tune": ["pdl", "combo_kernels"]}
+    assert out[1] == {"tune": ["pdl", "combo_kernels"], "gemv_more": [[1, 128, 32, True]],
+                      "gemv_more_blocks": [{"shape": [1, 128, 32, True], "variant": "", "blocks": [4, 32, 8]}]}
+    assert tuning.label(out[1]) == "PDL + combo kernels, more shapes to the GEMV" and tuning.label(out[1]) in tuning.CHOICES
+    assert out[2]["projections"] == "inductor" and "combo_kernels" in out[2]["tune"]   # the first tuned build
+    assert ctx.info["gemv_more"]["shapes"] == [[1, 128, 32, True]]
+    assert tuning.build_estimate(out[1], run) == ("one build", 10.0)
+    table[1]["gemv_pdl_us"] = 4.1                                    # PDL did not make it win: no such candidate
+    run = _tuned_run(tmp_path / "b", run_params, table, {"gemv": [[1, 64, 32, False]]})
+    ctx.run, ctx.steps = run, run.steps_before("tuning")
+    assert not any(k.get("gemv_more") for k in tuning.candidates(ctx))
+
+
+def test_tuning_routes_the_shapes_only_pdl_won_on_top_of_phase_5s_gemv():
+    """apply() of the "more shapes" candidate: phase 5's routing done again with gate+up (and its norm) added and
+    its blocks, the residual fold turned on where phase 5 had none; the logits are the untouched model's."""
+    from playbook.phases import kernels as phase5
+    from playbook.phases import tuning as phase6
+    from playbook.pipeline import Pipeline
+    from playbook.rewrites import gemv
+    wl = _hf("llama", {"position": "3"}, fuse=True)
+    with torch.no_grad():
+        want = wl.model(*wl.args, **wl.kwargs)
+    found = gemv.find_sites(wl.model, wl.args, wl.kwargs)
+    keys = gemv.shape_keys(found)
+    gate_up = next(keys[p] for p in found["linears"] if p.endswith("mlp.gate_proj"))      # fused with up_proj
+    shapes = sorted(set(keys.values()) - {gate_up})
+    pipe = Pipeline(workload=wl, device=torch.device(DEVICE), dtype=torch.float32)
+    phase5.apply(pipe, {"gemv": [list(s) for s in shapes], "gemv_gated": False, "gemv_residual": False})
+    before = dict(pipe.info["gemv"])
+    assert "post_grad_custom_post_pass" not in pipe.inductor
+    layers = wl.model.model.config.num_hidden_layers
+    phase6.apply(pipe, {"tune": ["pdl"], "gemv_more": [list(gate_up)],
+                        "gemv_more_blocks": [{"shape": list(gate_up), "variant": "", "blocks": [8, 32, 4]}]})
+    assert pipe.info["gemv"]["linears"] == before["linears"] + 2 * layers              # gate_proj and up_proj
+    assert pipe.info["gemv"]["norms_folded"] == before["norms_folded"] + layers      # gate+up's norm folds now
+    assert "post_grad_custom_post_pass" in pipe.inductor                             # and its residual add
+    routed = [m for m in wl.model.modules() if m.__dict__.get("_playbook_blocks") == (8, 32, 4)]
+    assert len(routed) == layers
+    with torch.no_grad():
+        torch.testing.assert_close(wl.model(*wl.args, **wl.kwargs), want, atol=1e-4, rtol=1e-4)
+    with pytest.raises(RuntimeError, match="no decode GEMV routed"):
+        gemv.unroute(wl.model)
+        phase5.reroute(pipe, [list(gate_up)])

@@ -286,16 +286,7 @@ def apply(pipe, knobs):
                                f"{knobs['few_query']}")
         pipe.info["few_query"] = [d["path"] for d in done]
     if knobs.get("gemv"):
-        from ..rewrites import gemv
-        wl = pipe.workload
-        found = gemv.select(gemv.find_sites(wl.model, wl.args, wl.kwargs), knobs["gemv"])   # True: every shape
-        pipe.info["gemv"] = gemv.route(wl.model, found, pdl=bool(knobs.get("pdl")),     # a recipe may ask for PDL
-                                       gated=bool(knobs.get("gemv_gated")), glu=bool(knobs.get("gemv_glu")),
-                                       blocks=knobs.get("gemv_blocks"))
-        if knobs.get("gemv_residual"):
-            from ..rewrites import gemv_residual
-            pipe.inductor["post_grad_custom_post_pass"] = gemv_residual.chain(
-                pipe.inductor.get("post_grad_custom_post_pass"), gemv_residual.residual_pass())
+        _route_gemv(pipe, knobs)
     if knobs.get("swap"):
         from ..rewrites import kernel_swap
         found = kernel_swap.find_sites(pipe.workload.model)
@@ -313,3 +304,46 @@ def apply(pipe, knobs):
             pipe.notes.append(f"Inductor settings not in torch {torch.__version__}: {', '.join(missing)}")
         if pipe.vendor == "rocm":
             pipe.inductor["memory_planning"] = False
+
+
+GEMV_KNOBS = ("gemv", "gemv_gated", "gemv_glu", "gemv_blocks", "gemv_residual")
+
+
+def _route_gemv(pipe, knobs):
+    """Route the decode GEMV as knobs say (this phase's gemv knobs), and remember them on the model for reroute."""
+    from ..rewrites import gemv
+    wl = pipe.workload
+    found = gemv.select(gemv.find_sites(wl.model, wl.args, wl.kwargs), knobs["gemv"])   # True: every shape
+    pipe.info["gemv"] = gemv.route(wl.model, found, pdl=bool(knobs.get("pdl")),     # a recipe may ask for PDL
+                                   gated=bool(knobs.get("gemv_gated")), glu=bool(knobs.get("gemv_glu")),
+                                   blocks=knobs.get("gemv_blocks"))
+    if knobs.get("gemv_residual"):
+        _route_gemv_residual(pipe)
+    wl.model.__dict__["_playbook_gemv_knobs"] = {k: knobs.get(k) for k in GEMV_KNOBS}
+    return found
+
+
+def reroute(pipe, shapes, blocks=None, pdl=True):
+    """Phase 6's "more shapes to the GEMV": route this phase's decode GEMV again with `shapes` added (time_shapes'
+    pdl_winners) and their `blocks` (tuned_blocks' entries), with PDL; the residual fold too where a norm is now
+    folded and this phase had not turned it on. Returns route()'s counts."""
+    from ..rewrites import gemv
+    model = pipe.workload.model
+    kept = model.__dict__.get("_playbook_gemv_knobs")
+    if not kept or kept["gemv"] is True:
+        raise RuntimeError("no decode GEMV routed by phase 5 to add shapes to" if not kept else
+                           "phase 5 routed every projection shape to the decode GEMV: none to add")
+    gemv.unroute(model)
+    knobs = dict(kept, gemv=list(kept["gemv"]) + [s for s in shapes if s not in kept["gemv"]],
+                 gemv_blocks=list(kept.get("gemv_blocks") or []) + list(blocks or []), gemv_residual=False, pdl=pdl)
+    found = _route_gemv(pipe, knobs)
+    if found["folds"] and not kept.get("gemv_residual"):
+        _route_gemv_residual(pipe)
+    model.__dict__["_playbook_gemv_knobs"] = {**knobs, "gemv_residual": bool(found["folds"] or kept["gemv_residual"])}
+    return pipe.info["gemv"]
+
+
+def _route_gemv_residual(pipe):
+    from ..rewrites import gemv_residual
+    pipe.inductor["post_grad_custom_post_pass"] = gemv_residual.chain(
+        pipe.inductor.get("post_grad_custom_post_pass"), gemv_residual.residual_pass())

@@ -79,6 +79,9 @@ CHOICES = {**{name + combo + proj: (_GIVEN_BACK if proj else "") + what + (_COMB
            "PDL": "Programmatic Dependent Launch alone (no tuning: one build) for Inductor's Triton kernels and ours "
                   "(the GEMV, the few-token rotary, the few-query attention): each starts before the one before ends",
            "PDL + combo kernels": "PDL as above" + _COMBO + " (no tuning: one build)",
+           **{f"PDL{combo}, more shapes to the GEMV": "PDL as above" + (_COMBO if combo else "") + ", and phase 5's "
+              "decode GEMV given the projection shapes its table found faster than cuBLAS with PDL only "
+              "(gemv_pdl_us; one build)" for combo in ("", " + combo kernels")},
            "max-autotune": "max_autotune: benchmark GEMM templates and kernel configs at build time",
            "max-autotune + coordinate descent": "max_autotune and coordinate descent together"}
 
@@ -90,7 +93,8 @@ def label(knobs):
     if "max_autotune" in tune:
         return "max-autotune"
     if "coordinate_descent_tuning" not in tune:
-        return "PDL" + (" + combo kernels" if "combo_kernels" in tune else "")
+        return ("PDL" + (" + combo kernels" if "combo_kernels" in tune else "")
+                + (", more shapes to the GEMV" if knobs.get("gemv_more") else ""))
     return ("coordinate descent" + (" + PDL" if "pdl" in tune else "")
             + (" + combo kernels" if "combo_kernels" in tune else "")
             + (", projections to Inductor" if knobs.get("projections") == "inductor" else ""))
@@ -131,16 +135,37 @@ def candidates(ctx):
     else:
         out.insert(0, dict(out[0], tune=out[0]["tune"] + ["pdl"]))
         if routed:                  # one build, first (see the NOTE above)
-            out.insert(0, {"tune": ["pdl"]})
+            more = _more_gemv(ctx)
+            out[:0] = [{"tune": ["pdl"]}] + ([{"tune": ["pdl"], **more}] if more else [])
         else:
             out.append({"tune": ["pdl"]})
     why = combo_here()
     if why:
         ctx.info["combo_kernels"] = f"not offered: {why}"
     else:
-        for i in range(2 if routed and not pdl_why else 1):     # with PDL alone too, where it goes first
-            out[i] = dict(out[i], tune=out[i]["tune"] + ["combo_kernels"])
+        first_tuned = next(i for i, knobs in enumerate(out) if "coordinate_descent_tuning" in knobs["tune"])
+        for i, knobs in enumerate(out):     # the first tuned candidate, and PDL's one build where it goes first
+            if i == first_tuned or (routed and knobs["tune"] == ["pdl"]):
+                out[i] = dict(knobs, tune=knobs["tune"] + ["combo_kernels"])
     return out
+
+
+def _more_gemv(ctx):
+    """{"gemv_more": shapes, "gemv_more_blocks": blocks} for the one-build PDL candidate of a recipe routed
+    through kernels.gemv: the shapes phase 5's table found faster than cuBLAS with PDL only (rewrites.gemv's
+    pdl_winners; their blocks from the same table), or {} where there are none."""
+    from ..rewrites import gemv
+    kernels = ctx.run.phase("kernels") if ctx.run is not None else None
+    step = next((s for s in ctx.steps if s["name"] == "kernels"), None) if getattr(ctx, "steps", None) else None
+    if not kernels or not step or step["knobs"].get("gemv") in (None, True):
+        return {}
+    table = kernels.get("gemv_shapes") or []
+    more = gemv.pdl_winners(table, step["knobs"]["gemv"])
+    if not more:
+        return {}
+    ctx.info["gemv_more"] = {"shapes": more, "why": "faster than cuBLAS with PDL only, in phase 5's table"}
+    blocks = [b for b in gemv.tuned_blocks(table) if b["shape"] in more and b["variant"] == ""]
+    return {"gemv_more": more, **({"gemv_more_blocks": blocks} if blocks else {})}
 
 
 def build_estimate(knobs, run):
@@ -193,6 +218,10 @@ def apply(pipe, knobs):
     if knobs.get("projections") == "inductor":
         from ..rewrites import gemv
         pipe.info["gemv"] = {"linears": 0, "given_back": gemv.unroute(pipe.workload.model)}
+    if knobs.get("gemv_more"):
+        from . import kernels
+        pipe.info["gemv"] = kernels.reroute(pipe, knobs["gemv_more"], knobs.get("gemv_more_blocks"),
+                                            pdl="pdl" in knobs["tune"])
     if "pdl" in knobs["tune"]:
         from ..rewrites import pdl
         pipe.info["pdl"] = pdl.mark(pipe.workload.model)      # our kernels too (each ignores it where it cannot run)

@@ -197,6 +197,8 @@ def phase_details(p):
         for r in p["gemv_shapes"]:
             key = (r["rows"], r["N"], r["K"], r["norm"])
             us = f"{r['gemv_us']} ({_blocks(r['blocks'])})" if r.get("blocks") else r["gemv_us"]
+            if r.get("gemv_pdl_us") is not None:
+                us = f"{us}; with PDL {r['gemv_pdl_us']}"
             if r.get("glu"):        # the gate+up gemv writing act(gate) * up, against it then act's kernel
                 out.append(f"| {r['rows']}, {r['N']} x {r['K']} | {'norm, ' if r['norm'] else ''}{r['glu']}(gate) * up "
                            f"epilogue | {us} | {r['cublas_us']} (our gemv, then the activation) "
@@ -216,7 +218,16 @@ def phase_details(p):
                        f"blocks_us in the phase JSON)")
     for n in p.get("kernels_notes", []):
         out.append(f"- {n}")
+    if p.get("gemv_more"):      # phase 6: shapes its one-build PDL candidate routes on top of phase 5's
+        more = p["gemv_more"]
+        out.append(f"- more shapes to the GEMV offered with PDL: {', '.join(_shape(s) for s in more['shapes'])} "
+                   f"({more['why']})")
     return out + profile_details(p)
+
+
+def _shape(s):
+    rows, n, k, norm = s
+    return f"{rows}, {n} x {k}" + (" with its norm" if norm else "")
 
 
 def _blocks(choice):

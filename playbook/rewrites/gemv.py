@@ -282,7 +282,8 @@ def time_shapes(found, device, dtype, iters=15):
     fused gate+up of a gated MLP the gemv writing act(gate) * up against the same gemv then the activation's
     kernel (a row with "glu"); each as CALLS back-to-back calls in one CUDA graph over weight copies that rotate
     past the L2, replays timed side by side. A one-row shape's gemv is first timed at each of block_choices
-    (the row's "blocks_us"), and the fastest ("blocks") is the one timed against the other side. GPU only."""
+    (the row's "blocks_us"), and the fastest ("blocks") is the one timed against the other side. Where the GPU
+    has PDL, a plain or norm row's gemv is timed with it too, beside them ("gemv_pdl_us"). GPU only."""
     from ..quiet import quiet
     with quiet():                # the kernels started ahead wait once for the whole table
         table = [_time_shape(*key, device, dtype, iters) for key in sorted(set(shape_keys(found).values()))]
@@ -365,8 +366,14 @@ def _time_shape(rows, n, k, norm, device, dtype, iters, act="", glu=""):
             choice = min(choices, key=lambda c: by[_blocks_name(c)])
             best = block_kw(choice)
             row.update(blocks=list(choice), blocks_us=by)
-    us = timed({"gemv": lambda w: ours(w, **best), "cublas": other})
+    sides = {"gemv": lambda w: ours(w, **best), "cublas": other}
+    from playbook.kernels._triton import pdl_here
+    if not (act or glu) and pdl_here(device):   # what phase 6's PDL would make of it (see pdl_winners)
+        sides["gemv_pdl"] = lambda w: ours(w, pdl=True, **best)
+    us = timed(sides)
     row.update(gemv_us=us["gemv"], cublas_us=us["cublas"])
+    if "gemv_pdl" in sides:
+        row["gemv_pdl_us"] = us["gemv_pdl"]
     return {**row, "gated": act} if act else {**row, "glu": glu} if glu else row
 
 
@@ -379,6 +386,22 @@ def winners(table, margin=0.02):
     [rows, N, K, norm] lists phase 5 records in its knobs (the gated rows are gated_wins')."""
     return [[r["rows"], r["N"], r["K"], r["norm"]] for r in table
             if not r.get("gated") and not r.get("glu") and _wins(r, margin)]
+
+
+# NOTE: a shape's gemv is also timed with PDL where the GPU has it (the row's gemv_pdl_us): CALLS back-to-back calls,
+# each reading its first chunk of W while the one before finishes, as phase 6's PDL has every routed projection do
+# after the kernel before it in the step. cuBLAS's kernels cannot. Phase 5 routes by the plain timing (the recipe it
+# builds has no PDL), and phase 6 offers PDL with the shapes that only PDL made win routed too (pdl_winners): on
+# llama 1b (H200, 2026-12-04) gate+up with its norm lost by 3% (21.18 against 20.59 us) and stayed on cuBLAS, with
+# its norm a kernel of its own, outside the PDL chain. Not yet timed on a GPU.
+def pdl_winners(table, routed=(), margin=0.02):
+    """The shapes (as winners gives them) that time_shapes' table found faster than cuBLAS by more than margin
+    with PDL only: not among `routed` (the recipe's shapes), and with a gemv_pdl_us timing."""
+    have = {tuple(s) for s in routed} | {tuple(s) for s in winners(table, margin)}
+    return [[r["rows"], r["N"], r["K"], r["norm"]] for r in table
+            if not r.get("gated") and not r.get("glu") and "gemv_pdl_us" in r
+            and r["gemv_pdl_us"] < r["cublas_us"] * (1 - margin)
+            and (r["rows"], r["N"], r["K"], r["norm"]) not in have]
 
 
 def gated_wins(table, margin=0.02):
@@ -545,7 +568,9 @@ def route(model, found, pdl=False, gated=False, glu=False, blocks=None):
 
 def unroute(model):
     """Undo route(): every routed projection back to its class's forward (F.linear, which Inductor compiles
-    and tunes) and every folded norm back to its own forward. Returns how many projections it gave back."""
+    and tunes) and every folded norm back to its own forward, and forgets the knobs phase 5 routed it by.
+    Returns how many projections it gave back."""
+    model.__dict__.pop("_playbook_gemv_knobs", None)
     given = 0
     for mod in model.modules():
         for attr, blocks in (("_playbook_act", "_playbook_gated_blocks"), ("_playbook_glu", "_playbook_glu_blocks")):
