@@ -32,8 +32,8 @@ decode at position 128 of a 1024-slot cache: 3 of 16); where one chunk holds the
 output itself, with no combine. On
 Hopper it takes part in Programmatic Dependent Launch as Inductor's kernels do: it may launch before the
 kernel that writes q, k and v ends, reads the position and its first block of the cache meanwhile, waits for
-that kernel before it reads q, k and v, and lets the next one launch once its reads are done. The rotary embedding, the two cache writes, the length and the combine were five more launches
-a layer. It is the custom op `playbook::decode_attention_rope_append`, which mutates the caches.
+that kernel before it reads q, k and v, and lets the next one launch once its reads are done. The rotary
+embedding, the two cache writes, the length and the combine were five more launches a layer. It is the custom op `playbook::decode_attention_rope_append`, which mutates the caches.
 """
 import functools
 import math

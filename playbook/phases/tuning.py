@@ -3,10 +3,11 @@
 coordinate_descent_tuning (block sizes and warps per Triton kernel), max_autotune (GEMM templates
 autotuned, with phase 3's backend choice when it was kept) and benchmark_kernel: each alone where it
 is worth a compile, and all together; PDL and combo kernels with the first, and alone as one build (first
-for a recipe routed through the decode GEMV). Compile time is the cost: every candidate records compile_s
-beside its gain, and a build that would overrun BUDGET_S is left out (build_estimate says what each kind
-costs; the JSON's "budget" names what was left out). Inductor's FX-graph and autotune caches live in the run directory
-(TORCHINDUCTOR_CACHE_DIR), so a re-run or --resume does not pay it again.
+for a recipe routed through the decode GEMV, then again with the shapes only PDL made win routed too).
+Compile time is the cost: every candidate records compile_s beside its gain, and a build that would overrun
+BUDGET_S is left out (build_estimate says what each kind costs; the JSON's "budget" names what was left
+out). Inductor's FX-graph and autotune caches live in the run directory (TORCHINDUCTOR_CACHE_DIR), so a
+re-run or --resume does not pay it again.
 """
 import torch
 
@@ -52,8 +53,8 @@ KNOBS = {
 # with PDL there, and in its step the gaps between kernels were 0.058 ms (PDL's recipe of sitting 5: 0.003). The
 # ladder now leaves out only what would overrun the budget and goes on to cheaper builds (build_estimate).
 # NOTE: PDL alone (no tuning) costs one build, the kept recipe's compile, where a tuned one costs COST_X times it.
-# It is offered alone, last, and first where the budget holds no tuned build (pi0 full: a 64 s compile against
-# a 75 s budget). Its apply also gives our kernels PDL (rewrites.pdl: the GEMV, the few-token rotary, the
+# It is offered alone, last (first for a GEMV recipe: the NOTE above), and first where the budget holds no tuned
+# build (pi0 full: a 64 s compile against a 75 s budget). Its apply also gives our kernels PDL (rewrites.pdl: the GEMV, the few-token rotary, the
 # few-query attention), which pi0's denoise loop runs eight of ten kernels a layer on.
 # NOTE: combo kernels (Inductor's combo_kernels): kernels that do not depend on each other become one launch,
 # such as a decode layer's rotary embedding of q, of k with its cache write, and v's cache write. llama 1b's
