@@ -57,6 +57,36 @@ def test_a_decode_step_matches_the_model_run_without_a_cache(tmp_path):
     torch.testing.assert_close(got, whole, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("family", ["llama", "mistral"])
+def test_a_decode_step_leaves_its_cache_layers_counters_alone_eager_and_compiled(family):
+    """Each call gives the cache layers counters of their own made from cache_position (mistral's layers are
+    sliding: they keep an int counter too): the layers' own counters are the same tensors, unchanged, after eager
+    and compiled calls, no step writes them (no in-place op on a graph input of a counter's shape in Dynamo's
+    graph), and every call writes the same slot, so calls repeat."""
+    wl = build_workload("hf", "tiny", family, CPU, torch.float32, options={"position": "6"})
+    step = wl.model
+    counters = [(layer, layer.cumulative_length, int(layer.cumulative_length)) for layer in step.layers]
+    assert counters
+    graphs = []
+
+    def keep(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+    with torch.no_grad():
+        want = step(*wl.args)
+        compiled = torch.compile(step, backend=keep)
+        got = [compiled(*wl.args) for _ in range(2)]
+    for out in got:
+        torch.testing.assert_close(out, want)
+    for layer, tensor, value in counters:
+        assert layer.cumulative_length is tensor and int(tensor) == value
+    (gm,) = graphs
+    placeholders = {n for n in gm.graph.nodes if n.op == "placeholder"}
+    written = [n for n in gm.graph.nodes if str(n.target).endswith("_") and not str(n.target).startswith("_")
+               and n.args and n.args[0] in placeholders and n.args[0].meta["example_value"].dim() == 0]
+    assert not written, [str(n) for n in written]
+
+
 def test_prefill_and_forward_steps(tmp_path):
     wl = build_workload("hf", "tiny", "qwen2", CPU, torch.float32, options={"step": "prefill", "tokens": "24"})
     assert repeatable(wl)["output"].shape[:2] == (1, 1)          # the last token's logits

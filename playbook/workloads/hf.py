@@ -219,16 +219,27 @@ def lookup_tables(model):
 
 def _cache_counters(cache):
     """The cache layers that write at their own counter (a tensor `cumulative_length`; sliding layers also
-    keep a Python int one): the layers DecodeStep pins."""
+    keep a Python int one): the layers DecodeStep gives a counter of their own each call."""
     return [layer for layer in getattr(cache, "layers", ())
             if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor)]
 
 
+# NOTE: each call hands every cache layer a counter of its own made from cache_position, and puts the layer's
+# counter back after: every call writes the same slot, and the layers' own counters are not written by the step.
+# Until 2026-12-04 the counters themselves were pinned to the position before and after each call. A compiled step
+# then ended in one kernel a layer writing the position back into its counter, which Inductor did not fuse on the
+# GPU: llama 1b's traces on the H200 end each step in 16 launches of `triton_poi_fused_add_copy__select_17` (eager
+# + graph, benchmarks/results/llama-1b-profile/traces/01-cudagraph.json.gz) or `triton_poi_fused_copy__select_7`
+# (sitting 16's verify, 0.016 ms of kernel time and a gap before each). A harness cost, paid by every phase and by
+# every torch.compile mode measured beside them. With counters made in the step, the step's increments of them are
+# dead and Inductor drops them: on a CPU the compiled graph of the tiny llama lost its one counter kernel, and the
+# one-launch decode attention reads cache_position itself. Not yet measured on a GPU.
 class DecodeStep(nn.Module):
     """One decode token: a Hugging Face causal LM plus its StaticCache, called with tensors only.
 
-    Recent transformers write at each layer's own counter, not at cache_position; the counters are
-    pinned to the position before and after every call, so every call writes the same slot."""
+    Recent transformers write at each layer's own counter, not at cache_position: each call gives every such
+    layer a fresh counter holding cache_position, and gives the layer its own back after (the NOTE above), so
+    every call writes the same slot."""
 
     def __init__(self, model, cache, position):
         super().__init__()
@@ -238,18 +249,19 @@ class DecodeStep(nn.Module):
         self.layers = _cache_counters(cache)
         self.cache_arg = cache_arg(model.forward)        # a constant to Dynamo: read once, here
 
-    def _pin(self, cache_position):
-        for layer in self.layers:
-            layer.cumulative_length.copy_(cache_position[0])
-            if hasattr(layer, "cumulative_length_int"):
-                layer.cumulative_length_int = self.position
-
     def forward(self, input_ids, cache_position):
         # input_ids: [1, 1]; cache_position: [1]
-        self._pin(cache_position)
-        out = self.model(input_ids=input_ids, position_ids=cache_position[None], cache_position=cache_position,
-                         use_cache=True, **{self.cache_arg: self.cache})
-        self._pin(cache_position)
+        own = [layer.cumulative_length for layer in self.layers]
+        for layer in self.layers:
+            layer.cumulative_length = cache_position[0].clone()
+            if hasattr(layer, "cumulative_length_int"):
+                layer.cumulative_length_int = self.position
+        try:
+            out = self.model(input_ids=input_ids, position_ids=cache_position[None], cache_position=cache_position,
+                             use_cache=True, **{self.cache_arg: self.cache})
+        finally:
+            for layer, counter in zip(self.layers, own):
+                layer.cumulative_length = counter
         return out.logits
 
 
