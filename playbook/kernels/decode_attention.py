@@ -351,7 +351,9 @@ def decode_attention_rope_append(q, k, v, cos, sin, k_cache, v_cache, position, 
     v_cache [1, KVH, N, D], written at `position` (an int tensor of one element) with the rotated k and v.
     Returns [H, D]: attention of the rotated q over slots 0..position. Each query head's program walks
     `chunk` slots (a multiple of block_n); a position past the first chunk splits the work over
-    ceil((position + 1) / chunk) programs a head, combined in the same launch."""
+    ceil((position + 1) / chunk) programs a head, combined in the same launch. On Hopper (PDL) the position and
+    the caches' old slots are read before the kernel launched just before this one is waited for: that kernel
+    must not write them (a decode step's projection does not; see the NOTE on PDL at the kernel)."""
     return torch.ops.playbook.decode_attention_rope_append(q, k, v, cos, sin, k_cache, v_cache, position,
                                                            float(scale or 0.0), int(chunk or 0), int(block_n),
                                                            int(num_warps))
