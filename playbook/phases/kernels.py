@@ -335,11 +335,12 @@ def reroute(pipe, shapes, blocks=None, pdl=True):
                            "phase 5 routed every projection shape to the decode GEMV: none to add")
     gemv.unroute(model)
     knobs = dict(kept, gemv=list(kept["gemv"]) + [s for s in shapes if s not in kept["gemv"]],
-                 gemv_blocks=list(kept.get("gemv_blocks") or []) + list(blocks or []), gemv_residual=False, pdl=pdl)
+                 gemv_blocks=list(kept.get("gemv_blocks") or []) + list(blocks or []), pdl=pdl,
+                 gemv_residual=False)             # where phase 5 turned the residual fold on, its pass is in place
     found = _route_gemv(pipe, knobs)
-    if found["folds"] and not kept.get("gemv_residual"):
+    if found["folds"] and not kept["gemv_residual"]:
         _route_gemv_residual(pipe)
-    model.__dict__["_playbook_gemv_knobs"] = {**knobs, "gemv_residual": bool(found["folds"] or kept["gemv_residual"])}
+    model.__dict__["_playbook_gemv_knobs"]["gemv_residual"] = bool(kept["gemv_residual"] or found["folds"])
     return pipe.info["gemv"]
 
 

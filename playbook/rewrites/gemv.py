@@ -306,6 +306,7 @@ def gated_keys(found):
 
 
 def _time_shape(rows, n, k, norm, device, dtype, iters, act="", glu=""):
+    from playbook.kernels._triton import pdl_here
     from playbook.kernels.gemv import gemv
 
     from .. import bench
@@ -367,7 +368,6 @@ def _time_shape(rows, n, k, norm, device, dtype, iters, act="", glu=""):
             best = block_kw(choice)
             row.update(blocks=list(choice), blocks_us=by)
     sides = {"gemv": lambda w: ours(w, **best), "cublas": other}
-    from playbook.kernels._triton import pdl_here
     if not (act or glu) and pdl_here(device):   # what phase 6's PDL would make of it (see pdl_winners)
         sides["gemv_pdl"] = lambda w: ours(w, pdl=True, **best)
     us = timed(sides)
@@ -377,8 +377,8 @@ def _time_shape(rows, n, k, norm, device, dtype, iters, act="", glu=""):
     return {**row, "gated": act} if act else {**row, "glu": glu} if glu else row
 
 
-def _wins(r, margin):
-    return r["gemv_us"] < r["cublas_us"] * (1 - margin)
+def _wins(r, margin, side="gemv_us"):
+    return r[side] < r["cublas_us"] * (1 - margin)
 
 
 def winners(table, margin=0.02):
@@ -399,8 +399,7 @@ def pdl_winners(table, routed=(), margin=0.02):
     with PDL only: not among `routed` (the recipe's shapes), and with a gemv_pdl_us timing."""
     have = {tuple(s) for s in routed} | {tuple(s) for s in winners(table, margin)}
     return [[r["rows"], r["N"], r["K"], r["norm"]] for r in table
-            if not r.get("gated") and not r.get("glu") and "gemv_pdl_us" in r
-            and r["gemv_pdl_us"] < r["cublas_us"] * (1 - margin)
+            if not r.get("gated") and not r.get("glu") and "gemv_pdl_us" in r and _wins(r, margin, "gemv_pdl_us")
             and (r["rows"], r["N"], r["K"], r["norm"]) not in have]
 
 
