@@ -274,3 +274,42 @@ def test_a_prompt_is_not_taken_by_the_decode_kernel():
     wl = build_workload("hf", "tiny", "qwen2", CPU, torch.float32, options={"step": "prefill", "tokens": "9"})
     attention.route_hf(wl.model)
     assert decode_kernel.decode_sites(wl.model, attention.record_sdpa_calls(wl.model, wl.args, wl.kwargs)) == []
+
+
+@pytest.mark.parametrize("kv_heads", [2, 4])     # grouped attention takes GQA; with as many K/V heads, nothing does
+def test_phase_2_leaves_a_soft_capped_model_on_eager_attention(kv_heads):
+    """Gemma 2 soft-caps its attention logits, which SDPA cannot do: transformers refuses SDPA for it
+    (_supports_sdpa = False), and a forced switch raised in phase 2's first step. The phase now names why it stays
+    on eager, and offers grouped attention (which applies the softcap) where the model is GQA."""
+    from types import SimpleNamespace
+
+    from playbook.phases import Skip
+    from playbook.phases import attention as phase2
+    from playbook.rewrites import attention
+    opts = {"position": "5", "kv_heads": str(kv_heads)}
+    wl = build_workload("hf", "tiny", "gemma2", CPU, torch.float32, options=opts)
+    (path, hf), = attention.hf_models(wl.model)
+    assert "_supports_sdpa = False" in attention.sdpa_refusal(hf)
+    assert hf.config.attn_logit_softcapping
+
+    def cap(model, value):         # a cap the tiny model's logits reach, so a forgotten softcap shows
+        for m in model.modules():
+            if hasattr(m, "attn_logit_softcapping"):
+                m.attn_logit_softcapping = value
+        return model
+    uncapped = cap(build_workload("hf", "tiny", "gemma2", CPU, torch.float32, options=opts).model, None)
+    want = cap(wl.model, 0.05)(*wl.args, **wl.kwargs)
+    assert (uncapped(*wl.args, **wl.kwargs) - want).abs().max() > 1e-2
+    pipe = SimpleNamespace(workload=wl, device=CPU, info={}, notes=[], inductor={})
+    ctx = SimpleNamespace(fresh_pipeline=lambda: pipe, vendor="cpu", info={})
+    if kv_heads == 4:
+        with pytest.raises(Skip, match="stays on eager attention"):
+            phase2.candidates(ctx)
+        return
+    got = phase2.candidates(ctx)
+    assert got[0] == {"route": {"hf": [], "rewrite": []}, "sdpa_backend": None, "grouped": [path]}, got
+    assert "stays on eager" in ctx.info["sdpa_refused"][0]
+    wl2 = build_workload("hf", "tiny", "gemma2", CPU, torch.float32, options={"position": "5", "kv_heads": "2"})
+    cap(wl2.model, 0.05)
+    phase2.apply(SimpleNamespace(workload=wl2, info={}, notes=[], inductor={}), got[0])
+    torch.testing.assert_close(wl2.model(*wl2.args, **wl2.kwargs), want, atol=1e-4, rtol=1e-4)

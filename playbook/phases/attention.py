@@ -83,23 +83,32 @@ def candidates(ctx):
                                    "explicit mask; a KV-cache decode passes one) " if flash_available() else
                                    "aiter not installed: its flash attention not offered (pip install amd-aiter); ")
                                   + "unverified on hardware here")
-    if not calls:
+    refused = [f"{h['path'] or 'the model'} stays on {h['was']} attention: {h['why']}" for h in hf if h.get("why")]
+    if refused:
+        ctx.info["sdpa_refused"] = refused
+    if not calls and refused and not grouped:
+        raise Skip("; ".join(refused) + "; no other attention to route")
+    if not calls and not grouped:
         raise Skip("no attention found: no Hugging Face attention switch, no eager matmul -> softmax -> matmul "
                    "that FX can trace, and no scaled_dot_product_attention call in the step")
-    table = attention.measure_backends(calls, pipe.device)
-    ctx.info["sdpa_backends"] = table
+    table = attention.measure_backends(calls, pipe.device) if calls else []
+    if table:
+        ctx.info["sdpa_backends"] = table
     # A model grouped attention takes is not also routed to SDPA: with an explicit mask HF copies its K/V per
     # query head for SDPA, which grouped attention exists to avoid (pi0 full, H200, 2026-11-23: SDPA for all
     # three models 37.0 ms, grouped 24.1, the recipe before them 26.1; the SDPA build cost 73 s).
     taken = [g["path"] for g in grouped]
-    route = {"hf": [h["path"] for h in hf if h["was"] != "sdpa" and h["path"] not in taken], "rewrite": rewritten}
-    default = next(r for r in table if r["backend"] == "default")
+    route = {"hf": [h["path"] for h in hf if h["was"] != "sdpa" and h["now"] == "sdpa" and h["path"] not in taken],
+             "rewrite": rewritten}
+    default = next((r for r in table if r["backend"] == "default"), None)
     best = next((r for r in table if r["ok"] and r["backend"] != "default"), None)
-    force = best is not None and default["ok"] and best["us"] < default["us"] * (1 - FORCE_IF_FASTER)
-    ctx.info["sdpa_backend_choice"] = (
-        f"{best['backend']}: {best['us']} us against torch's pick {default['us']} us" if force else
-        f"torch's own pick ({default['us']} us); the best forced backend "
-        f"({best['backend'] if best else 'none'}) was not {FORCE_IF_FASTER:.0%} faster")
+    force = (best is not None and default is not None and default["ok"]
+             and best["us"] < default["us"] * (1 - FORCE_IF_FASTER))
+    if default is not None:
+        ctx.info["sdpa_backend_choice"] = (
+            f"{best['backend']}: {best['us']} us against torch's pick {default['us']} us" if force else
+            f"torch's own pick ({default['us']} us); the best forced backend "
+            f"({best['backend'] if best else 'none'}) was not {FORCE_IF_FASTER:.0%} faster")
     if force and attention.torch_picks(calls) == {best["backend"]}:
         # NOTE: on the 2-core CPU the tiny model's table put forced flash 15-45% ahead of torch's pick, which is
         # flash itself: timing noise, and the build it bought cost 5-6 s of a cold ladder (2026-11-23).

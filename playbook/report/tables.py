@@ -172,7 +172,8 @@ def phase_details(p):
         out.append(f"- weight bytes: {w['before'] / 1e6:.1f} MB before, {w['after'] / 1e6:.1f} MB after")
     sites = p.get("attention_sites")
     if sites:
-        hf = [f"{h['path'] or 'model'}: {h['was']} -> {h['now']}" for h in sites["hf"]]
+        hf = [f"{h['path'] or 'model'}: {h['was']} -> {h['now']}" + (f" ({h['why']})" if h.get("why") else "")
+              for h in sites["hf"]]
         out.append(f"- attention: Hugging Face switch {hf or 'none'}; eager sites rewritten to SDPA: "
                    f"{len(sites['rewritten'])}")
     if p.get("sdpa_backends"):

@@ -109,14 +109,32 @@ def set_attn_implementation(m, name):
         cfg._attn_implementation = name
 
 
+def sdpa_refusal(m):
+    """Why transformers will not run this HF model's attention through SDPA, or None: its class says it has no
+    SDPA path (Gemma 2, whose logits are soft-capped), or a config of it soft-caps the attention logits, which
+    SDPA cannot do (transformers' sdpa_attention_forward raises on a softcap)."""
+    if getattr(type(m), "_supports_sdpa", None) is False:
+        return f"{type(m).__name__} has no SDPA attention in transformers (its class sets _supports_sdpa = False)"
+    for cfg in [m.config] + [v for v in vars(m.config).values() if hasattr(v, "_attn_implementation")]:
+        cap = getattr(cfg, "attn_logit_softcapping", None)
+        if cap:
+            return f"its attention soft-caps the logits (attn_logit_softcapping={cap:g}), which SDPA cannot do"
+    return None
+
+
 def route_hf(model, dry_run=False, only=None):
     """Switch every HF model inside (those at the paths in `only`, if given) to "sdpa"; returns [{path, was,
-    now}]. dry_run: report only."""
+    now}], and `why` where a model stays as it was because SDPA cannot take it (sdpa_refusal). dry_run: report
+    only."""
     out = []
     for path, m in hf_models(model):
         if only is not None and path not in only:
             continue
         was = m.config._attn_implementation
+        why = sdpa_refusal(m) if was != "sdpa" else None
+        if why:
+            out.append({"path": path, "was": was, "now": was, "why": why})
+            continue
         now = was
         if was != "sdpa" and not dry_run:
             set_attn_implementation(m, "sdpa")
