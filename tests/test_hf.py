@@ -43,29 +43,35 @@ def test_a_checkpoint_folder_loads_its_real_weights_and_decodes(tmp_path, family
     assert "checkpoint" in wl.description and "position 20" in wl.description
 
 
-def test_a_decode_step_matches_the_model_run_without_a_cache(tmp_path):
-    """The timed decode token's logits are the last logits of the whole sequence run from scratch."""
-    wl = build_workload("hf", "tiny", "qwen2", CPU, torch.float32, options={"position": "12"})
+@pytest.mark.parametrize("family", ["qwen2", "jamba", "mamba2"])
+def test_a_decode_step_matches_the_model_run_without_a_cache(family):
+    """The timed decode token's logits are the last logits of the whole sequence run from scratch, on every
+    call: a state-space layer's states (Jamba's, Mamba2's) are put back to the prompt's before each."""
+    if family not in hf.model_types():
+        pytest.skip(f"this transformers has no {family}")
+    wl = build_workload("hf", "tiny", family, CPU, torch.float32, options={"position": "12"})
     step = wl.model
+    assert bool(step.states) == (family != "qwen2")
     vocab = step.model.config.vocab_size
     prompt = torch.randint(0, vocab, (1, 13), generator=torch.Generator().manual_seed(1))   # the build's, seed 0
     assert torch.equal(prompt[:, -1:], wl.args[0])
     with torch.no_grad():
-        got = step(*wl.args)
+        got = [step(*wl.args) for _ in range(3)]
         whole = step.model(input_ids=prompt, use_cache=False).logits[:, -1:]
-    assert got.shape == (1, 1, vocab)
-    torch.testing.assert_close(got, whole, atol=1e-4, rtol=1e-4)
+    assert got[0].shape == (1, 1, vocab)
+    for out in got:
+        torch.testing.assert_close(out, whole, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("family", ["llama", "mistral"])
+@pytest.mark.parametrize("family", ["llama", "mistral", "jamba"])
 def test_a_decode_step_leaves_its_cache_layers_counters_alone_eager_and_compiled(family):
     """Each call gives the cache layers counters of their own made from cache_position (mistral's layers are
-    sliding: they keep an int counter too): the layers' own counters are the same tensors, unchanged, after eager
+    sliding: they keep an int counter too; jamba's state-space layers count in a counter of their own): the layers' own counters are the same tensors, unchanged, after eager
     and compiled calls, no step writes them (no in-place op on a graph input of a counter's shape in Dynamo's
     graph), and every call writes the same slot, so calls repeat."""
     wl = build_workload("hf", "tiny", family, CPU, torch.float32, options={"position": "6"})
     step = wl.model
-    counters = [(layer, layer.cumulative_length, int(layer.cumulative_length)) for layer in step.layers]
+    counters = [(layer, name, getattr(layer, name), int(getattr(layer, name))) for layer, name in step.counters]
     assert counters
     graphs = []
 
@@ -78,8 +84,8 @@ def test_a_decode_step_leaves_its_cache_layers_counters_alone_eager_and_compiled
         got = [compiled(*wl.args) for _ in range(2)]
     for out in got:
         torch.testing.assert_close(out, want)
-    for layer, tensor, value in counters:
-        assert layer.cumulative_length is tensor and int(tensor) == value
+    for layer, name, tensor, value in counters:
+        assert getattr(layer, name) is tensor and int(tensor) == value
     (gm,) = graphs
     placeholders = {n for n in gm.graph.nodes if n.op == "placeholder"}
     written = [n for n in gm.graph.nodes if str(n.target).endswith("_") and not str(n.target).startswith("_")

@@ -10,19 +10,31 @@
 --model is a folder holding config.json (weights loaded with local files only, nothing is downloaded)
 or a model type from transformers' config classes (llama, qwen2, mistral, gemma, gemma2, phi3, gpt2,
 bert, vit, t5, ...) built with random weights at a preset's sizes, overridden by the size options.
+A preset sizes every config inside the model's too (CLIP's towers, a VLM's language model), keeps each
+kind of layer a pattern has (Gemma 3's sliding and full, Jamba's attention and Mamba, Nemotron-H's four),
+shrinks a mixture of experts to `experts` experts of `expert_mlp`, and leaves a staged vision model's
+stage widths alone (Swin, SegFormer), capping each stage's depth at `layers`.
 
 The step a run times:
-- `decode` (causal LMs, the default): one token at `position` against a StaticCache of `cache` slots.
-  The prompt is prefilled when the workload is built; every call writes the same slot (the cache's
-  counters are pinned), so calls are repeatable and a captured graph replays them.
+- `decode` (causal LMs, the default): one token at `position` (128, or half a shorter sliding window)
+  against a StaticCache of `cache` slots. The prompt is prefilled when the workload is built; every call
+  writes the same slot (each call hands the cache layers counters of their own) and a state-space layer's
+  states are put back to the prompt's first, so calls are repeatable and a captured graph replays them.
+  A model transformers will not prefill into a StaticCache falls back to `prefill`, and says why.
 - `prefill` (causal LMs): `tokens` tokens in one forward, no cache, the last token's logits.
-- `forward` (everything else): AutoModel's forward on `tokens` tokens or one image (vision models);
-  an encoder-decoder runs its encoder and one decoder token.
+- `forward` (everything else): the model's forward on its main input, built from its config: `tokens`
+  tokens (128, cut to what the model holds), one image, `samples` audio samples (16000) or log-mel frames
+  (Whisper, Speech2Text); a dual encoder (CLIP, SigLIP) gets text and an image, a vision-language model
+  runs its text alone; an encoder-decoder runs its encoder and one decoder token. The output judged is the
+  logits, else the last hidden state, else the first floating-point tensor the forward returns.
+Each step runs once when it is built: a model whose config, sizes or inputs this workload cannot build is
+refused then with a PlaybookError that names what to do (other sizes, a checkpoint, --workload custom).
 
 Floors: the bytes one step must read are the weights (lookup tables excepted unless tied to a
-projection) plus, for decode, the filled part of the KV cache; the baseline phase counts FLOPs with
-torch.utils.flop_counter.FlopCounterMode on the real step.
+projection) plus, for decode, the filled part of the KV cache and any state-space layer's states;
+the baseline phase counts FLOPs with torch.utils.flop_counter.FlopCounterMode on the real step.
 """
+import math
 from pathlib import Path
 
 import torch
@@ -35,27 +47,35 @@ STEPS = ("decode", "prefill", "forward")
 
 # Sizes by the names a user gives, and the config attributes each one sets (every one the config has).
 SIZE_KEYS = {
-    "hidden": ("hidden_size", "d_model", "n_embd"),
-    "layers": ("num_hidden_layers", "num_layers", "n_layer", "num_decoder_layers", "encoder_layers",
-               "decoder_layers"),
-    "heads": ("num_attention_heads", "num_heads", "n_head", "encoder_attention_heads", "decoder_attention_heads"),
+    "hidden": ("hidden_size", "d_model", "n_embd", "embed_dim", "emb_dim", "dim"),
+    "layers": ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "num_decoder_layers", "encoder_layers",
+               "decoder_layers", "depth"),
+    "heads": ("num_attention_heads", "num_heads", "n_head", "n_heads", "encoder_attention_heads",
+              "decoder_attention_heads"),
     "kv_heads": ("num_key_value_heads",),
     "mlp": ("intermediate_size", "d_ff", "n_inner", "encoder_ffn_dim", "decoder_ffn_dim"),
     "vocab": ("vocab_size",),
     "head_dim": ("head_dim", "d_kv"),
     "image": ("image_size",),
+    "experts": (),            # a mixture of experts' count: the first of EXPERT_KEYS its config stores
+    "expert_mlp": ("moe_intermediate_size",),
 }
+EXPERT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts")
+MROPE_SECTION = (16, 24, 24)  # Qwen2-VL's rotary sections (time, height, width) when its config names none
 HEAD_DIM_KEYS = SIZE_KEYS["head_dim"]
 
 PRESETS = {   # sizes for --model ARCH (a checkpoint has its own)
-    "tiny": dict(hidden=256, layers=2, heads=4, kv_heads=2, mlp=512, vocab=2048),
-    "small": dict(hidden=1024, layers=8, heads=16, kv_heads=4, mlp=4096, vocab=32000),
+    "tiny": dict(hidden=256, layers=2, heads=4, kv_heads=2, mlp=512, vocab=2048, experts=8, expert_mlp=256),
+    "small": dict(hidden=1024, layers=8, heads=16, kv_heads=4, mlp=4096, vocab=32000, experts=16, expert_mlp=1024),
     "1b": dict(hidden=2048, layers=16, heads=32, kv_heads=8, mlp=8192, vocab=128256),
 }
 CHECKPOINT = "checkpoint"     # the preset recorded for a checkpoint folder
 
+TOKENS = 128      # option tokens when not given: cut to what the model holds (CLIP's text tower 77, SigLIP's 64)
+POSITION = 128    # option position when not given: half the sliding window where that is less (GPT-OSS: 64)
 OPTIONS = {   # name: (lowest, highest, default); None: chosen from the model
-    "position": (1, 1 << 20, 128), "tokens": (1, 1 << 20, 128), "cache": (2, 1 << 21, None),
+    "position": (1, 1 << 20, None), "tokens": (1, 1 << 20, None), "cache": (2, 1 << 21, None),
+    "samples": (400, 1 << 24, 16000),       # a waveform's length (one second at 16 kHz, what speech models take)
     **{k: (1, 1 << 20, None) for k in SIZE_KEYS},
 }
 
@@ -89,8 +109,8 @@ def check_model(model):
 
 
 def check_options(options):
-    """{name: value}: the given options, position and tokens defaulted (the rest are chosen from the model
-    when absent); a clear error for an unknown name or a bad value."""
+    """{name: value}: the given options, samples defaulted (the rest, position and tokens too, are chosen from the
+    model when absent); a clear error for an unknown name or a bad value."""
     out = {k: v[2] for k, v in OPTIONS.items() if v[2] is not None}
     for name, value in (options or {}).items():
         if value is None:
@@ -129,27 +149,106 @@ def check_preset(model, preset):
 
 # ---- the config and the model -------------------------------------------------------------------------
 
-def _size_config(model_type, sizes):
-    """A config of model_type with the given sizes set on every attribute that holds them."""
-    from transformers import AutoConfig
-    default = AutoConfig.for_model(model_type)
+def staged(default):
+    """Whether a config sizes its model by stage (Swin, SegFormer, PVT: a tuple of heads or widths a stage)."""
+    return any(isinstance(getattr(default, k, None), (list, tuple))
+               for k in ("depths", "hidden_sizes", *SIZE_KEYS["heads"], *SIZE_KEYS["hidden"]))
+
+
+def _layer_types(types, n):
+    """n layer types in the pattern's order that keep every kind it has (Qwen3-Next's linear and full
+    attention, Gemma 3's sliding and full): the first n, the last ones swapped for kinds they would drop."""
+    out = list(types[:n])
+    missing = [t for t in dict.fromkeys(types) if t not in out]
+    for i, t in enumerate(missing[:n]):
+        out[n - 1 - i] = t
+    return out
+
+
+def _type_fields(default):
+    """The config fields that store a kind for each layer: layer_types by the name the config stores it under
+    (Zamba2's layers_block_type), RecurrentGemma's repeating block_types."""
+    return getattr(type(default), "attribute_map", {}).get("layer_types", "layer_types"), "block_types"
+
+
+def _sized(default, sizes):
+    """The config attributes that set `sizes` on `default`, one config (not the ones inside it).
+
+    A staged config (staged()) keeps its own widths and heads, which must divide one another stage by stage:
+    `layers` caps every stage's depth and the other sizes, all but `vocab` and `image`, are left as they are."""
     have = set(vars(default))
     kw = {}
+    kinds = max((len(set(t)) for t in map(vars(default).get, _type_fields(default)) if isinstance(t, (list, tuple))),
+                default=0)
+    if "layers" in sizes and kinds > sizes["layers"]:    # Nemotron-H's four kinds of layer: one of each at least
+        sizes = dict(sizes, layers=kinds)
+    if staged(default):
+        if "layers" in sizes and isinstance(getattr(default, "depths", None), (list, tuple)):
+            kw["depths"] = [min(d, sizes["layers"]) for d in default.depths]
+        sizes = {k: v for k, v in sizes.items() if k in ("layers", "vocab", "image")}
     for name, value in sizes.items():
-        keys = [k for k in SIZE_KEYS[name] if k in have]
-        if not keys:
-            continue
+        keys = [k for k in SIZE_KEYS[name] if k in have and not isinstance(getattr(default, k), (list, tuple))]
         kw.update({k: value for k in keys})
     if "head_dim" not in sizes and "hidden" in sizes and "heads" in sizes:
-        kw.update({k: sizes["hidden"] // sizes["heads"] for k in HEAD_DIM_KEYS if k in have})
+        # a state-space model's heads split the expanded width (Mamba2: hidden x expand = heads x head_dim)
+        width = sizes["hidden"] * (default.expand if isinstance(getattr(default, "expand", None), int) else 1)
+        kw.update({k: width // sizes["heads"] for k in HEAD_DIM_KEYS if k in have})
+    if "heads" in sizes and isinstance(vars(default).get("n_groups"), int):   # Mamba2's B/C groups divide its heads
+        kw["n_groups"] = math.gcd(default.n_groups, sizes["heads"])
     if "kv_heads" in sizes and "heads" in sizes and "num_key_value_heads" in kw:
         kw["num_key_value_heads"] = min(sizes["kv_heads"], sizes["heads"])
+        if getattr(default, "kv_lora_rank", None):   # latent attention (DeepSeek V2/V3) expands K/V to every head
+            kw["num_key_value_heads"] = sizes["heads"]
+    for field in _type_fields(default):
+        types = vars(default).get(field)   # a stored list (Zamba2's layers_block_type, RecurrentGemma's repeating
+        if "layers" in sizes and isinstance(types, (list, tuple)) and len(types) > sizes["layers"]:   # block_types)
+            kw[field] = _layer_types(types, sizes["layers"])
+    experts = next((k for k in EXPERT_KEYS if isinstance(vars(default).get(k), int)), None)
+    if experts and "experts" in sizes:   # a mixture of experts: as many as the size asks, as many chosen as fit
+        kw[experts] = min(sizes["experts"], vars(default)[experts])
+        kw["num_experts_per_tok"] = min(getattr(default, "num_experts_per_tok", None) or 2, kw[experts])
+    rope = getattr(default, "rope_parameters", None)
+    if isinstance(rope, dict) and ("mrope_section" in rope or "mrope_section" in
+                                   getattr(default, "ignore_keys_at_rope_validation", ())):
+        section = rope.get("mrope_section") or MROPE_SECTION   # Qwen2-VL's rotary sections split half the head dim
+        dim = next((kw[k] for k in HEAD_DIM_KEYS if k in kw), None) or \
+            (sizes["hidden"] // sizes["heads"] if "hidden" in sizes and "heads" in sizes else None)
+        if dim and sum(section) != dim // 2:
+            scaled = [max(1, n * (dim // 2) // sum(section)) for n in section]
+            scaled[0] += dim // 2 - sum(scaled)
+            kw["rope_parameters"] = dict(rope, mrope_section=scaled)
+    for key in [k for k in vars(default) if k.endswith(("_layer_period", "_layer_offset"))]:
+        if "layers" in sizes and isinstance(vars(default)[key], int):   # Jamba's attention every 8th layer from
+            kw[key] = min(vars(default)[key], sizes["layers"] - key.endswith("_offset"))   # the 4th: one of 2 too
     vocab = kw.get("vocab_size", getattr(default, "vocab_size", None))
-    for key in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
-        value = getattr(default, key, None)   # special tokens of the full-size vocabulary, outside a smaller one
+    for i, key in enumerate(("eos_token_id", "bos_token_id", "pad_token_id")):
+        value = getattr(default, key, None)   # special tokens of the full-size vocabulary, outside a smaller one:
         if isinstance(vocab, int) and isinstance(value, int) and value >= vocab:
-            kw[key] = 0 if key == "decoder_start_token_id" else None
-    return AutoConfig.for_model(model_type, **kw)
+            kw[key] = vocab - 1 - i          # kept in range, not None (CLIP pools at its EOS token, Mllama
+    start = getattr(default, "decoder_start_token_id", None)        # insists on an integer BOS)
+    if isinstance(vocab, int) and isinstance(start, int) and start >= vocab:
+        kw["decoder_start_token_id"] = 0
+    return kw
+
+
+def _size_config(model_type, sizes):
+    """A config of model_type with the given sizes set on every attribute that holds them, in it and in the
+    configs inside it (CLIP's text and vision towers, a VLM's language model)."""
+    from transformers import AutoConfig, PretrainedConfig
+    default = AutoConfig.for_model(model_type)
+    kw = _sized(default, sizes)
+    for name, sub in vars(default).items():
+        if isinstance(sub, PretrainedConfig):   # what the outer config set in it (UperNet's backbone stages) and
+            # the sizes; what the sub-config derives from them (a head dim) is derived again
+            own = type(sub)().to_dict()
+            kw[name] = {**{k: v for k, v in sub.to_dict().items() if k in own and own[k] != v},
+                        "model_type": sub.model_type, **_sized(sub, sizes)}
+    try:
+        return AutoConfig.for_model(model_type, **kw)
+    except Exception as e:         # a config class that validates its geometry, and sizes it does not accept
+        raise PlaybookError(f"workload 'hf': transformers refuses a {model_type} config at these sizes: "
+                            f"{type(e).__name__}: {_first(e)}. Give sizes that fit it (--option hidden=..., "
+                            "heads=...), or a checkpoint folder") from e
 
 
 def _explicit_sizes(options):
@@ -184,6 +283,11 @@ def kind(cfg):
     return "causal" if causal and not masked else "base"
 
 
+HEAD_MAPPINGS = [(f"MODEL_FOR_{name}_MAPPING_NAMES", name) for name in
+                 ("SEMANTIC_SEGMENTATION", "IMAGE_CLASSIFICATION", "DEPTH_ESTIMATION", "OBJECT_DETECTION",
+                  "UNIVERSAL_SEGMENTATION", "AUDIO_CLASSIFICATION", "CTC", "SEQUENCE_CLASSIFICATION")]
+
+
 def model_class(cfg, k):
     import transformers
     arch = (getattr(cfg, "architectures", None) or [None])[0]
@@ -193,18 +297,41 @@ def model_class(cfg, k):
         return transformers.AutoModelForCausalLM
     if k == "seq2seq" and cfg.model_type in _mapping("MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"):
         return transformers.AutoModelForSeq2SeqLM
-    return transformers.AutoModel
+    if cfg.model_type in _mapping("MODEL_MAPPING_NAMES"):
+        return transformers.AutoModel
+    for mapping, _ in HEAD_MAPPINGS:      # a type with no bare model (UperNet): the first head class it has
+        if cfg.model_type in _mapping(mapping):
+            return getattr(transformers, _mapping(mapping)[cfg.model_type])
+    raise PlaybookError(f"workload 'hf': transformers has no model class for {cfg.model_type!r} that this workload "
+                        "builds; wrap it as --workload custom with your own example inputs")
+
+
+def _first(e, limit=300):
+    """An exception's first non-empty line, cut to `limit` characters."""
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)[:limit].rstrip(".")
 
 
 def make_model(model, cfg, k, device, dtype, seed):
     """The model in dtype on device: a checkpoint's weights, or random weights made on the device."""
     cls = model_class(cfg, k)
     torch.manual_seed(seed)
-    if is_checkpoint(model):
-        m = cls.from_pretrained(model, local_files_only=True, dtype=dtype)
-        return m.to(device)
-    with torch.device(device):
-        m = cls.from_config(cfg) if hasattr(cls, "from_config") else cls._from_config(cfg)
+    try:
+        if is_checkpoint(model):
+            m = cls.from_pretrained(model, local_files_only=True, dtype=dtype)
+            return m.to(device)
+        with torch.device(device):
+            m = cls.from_config(cfg) if hasattr(cls, "from_config") else cls._from_config(cfg)
+    except ImportError as e:          # DiNAT needs natten, and others their own libraries
+        raise PlaybookError(f"workload 'hf': {cfg.model_type} needs a library this environment lacks: {_first(e)}. "
+                            "Install it, or choose another model") from e
+    except (ValueError, RuntimeError, TypeError, KeyError, AttributeError, IndexError, AssertionError) as e:
+        if is_checkpoint(model):
+            raise
+        # sizes a preset sets that the architecture's own geometry does not allow (Mimi's convolution groups), or
+        # a config class whose defaults its own model cannot be built from (DBRX's in transformers 5.25)
+        raise PlaybookError(f"workload 'hf': {cfg.model_type} cannot be built from this config at these sizes: "
+                            f"{type(e).__name__}: {_first(e)}. Give sizes that fit it (--option hidden=..., "
+                            "heads=...), or a checkpoint folder") from e
     return m.to(dtype)
 
 
@@ -217,11 +344,27 @@ def lookup_tables(model):
 
 # ---- the steps --------------------------------------------------------------------------------------
 
+COUNTERS = ("cumulative_length", "cumulative_length_linear")   # an attention layer's, a state-space layer's
+
+
 def _cache_counters(cache):
-    """The cache layers that write at their own counter (a tensor `cumulative_length`; sliding layers also
-    keep a Python int one): the layers DecodeStep gives a counter of their own each call."""
-    return [layer for layer in getattr(cache, "layers", ())
-            if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor)]
+    """(layer, counter name) for each counter a cache layer writes at (a tensor `cumulative_length`; sliding
+    layers also keep a Python int one; a state-space layer counts its tokens in `cumulative_length_linear`):
+    the counters DecodeStep gives the layer a copy of its own each call."""
+    return [(layer, name) for layer in getattr(cache, "layers", ()) for name in COUNTERS
+            if isinstance(getattr(layer, name, None), torch.Tensor)]
+
+
+def _cache_states(cache):
+    """The recurrent state tensors of a cache's state-space layers (Mamba's, Jamba's, Qwen3-Next's linear
+    attention: conv_states and recurrent_states), which a decode token updates in place."""
+    out = []
+    for layer in getattr(cache, "layers", ()):
+        for name in ("conv_states", "recurrent_states"):
+            held = getattr(layer, name, None)
+            held = held.values() if isinstance(held, dict) else held if isinstance(held, (list, tuple)) else ()
+            out += [t for t in held if isinstance(t, torch.Tensor)]
+    return out
 
 
 # NOTE: each call hands every cache layer a counter of its own made from cache_position, and puts the layer's
@@ -239,29 +382,36 @@ class DecodeStep(nn.Module):
 
     Recent transformers write at each layer's own counter, not at cache_position: each call gives every such
     layer a fresh counter holding cache_position, and gives the layer its own back after (the NOTE above), so
-    every call writes the same slot."""
+    every call writes the same slot. A state-space layer's states are updated, not written at a slot: each call
+    first copies back the states the prompt left (`prompt_states`), so every call decodes the same token from
+    the same state."""
 
     def __init__(self, model, cache, position):
         super().__init__()
         self.model = model
         self.cache = cache
         self.position = position
-        self.layers = _cache_counters(cache)
+        self.counters = _cache_counters(cache)
+        self.states = _cache_states(cache)
+        for i, t in enumerate(self.states):      # buffers, so they travel with the step's .to()
+            self.register_buffer(f"prompt_states_{i}", t.clone(), persistent=False)
         self.cache_arg = cache_arg(model.forward)        # a constant to Dynamo: read once, here
 
     def forward(self, input_ids, cache_position):
         # input_ids: [1, 1]; cache_position: [1]
-        own = [layer.cumulative_length for layer in self.layers]
-        for layer in self.layers:
-            layer.cumulative_length = cache_position[0].clone()
-            if hasattr(layer, "cumulative_length_int"):
+        for i, state in enumerate(self.states):
+            state.copy_(getattr(self, f"prompt_states_{i}"))
+        own = [getattr(layer, name) for layer, name in self.counters]
+        for layer, name in self.counters:
+            setattr(layer, name, cache_position[0].clone())
+            if name == "cumulative_length" and hasattr(layer, "cumulative_length_int"):
                 layer.cumulative_length_int = self.position
         try:
             out = self.model(input_ids=input_ids, position_ids=cache_position[None], cache_position=cache_position,
                              use_cache=True, **{self.cache_arg: self.cache})
         finally:
-            for layer, counter in zip(self.layers, own):
-                layer.cumulative_length = counter
+            for (layer, name), counter in zip(self.counters, own):
+                setattr(layer, name, counter)
         return out.logits
 
 
@@ -288,10 +438,18 @@ class ForwardStep(nn.Module):
 
     def forward(self, *args, **kwargs):
         out = self.model(*args, **kwargs, **({"use_cache": False} if "decoder_input_ids" in kwargs else {}))
-        for key in ("logits", "last_hidden_state"):
-            if getattr(out, key, None) is not None:
-                return getattr(out, key)
-        return out[0] if isinstance(out, (tuple, list)) else out
+        return main_output(out)
+
+
+def main_output(out):
+    """The tensor a forward is judged by: logits, else the last hidden state, else the first floating-point
+    tensor it returns (CLIP's logits_per_image, EnCodec's audio_values; its integer codes flip on rounding)."""
+    for key in ("logits", "last_hidden_state"):
+        if getattr(out, key, None) is not None:
+            return getattr(out, key)
+    items = out.to_tuple() if hasattr(out, "to_tuple") else out if isinstance(out, (tuple, list)) else (out,)
+    tensors = [t for t in items if isinstance(t, torch.Tensor)]
+    return next((t for t in tensors if t.is_floating_point()), tensors[0] if tensors else out)
 
 
 def cache_arg(forward):
@@ -312,8 +470,9 @@ def default_cache(position):
 
 
 def kv_bytes(cache, position):
-    """Bytes of the filled KV cache one decode token must read (a sliding layer holds its window)."""
-    total = 0
+    """Bytes of the filled KV cache one decode token must read (a sliding layer holds its window), and of the
+    state-space layers' states."""
+    total = sum(t.numel() * t.element_size() for t in _cache_states(cache))
     for layer in getattr(cache, "layers", ()):
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
         if not isinstance(keys, torch.Tensor) or keys.dim() != 4:
@@ -337,11 +496,19 @@ def decode_step(model, cfg, position, slots, device, seed):
     vocab = cfg.get_text_config(decoder=True).vocab_size
     gen = torch.Generator().manual_seed(seed + 1)
     prompt = torch.randint(0, vocab, (1, position + 1), generator=gen).to(device)
-    with torch.no_grad():
-        model(input_ids=prompt[:, :-1], cache_position=torch.arange(position, device=device), use_cache=True,
-              **{cache_arg(model.forward): cache})
+    try:
+        with torch.no_grad():
+            model(input_ids=prompt[:, :-1], cache_position=torch.arange(position, device=device), use_cache=True,
+                  **{cache_arg(model.forward): cache})
+    except Exception as e:     # Bamba's default config: every layer a state-space one, which transformers's masks
+        raise NoDecode(f"{cfg.model_type} does not prefill into a StaticCache: {type(e).__name__}: "   # refuse
+                       f"{_first(e)}. Use --option step=prefill") from e
     step = DecodeStep(model, cache, position).eval()
     return step, (prompt[:, -1:], torch.tensor([position], device=device)), kv_bytes(cache, position)
+
+
+class NoDecode(PlaybookError):
+    """A causal model that transformers will not run against a StaticCache."""
 
 
 def _has_sliding_layers(cfg):
@@ -360,27 +527,98 @@ def _image_size(cfg):
     return size[0] if isinstance(size, (list, tuple)) else int(size)
 
 
+def _image(cfg, gen, device, dtype):
+    channels = getattr(cfg, "num_channels", None) or getattr(getattr(cfg, "vision_config", None), "num_channels", 3)
+    size = _image_size(cfg)
+    return torch.randn(1, channels, size, size, generator=gen).to(device, dtype)
+
+
+def _audio_features(cfg, gen, device, dtype):
+    """Log-mel frames the encoder takes whole: Whisper's (mel bins x twice its encoder positions, what its
+    convolutions halve), or Speech2Text's (frames x features a frame); None for a config of neither kind."""
+    if getattr(cfg, "num_mel_bins", None) and getattr(cfg, "max_source_positions", None):
+        return torch.randn(1, cfg.num_mel_bins, 2 * cfg.max_source_positions, generator=gen).to(device, dtype)
+    per = getattr(cfg, "input_feat_per_channel", None)
+    if per:
+        frames = min(getattr(cfg, "max_source_positions", 600), 600)
+        feats = per * getattr(cfg, "input_channels", 1)
+        return torch.randn(1, frames, feats, generator=gen).to(device, dtype)
+    return None
+
+
+def _image_tokens(cfg):
+    """Whether the model's text carries image tokens its image features replace (LLaVA, PaliGemma, Qwen2-VL)."""
+    return any(getattr(cfg, key, None) is not None for key in ("image_token_id", "image_token_index"))
+
+
 def forward_inputs(model, cfg, k, options, device, dtype, seed):
-    """(args, kwargs) of one forward: token ids or an image, by the model's main input."""
+    """kwargs of one forward, built for the model's main input: token ids, an image, a waveform or log-mel
+    frames; a model that also takes an image beside its tokens (CLIP, SigLIP) gets both."""
+    import inspect
     gen = torch.Generator().manual_seed(seed + 1)
     name = getattr(model, "main_input_name", "input_ids")
+    kw = {}
     if name == "pixel_values":
-        channels = getattr(cfg, "num_channels", 3)
-        size = _image_size(cfg)
-        return {"pixel_values": torch.randn(1, channels, size, size, generator=gen).to(device, dtype)}
-    if name != "input_ids":
+        kw["pixel_values"] = _image(cfg, gen, device, dtype)
+    elif name == "input_values" and getattr(cfg, "num_mel_bins", None) and getattr(cfg, "max_length", None):
+        # a spectrogram transformer (AST): frames x mel bins
+        kw["input_values"] = torch.randn(1, cfg.max_length, cfg.num_mel_bins, generator=gen).to(device, dtype)
+    elif name == "input_values":
+        shape = (1, getattr(cfg, "audio_channels", 1), options["samples"]) if getattr(cfg, "audio_channels", None) \
+            else (1, options["samples"])
+        kw["input_values"] = torch.randn(*shape, generator=gen).to(device, dtype)
+    elif name == "input_features" and _audio_features(cfg, gen, device, dtype) is not None:
+        kw["input_features"] = _audio_features(cfg, gen, device, dtype)
+    elif name == "input_ids":
+        vocab = getattr(cfg, "vocab_size", None) or cfg.get_text_config().vocab_size
+        kw["input_ids"] = torch.randint(0, vocab, (1, options["tokens"]), generator=gen).to(device)
+        try:
+            takes_image = "pixel_values" in inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            takes_image = False
+        if takes_image and not _image_tokens(cfg) and (hasattr(cfg, "vision_config") or hasattr(cfg, "image_size")):
+            # a dual encoder (CLIP, SigLIP, BLIP) or one tower over both (ViLT) takes the image beside the text;
+            # a VLM places image features at its image tokens, and runs here on its text alone
+            kw["pixel_values"] = _image(getattr(cfg, "vision_config", cfg), gen, device, dtype)
+    else:
         raise PlaybookError(f"workload 'hf': {type(model).__name__} takes {name!r} as its main input, which this "
                             "workload does not build; wrap it as --workload custom with your own example inputs")
-    vocab = getattr(cfg, "vocab_size", None) or cfg.get_text_config().vocab_size
-    ids = torch.randint(0, vocab, (1, options["tokens"]), generator=gen).to(device)
-    kw = {"input_ids": ids}
     if k == "seq2seq":
         start = getattr(cfg, "decoder_start_token_id", None)
         kw["decoder_input_ids"] = torch.full((1, 1), 0 if start is None else start, dtype=torch.long, device=device)
     return kw
 
 
+def _what(cfg, kwargs, options, k):
+    """The forward's inputs in words, for the workload's description."""
+    if "input_values" in kwargs and kwargs["input_values"].dim() == 3 and getattr(cfg, "num_mel_bins", None):
+        what = "a spectrogram " + "x".join(str(n) for n in kwargs["input_values"].shape[1:])
+    elif "input_values" in kwargs:
+        what = f"{kwargs['input_values'].shape[-1]} audio samples"
+    elif "input_features" in kwargs:
+        what = "log-mel frames " + "x".join(str(n) for n in kwargs["input_features"].shape[1:])
+    elif "input_ids" in kwargs:
+        what = f"{options['tokens']} tokens" + (" and one image" if "pixel_values" in kwargs else
+                                                 ", text only (no image tokens)" if _image_tokens(cfg) else "")
+    else:
+        what = "one image"
+    return what + (" through the encoder and one decoder token" if k == "seq2seq" else "")
+
+
 def build(preset, device, dtype, seed=0, weights_via=None, options=None, model=""):
+    """The workload; what transformers raises on a model this workload cannot size, build or feed (a config
+    that refuses per-layer attributes, a vision tower with no vocabulary) as a PlaybookError naming what to do."""
+    try:
+        return _build(preset, device, dtype, seed, weights_via, options, model)
+    except (PlaybookError, torch.cuda.OutOfMemoryError, MemoryError):   # out of memory says so itself
+        raise
+    except Exception as e:
+        raise PlaybookError(f"workload 'hf': {model} could not be built as a step: {type(e).__name__}: {_first(e)}. "
+                            "Give a checkpoint folder or other sizes (--option ...), or wrap it as --workload custom "
+                            "with your own example inputs") from e
+
+
+def _build(preset, device, dtype, seed, weights_via, options, model):
     options = check_options(options)
     cfg = load_config(model, "" if preset == CHECKPOINT else preset, options)
     k = kind(cfg)
@@ -388,29 +626,53 @@ def build(preset, device, dtype, seed=0, weights_via=None, options=None, model="
     if step_name in ("decode", "prefill") and k != "causal":
         raise PlaybookError(f"option step={step_name} is for causal language models; {cfg.model_type} is "
                             f"{'an encoder-decoder' if k == 'seq2seq' else 'not one'}: use step=forward")
-    for key in ("max_position_embeddings", "n_positions"):
+    options = dict(options)
+    auto = "tokens" not in options
+    options.setdefault("tokens", TOKENS)
+    window = getattr(cfg.get_text_config(decoder=True), "sliding_window", None)
+    if "position" not in options:      # GPT-OSS's window is 128: the default position is kept inside it
+        inside = isinstance(window, int) and 1 < window <= POSITION and _has_sliding_layers(cfg)
+        options["position"] = window // 2 if inside else POSITION
+    text = getattr(cfg, "text_config", None)
+    for where, key in [(c, key) for c in (cfg, text) if c is not None for key in ("max_position_embeddings",
+                                                                                   "n_positions")]:
+        held = getattr(where, key, None)
+        if auto and step_name == "forward" and isinstance(held, int) and held < options["tokens"]:
+            options["tokens"] = held      # CLIP's text tower holds 77: the default prompt is cut to fit
         need = options["position"] + 1 if step_name == "decode" else options["tokens"]
-        if isinstance(getattr(cfg, key, None), int) and getattr(cfg, key) < need:
-            raise PlaybookError(f"{cfg.model_type} holds {getattr(cfg, key)} positions ({key}); this step needs "
+        if isinstance(held, int) and held < need:
+            raise PlaybookError(f"{cfg.model_type} holds {held} positions ({key}); this step needs "
                                 f"{need}: lower option position/tokens")
     hf = make_model(model, cfg, k, device, weights_via or dtype, seed).to(dtype).eval()
-    kv = 0
+    kv, why = 0, ""
     if step_name == "decode":
         slots = options.get("cache") or default_cache(options["position"])
-        step, args, kv = decode_step(hf, cfg, options["position"], slots, device, seed)
-        kwargs = {}
-        what = f"one decode token at position {options['position']} of a {slots}-slot StaticCache"
-    elif step_name == "prefill":
+        try:
+            step, args, kv = decode_step(hf, cfg, options["position"], slots, device, seed)
+            kwargs = {}
+            what = f"one decode token at position {options['position']} of a {slots}-slot StaticCache"
+        except NoDecode as e:
+            if options.get("step"):
+                raise
+            step_name, why = "prefill", f" (the default decode step could not be built: {e})"
+    if step_name == "prefill":
         step, kwargs = PrefillStep(hf).eval(), {}
         gen = torch.Generator().manual_seed(seed + 1)
         args = (torch.randint(0, cfg.get_text_config(decoder=True).vocab_size, (1, options["tokens"]),
                               generator=gen).to(device),)
-        what = f"a {options['tokens']}-token prefill (no cache, last token's logits)"
-    else:
+        what = f"a {options['tokens']}-token prefill (no cache, last token's logits){why}"
+    elif step_name != "decode":
         step, args = ForwardStep(hf).eval(), ()
         kwargs = forward_inputs(hf, cfg, k, options, device, dtype, seed)
-        what = ("one image" if "pixel_values" in kwargs else f"{options['tokens']} tokens") + \
-               (" through the encoder and one decoder token" if k == "seq2seq" else "")
+        what = _what(cfg, kwargs, options, k)
+    if step_name != "decode":
+        try:             # one forward now, so a model whose inputs this workload cannot build says so here
+            with torch.no_grad():
+                step(*args, **kwargs)
+        except Exception as e:
+            raise PlaybookError(f"workload 'hf': {type(hf).__name__}'s forward failed on the inputs this workload "
+                                f"builds ({what}): {type(e).__name__}: {_first(e)}. Wrap it as --workload custom "
+                                "with your own example inputs") from e
     source = f"checkpoint {model}" if is_checkpoint(model) else f"{model} {preset} sizes, random weights"
     return Workload(
         name="hf", preset=preset, model=step, args=args, kwargs=kwargs,
