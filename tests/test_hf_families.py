@@ -186,3 +186,13 @@ def test_a_config_transformers_refuses_and_a_missing_library_are_clear_errors(mo
     monkeypatch.setattr(hf, "model_class", lambda cfg, k: Needs)
     with pytest.raises(PlaybookError, match="needs a library this environment lacks: NatBackbone requires"):
         build("vit")
+
+
+def test_batch_norms_that_vanish_a_random_models_output_are_measured_on_its_input():
+    """transformers' random batch-norm scales with the init's statistics shrink EfficientNet's activations to
+    nothing: a vanishing reference would judge no rewrite, so the norms go to PyTorch's init with statistics
+    measured on the example input (the description says so), and the output is of a normal size."""
+    wl = build("efficientnet", image=64)
+    assert "batch norms at PyTorch's init, statistics measured on it" in wl.description
+    assert run(wl).abs().max() > 1e-2
+    assert "measured on it" not in build("resnet", image=64).description      # a lively model is left alone

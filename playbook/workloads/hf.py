@@ -605,6 +605,20 @@ def _what(cfg, kwargs, options, k):
     return what + (" through the encoder and one decoder token" if k == "seq2seq" else "")
 
 
+VANISHING = 1e-6    # a random-weight output no larger than this everywhere judges nothing
+
+
+def _trial(step, args, kwargs, hf, what):
+    """The step's output once, so a model whose inputs this workload cannot build says so when it is built."""
+    try:
+        with torch.no_grad():
+            return step(*args, **kwargs)
+    except Exception as e:
+        raise PlaybookError(f"workload 'hf': {type(hf).__name__}'s forward failed on the inputs this workload "
+                            f"builds ({what}): {type(e).__name__}: {_first(e)}. Wrap it as --workload custom "
+                            "with your own example inputs") from e
+
+
 def build(preset, device, dtype, seed=0, weights_via=None, options=None, model=""):
     """The workload; what transformers raises on a model this workload cannot size, build or feed (a config
     that refuses per-layer attributes, a vision tower with no vocabulary) as a PlaybookError naming what to do."""
@@ -666,13 +680,23 @@ def _build(preset, device, dtype, seed, weights_via, options, model):
         kwargs = forward_inputs(hf, cfg, k, options, device, dtype, seed)
         what = _what(cfg, kwargs, options, k)
     if step_name != "decode":
-        try:             # one forward now, so a model whose inputs this workload cannot build says so here
-            with torch.no_grad():
-                step(*args, **kwargs)
-        except Exception as e:
-            raise PlaybookError(f"workload 'hf': {type(hf).__name__}'s forward failed on the inputs this workload "
-                                f"builds ({what}): {type(e).__name__}: {_first(e)}. Wrap it as --workload custom "
-                                "with your own example inputs") from e
+        out = _trial(step, args, kwargs, hf, what)
+        if not is_checkpoint(model) and isinstance(out, torch.Tensor) and out.is_floating_point() and \
+                not out.abs().max() > VANISHING:
+            # transformers' random batch-norm scales (about 0.02) with the init's running statistics (mean 0,
+            # variance 1): EfficientNet's activations shrink to nothing by the last block, and a vanishing output
+            # judges no rewrite. The norms go to PyTorch's init (scale 1, shift 0) and their statistics are
+            # measured on the example input, as a trained model's would be
+            norms = [m for m in hf.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            for m in norms:
+                m.reset_parameters()
+                m.momentum, m.training = None, True        # a cumulative average over the one forward
+            _trial(step, args, kwargs, hf, what)
+            for m in norms:
+                m.momentum, m.training = 0.1, False
+            if norms and _trial(step, args, kwargs, hf, what).abs().max() > VANISHING:
+                what += f" ({len(norms)} batch norms at PyTorch's init, statistics measured on it: transformers' " \
+                        f"init left the output below {VANISHING:g})"
     source = f"checkpoint {model}" if is_checkpoint(model) else f"{model} {preset} sizes, random weights"
     return Workload(
         name="hf", preset=preset, model=step, args=args, kwargs=kwargs,
