@@ -63,6 +63,8 @@
 #                                                   # each call waits up to WAIT_S and copies what is done
 #                                                   # (UM_DIR: another folder under reports/; a new machine
 #                                                   # starts over, so name the models left with --only)
+#   bash benchmarks/gpu_session.sh families [m...] # the ladder on hf model types at preset small, each in FAM_MIN (1.5) minutes
+#                                                   # (default: jamba whisper), then a table of their phases
 # Run from the repo root with .whl/ carried along (../shared/device/fetch-wheels.sh liger-kernel).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -83,6 +85,14 @@ if [[ $part == tests || $part == all ]]; then
   python3 -m pytest -q -m gpu tests 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt"
   python3 -m pytest -q tests/test_kernels.py 2>&1 | tail -3 | tee -a "$OUT/gpu-tests.txt"   # compiled, on CUDA
   python3 -m pytest -q tests/test_decode_attention.py -k "filled or rope" 2>&1 | tail -3 | tee -a "$OUT/gpu-tests.txt"
+fi
+if [[ $part == families ]]; then   # any model: state-space, speech, dual-encoder and vision models down the GPU ladder
+  for model in ${@:-jamba whisper}; do
+    timeout "${FAM_S:-150}" python3 -m playbook run --workload hf --model "$model" --budget-min "${FAM_MIN:-1.5}" \
+      --out "$OUT/families/$model" > "$OUT/families-$model.log" 2>&1
+    echo "$model rc=$?" | tee -a "$OUT/families.txt"
+    grep -E "^\[[0-9]/8\]" "$OUT/families-$model.log" | grep -v running | cut -c1-200
+  done
 fi
 if [[ $part == gemv ]]; then
   python3 -m pytest -q tests/test_gemv.py 2>&1 | tail -2 | tee "$OUT/gemv-tests.txt"     # compiled, on CUDA
