@@ -283,7 +283,7 @@ def kind(cfg):
     return "causal" if causal and not masked else "base"
 
 
-HEAD_MAPPINGS = [(f"MODEL_FOR_{name}_MAPPING_NAMES", name) for name in
+HEAD_MAPPINGS = [f"MODEL_FOR_{name}_MAPPING_NAMES" for name in
                  ("SEMANTIC_SEGMENTATION", "IMAGE_CLASSIFICATION", "DEPTH_ESTIMATION", "OBJECT_DETECTION",
                   "UNIVERSAL_SEGMENTATION", "AUDIO_CLASSIFICATION", "CTC", "SEQUENCE_CLASSIFICATION")]
 
@@ -299,7 +299,7 @@ def model_class(cfg, k):
         return transformers.AutoModelForSeq2SeqLM
     if cfg.model_type in _mapping("MODEL_MAPPING_NAMES"):
         return transformers.AutoModel
-    for mapping, _ in HEAD_MAPPINGS:      # a type with no bare model (UperNet): the first head class it has
+    for mapping in HEAD_MAPPINGS:      # a type with no bare model (UperNet): the first head class it has
         if cfg.model_type in _mapping(mapping):
             return getattr(transformers, _mapping(mapping)[cfg.model_type])
     raise PlaybookError(f"workload 'hf': transformers has no model class for {cfg.model_type!r} that this workload "
@@ -393,14 +393,15 @@ class DecodeStep(nn.Module):
         self.position = position
         self.counters = _cache_counters(cache)
         self.states = _cache_states(cache)
-        for i, t in enumerate(self.states):      # buffers, so they travel with the step's .to()
-            self.register_buffer(f"prompt_states_{i}", t.clone(), persistent=False)
+        self.saved = tuple(f"prompt_states_{i}" for i in range(len(self.states)))
+        for name, t in zip(self.saved, self.states):      # buffers, so they travel with the step's .to()
+            self.register_buffer(name, t.clone(), persistent=False)
         self.cache_arg = cache_arg(model.forward)        # a constant to Dynamo: read once, here
 
     def forward(self, input_ids, cache_position):
         # input_ids: [1, 1]; cache_position: [1]
-        for i, state in enumerate(self.states):
-            state.copy_(getattr(self, f"prompt_states_{i}"))
+        for state, name in zip(self.states, self.saved):   # timed with the step: every phase and peer pays it
+            state.copy_(getattr(self, name))
         own = [getattr(layer, name) for layer, name in self.counters]
         for layer, name in self.counters:
             setattr(layer, name, cache_position[0].clone())
@@ -567,8 +568,8 @@ def forward_inputs(model, cfg, k, options, device, dtype, seed):
         shape = (1, getattr(cfg, "audio_channels", 1), options["samples"]) if getattr(cfg, "audio_channels", None) \
             else (1, options["samples"])
         kw["input_values"] = torch.randn(*shape, generator=gen).to(device, dtype)
-    elif name == "input_features" and _audio_features(cfg, gen, device, dtype) is not None:
-        kw["input_features"] = _audio_features(cfg, gen, device, dtype)
+    elif name == "input_features" and (features := _audio_features(cfg, gen, device, dtype)) is not None:
+        kw["input_features"] = features
     elif name == "input_ids":
         vocab = getattr(cfg, "vocab_size", None) or cfg.get_text_config().vocab_size
         kw["input_ids"] = torch.randint(0, vocab, (1, options["tokens"]), generator=gen).to(device)
@@ -617,6 +618,32 @@ def _trial(step, args, kwargs, hf, what):
         raise PlaybookError(f"workload 'hf': {type(hf).__name__}'s forward failed on the inputs this workload "
                             f"builds ({what}): {type(e).__name__}: {_first(e)}. Wrap it as --workload custom "
                             "with your own example inputs") from e
+
+
+def _vanishing(out):
+    return isinstance(out, torch.Tensor) and out.is_floating_point() and not out.abs().max() > VANISHING
+
+
+def _revive_batch_norms(hf, forward):
+    """What the description adds once a random model's batch norms no longer vanish its output ('' if they
+    did not). transformers' random batch-norm scales (about 0.02) with the init's running statistics (mean 0,
+    variance 1) shrink EfficientNet's activations to nothing by the last block, and a vanishing output judges
+    no rewrite: the norms go to PyTorch's init (scale 1, shift 0) with statistics measured on the example
+    input (`forward`, the step on it), as a trained model's would be."""
+    norms = [m for m in hf.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return ""
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_parameters()
+        m.momentum, m.training = None, True        # a cumulative average over the one forward
+    forward()
+    for m, momentum in zip(norms, momenta):
+        m.momentum, m.training = momentum, False
+    if _vanishing(forward()):
+        return ""
+    return (f" ({len(norms)} batch norms at PyTorch's init, statistics measured on it: transformers' init left "
+            f"the output below {VANISHING:g})")
 
 
 def build(preset, device, dtype, seed=0, weights_via=None, options=None, model=""):
@@ -681,22 +708,8 @@ def _build(preset, device, dtype, seed, weights_via, options, model):
         what = _what(cfg, kwargs, options, k)
     if step_name != "decode":
         out = _trial(step, args, kwargs, hf, what)
-        if not is_checkpoint(model) and isinstance(out, torch.Tensor) and out.is_floating_point() and \
-                not out.abs().max() > VANISHING:
-            # transformers' random batch-norm scales (about 0.02) with the init's running statistics (mean 0,
-            # variance 1): EfficientNet's activations shrink to nothing by the last block, and a vanishing output
-            # judges no rewrite. The norms go to PyTorch's init (scale 1, shift 0) and their statistics are
-            # measured on the example input, as a trained model's would be
-            norms = [m for m in hf.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-            for m in norms:
-                m.reset_parameters()
-                m.momentum, m.training = None, True        # a cumulative average over the one forward
-            _trial(step, args, kwargs, hf, what)
-            for m in norms:
-                m.momentum, m.training = 0.1, False
-            if norms and _trial(step, args, kwargs, hf, what).abs().max() > VANISHING:
-                what += f" ({len(norms)} batch norms at PyTorch's init, statistics measured on it: transformers' " \
-                        f"init left the output below {VANISHING:g})"
+        if not is_checkpoint(model) and _vanishing(out):
+            what += _revive_batch_norms(hf, lambda: _trial(step, args, kwargs, hf, what))
     source = f"checkpoint {model}" if is_checkpoint(model) else f"{model} {preset} sizes, random weights"
     return Workload(
         name="hf", preset=preset, model=step, args=args, kwargs=kwargs,
